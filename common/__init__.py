@@ -1,0 +1,1 @@
+"""Shared machinery for the face-hashing methods: data, metrics, layers, training, export."""

@@ -1,0 +1,1 @@
+"""Retrieval metrics over binary codes."""
