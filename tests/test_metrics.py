@@ -1,0 +1,164 @@
+"""retrieval_metrics against an independent brute-force implementation."""
+
+import numpy as np
+import pytest
+
+from common.metrics import METRIC_KEYS, hamming_distances, legacy_bits, retrieval_metrics
+from common.metrics import retrieval as retrieval_module
+
+import retrieval_reference as ref
+
+BIT_COUNTS = [12, 24, 36, 48, 13]
+
+
+def as_array(result):
+    assert set(result) == set(METRIC_KEYS)
+    assert all(isinstance(v, float) for v in result.values())
+    return np.array([result[k] for k in METRIC_KEYS])
+
+
+def tied_problem(rng, bits, num_queries=12, num_db=150, num_labels=5):
+    """Random codes with many exact ties and a query label absent from the database."""
+    db = rng.normal(size=(num_db, bits))
+    db[10:40] = np.sign(db[0])              # a block of identical codes
+    db[50:60, : bits // 2] = 0.0            # zeros count as +1
+    queries = rng.normal(size=(num_queries, bits))
+    queries[:4] = db[:4] + 0.01 * rng.normal(size=(4, bits))
+    db_labels = rng.integers(0, num_labels, num_db)
+    query_labels = rng.integers(0, num_labels + 1, num_queries)   # label num_labels: no relevant item
+    return queries, query_labels, db, db_labels
+
+
+@pytest.mark.parametrize("bits", BIT_COUNTS + [70])
+@pytest.mark.parametrize("hamming", ["exact", "legacy"])
+def test_index_ties_match_brute_force(bits, hamming):
+    rng = np.random.default_rng(bits)
+    q, ql, d, dl = tied_problem(rng, bits)
+    got = retrieval_metrics(q, ql, d, dl, top_k=20, radius=2, hamming=hamming, ties="index")
+    want = ref.metrics(q, ql, d, dl, top_k=20, radius=2, legacy=hamming == "legacy")
+    np.testing.assert_allclose(as_array(got), want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("bits", BIT_COUNTS)
+@pytest.mark.parametrize("hamming", ["exact", "legacy"])
+def test_expected_ties_match_average_over_all_orders(bits, hamming):
+    rng = np.random.default_rng(100 + bits)
+    q = rng.normal(size=(4, bits))
+    d = rng.normal(size=(6, bits))
+    d[3] = d[1]
+    d[4] = d[1]
+    q[0] = d[1]
+    q[1] = -d[5]
+    ql = np.array([0, 1, 2, 3])
+    dl = np.array([0, 1, 0, 0, 2, 1])
+    got = retrieval_metrics(q, ql, d, dl, top_k=3, radius=bits // 3, hamming=hamming, ties="expected")
+    want = ref.expected_metrics(q, ql, d, dl, top_k=3, radius=bits // 3, legacy=hamming == "legacy")
+    np.testing.assert_allclose(as_array(got), want, rtol=0, atol=1e-12)
+
+
+def test_expected_ties_differ_from_index_ties_when_ties_matter():
+    rng = np.random.default_rng(5)
+    d = np.sign(rng.normal(size=(6, 12)))
+    d[:] = d[0]                                 # all database items tied
+    dl = np.array([1, 1, 0, 0, 0, 0])
+    q, ql = d[:1].copy(), np.array([0])
+    index = retrieval_metrics(q, ql, d, dl, top_k=2, ties="index")
+    expected = retrieval_metrics(q, ql, d, dl, top_k=2, ties="expected")
+    # Index order puts the two irrelevant items first: AP = (1/3 + 2/4 + 3/5 + 4/6) / 4.
+    assert index["map"] == pytest.approx((1 / 3 + 2 / 4 + 3 / 5 + 4 / 6) / 4, abs=1e-15)
+    assert index["precision_at_k"] == 0.0
+    assert expected["precision_at_k"] == pytest.approx(4 / 6, abs=1e-15)
+    assert expected["map"] > index["map"]
+
+
+@pytest.mark.parametrize("ties", ["index", "expected"])
+def test_both_index_strategies_and_chunking_agree(monkeypatch, ties):
+    rng = np.random.default_rng(7)
+    q, ql, d, dl = tied_problem(rng, 24, num_queries=30, num_db=300, num_labels=3)
+    want = ref.metrics(q, ql, d, dl, top_k=25, radius=3) if ties == "index" else None
+    results = []
+    for bins_per_item, chunk in [(0, 1 << 22), (10 ** 9, 1 << 22), (10 ** 9, 700)]:
+        monkeypatch.setattr(retrieval_module, "_SEGMENT_BINS_PER_ITEM", bins_per_item)
+        monkeypatch.setattr(retrieval_module, "_CHUNK_ELEMENTS", chunk)
+        for workers in (1, 3):
+            results.append(as_array(retrieval_metrics(q, ql, d, dl, top_k=25, radius=3,
+                                                      ties=ties, workers=workers)))
+    for r in results[1:]:
+        np.testing.assert_allclose(r, results[0], rtol=0, atol=1e-14)
+    if want is not None:
+        np.testing.assert_allclose(results[0], want, rtol=0, atol=1e-12)
+
+
+def test_perfect_codes_give_perfect_scores():
+    rng = np.random.default_rng(0)
+    centers = np.sign(rng.normal(size=(4, 48)))
+    dl = np.repeat(np.arange(4), 10)
+    ql = np.arange(4)
+    r = retrieval_metrics(centers, ql, centers[dl], dl, top_k=10, radius=2)
+    assert r == {"map": 1.0, "precision_at_k": 1.0, "precision_within_radius": 1.0,
+                 "recall_within_radius": 1.0}
+
+
+def test_top_k_larger_than_database_uses_database_size():
+    rng = np.random.default_rng(1)
+    q, d = rng.normal(size=(3, 12)), rng.normal(size=(5, 12))
+    ql, dl = np.array([0, 1, 0]), np.array([0, 0, 1, 1, 0])
+    got = retrieval_metrics(q, ql, d, dl, top_k=50)
+    want = ref.metrics(q, ql, d, dl, top_k=50)
+    np.testing.assert_allclose(as_array(got), want, atol=1e-12)
+    # every query sees the whole database: precision@5 = share of relevant items
+    assert got["precision_at_k"] == pytest.approx(np.mean([3 / 5, 2 / 5, 3 / 5]))
+
+
+def test_legacy_distance_drops_bit_7_of_every_byte():
+    rng = np.random.default_rng(3)
+    codes = np.sign(rng.normal(size=(20, 48)))
+    flipped = codes.copy()
+    flipped[:, 7::8] *= -1                      # bit 7 of each byte
+    assert np.array_equal(hamming_distances(codes, flipped, "legacy").diagonal(), np.zeros(20))
+    assert np.array_equal(hamming_distances(codes, flipped, "exact").diagonal(), np.full(20, 6))
+    opposite = -codes
+    assert np.all(hamming_distances(codes, opposite, "legacy").diagonal() == 42)
+    np.testing.assert_array_equal(hamming_distances(codes, codes[::-1], "legacy"),
+                                  ref.distances(codes, codes[::-1], legacy=True))
+
+
+def test_legacy_bits_of_a_partial_byte():
+    # 4 bits: value = sum 2^i * s_i in [-15, 15], stored modulo 256.
+    bits = np.array([[True, True, True, True], [False, False, False, False], [True, False, False, False]])
+    packed = np.packbits(legacy_bits(bits), axis=1)[:, 0]
+    assert packed.tolist() == [15, (-15) % 256, (1 - 2 - 4 - 8) % 256]
+
+
+def test_exact_distances_for_long_codes():
+    rng = np.random.default_rng(4)
+    q, d = rng.normal(size=(5, 130)), rng.normal(size=(9, 130))
+    np.testing.assert_array_equal(hamming_distances(q, d), ref.distances(q, d))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(hamming="fast"), "hamming"),
+    (dict(ties="random"), "ties"),
+    (dict(top_k=0), "top_k"),
+    (dict(radius=-1), "radius"),
+])
+def test_bad_options_raise(kwargs, message):
+    q, d = np.ones((2, 8)), np.ones((3, 8))
+    with pytest.raises(ValueError, match=message):
+        retrieval_metrics(q, [0, 1], d, [0, 1, 1], **kwargs)
+
+
+def test_bad_inputs_raise():
+    q, d = np.ones((2, 8)), np.ones((3, 8))
+    with pytest.raises(ValueError, match="bits"):
+        retrieval_metrics(q, [0, 1], np.ones((3, 9)), [0, 1, 1])
+    with pytest.raises(ValueError, match="query_labels"):
+        retrieval_metrics(q, [0, 1, 2], d, [0, 1, 1])
+    with pytest.raises(ValueError, match="db_labels"):
+        retrieval_metrics(q, [0, 1], d, [0, 1])
+    with pytest.raises(ValueError, match="non-finite"):
+        retrieval_metrics(np.full((2, 8), np.nan), [0, 1], d, [0, 1, 1])
+    with pytest.raises(ValueError, match="2-D"):
+        retrieval_metrics(np.ones(8), [0], d, [0, 1, 1])
+    with pytest.raises(ValueError, match="booleans"):
+        retrieval_metrics(q > 0, [0, 1], d, [0, 1, 1])
