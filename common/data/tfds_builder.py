@@ -1,0 +1,334 @@
+"""TensorFlow Datasets builder for the original DDH/DCBH "32x32 vector folders".
+
+Import this module (``import common.data.tfds_builder``) to register the builder
+``face_hash_pickles``; it is deliberately not imported by ``common.data`` because
+importing ``tensorflow_datasets`` is slow.
+
+Python::
+
+    import tensorflow_datasets as tfds
+    import common.data.tfds_builder  # registers face_hash_pickles
+
+    builder = tfds.builder("face_hash_pickles/youtube_faces")
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir="/data/ddh", try_download_gcs=False))
+    test = builder.as_dataset(split="test")  # queries, in the original row order
+
+Command line (this module's own, see ``main``)::
+
+    python -m common.data.tfds_builder --config facescrub --manual_dir /data/ddh
+    python -m common.data.tfds_builder --config mine --train_folder db --test_folder q
+
+TFDS's ``tfds build face_hash_pickles/facescrub --imports common.data.tfds_builder
+--manual_dir DIR`` takes the same builder, but the 4.9.10 CLI needs apache_beam
+installed just to start.
+
+Design decisions:
+
+* Pixels are stored losslessly as float32 NHWC (the originals are floats 0..255
+  that need not be integral), so ``as_dataset`` gives back exactly
+  ``to_nhwc(load_pickle_folder(folder)[0])``.
+* Rows keep their original order: examples are keyed by their row index and
+  ``disable_shuffling=True``. TFDS otherwise sorts examples by a hash of the key,
+  which scrambles the order (even for a single shard). Reading an ordered dataset
+  with ``shuffle_files=True`` raises unless
+  ``tfds.ReadConfig(enable_ordering_guard=False)`` is passed; shuffle with
+  ``ds.shuffle`` instead.
+* When the config knows ``num_classes`` every label must be below it, else a
+  ``DataFormatError`` naming the folder is raised before any of its rows are written
+  (TFDS then removes the incomplete build); TFDS's own ClassLabel error would not
+  say which folder is wrong.
+* GCS / network: tensorflow-datasets 4.9.10 switches every GCS look-up off in code
+  (``tensorflow_datasets.core.utils.gcs_utils._is_gcs_disabled = True``; there is no
+  environment toggle), so constructing and preparing this builder makes no network
+  request. Where GCS is enabled, TFDS probes ``gs://tfds-data`` for the dataset name
+  when a builder is constructed (``DatasetInfo.initialize_from_bucket``, no switch)
+  and, unless ``try_download_gcs=False``, in ``download_and_prepare``; pass that
+  flag anyway, as ``main`` does.
+* A custom config prepared once can be read back by name
+  (``tfds.builder("face_hash_pickles/NAME", data_dir=...)`` gives a read-only
+  builder from the written metadata).
+* Folders are read with ``open``/``os``, so the manual dir must be local.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import os
+import sys
+from typing import ClassVar, Iterator, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from common.data.errors import DataFormatError
+from common.data.pickle_folder import CHANNELS, IMAGE_SIZE, list_data_files, load_pickle_folder
+from common.data.preprocess import to_nhwc
+
+_HOMEPAGE = "https://github.com/xjcvip007/DDH"
+
+_CITATION = r"""@inproceedings{lin2017ddh,
+  title     = {Discriminative Deep Hashing for Scalable Face Image Retrieval},
+  author    = {Lin, Jie and Li, Zechao and Tang, Jinhui},
+  booktitle = {Proceedings of the Twenty-Sixth International Joint Conference on
+               Artificial Intelligence (IJCAI)},
+  year      = {2017},
+  url       = {https://www.ijcai.org/proceedings/2017/0315.pdf}
+}
+@inproceedings{jang2018dcbh,
+  title     = {Deep Clustering and Block Hashing Network for Face Image Retrieval},
+  author    = {Jang, Young Kyun and Jeong, Dong-ju and Lee, Seok Hee and Cho, Nam Ik},
+  booktitle = {Asian Conference on Computer Vision (ACCV)},
+  pages     = {325--339},
+  year      = {2018},
+  doi       = {10.1007/978-3-030-20876-9_21}
+}
+"""
+
+_DESCRIPTION = """\
+Face images in the layout of the original DDH / DCBH code: 32x32 RGB pixels
+(float, 0..255, stored losslessly as float32 NHWC) with integer identity labels.
+In the DDH protocol the 'test' split holds the queries and the 'train' split the
+retrieval database. Examples keep the original row order (sorted file names, rows
+in file order).
+"""
+
+_CHUNK_ROWS = 4096  # rows converted to NHWC at a time, to avoid a full second copy
+
+
+@dataclasses.dataclass(eq=False)
+class FaceHashPicklesConfig(tfds.core.BuilderConfig):
+    """Which two folders of the manual dir make the splits, and the label range.
+
+    Attributes:
+        train_folder: folder (relative to the manual dir; an absolute path is used
+            as is) holding the 'train' (database) split.
+        test_folder: same for the 'test' (query) split.
+        num_classes: number of identities, or None when unknown (labels are then
+            plain int64 scalars and are not range-checked).
+    """
+
+    train_folder: str = "train"
+    test_folder: str = "test"
+    num_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_classes is not None and (
+            isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int)
+            or self.num_classes < 1
+        ):
+            raise ValueError(
+                f"num_classes must be a positive int or None, got {self.num_classes!r}")
+        for field in ("train_folder", "test_folder"):
+            if not getattr(self, field):
+                raise ValueError(f"{field} must be a non-empty folder name")
+
+
+class FaceHashPickles(tfds.core.GeneratorBasedBuilder):
+    """DDH/DCBH pickle folders (YouTube Faces, FaceScrub, or any folder pair)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Initial release: float32 NHWC images, original row order.",
+    }
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+The data are the original DDH "32x32 vector folders" distributed by the DDH
+authors (https://github.com/xjcvip007/DDH; DCBH uses the same files). Each folder
+holds pickle files of (x, y): x float (n, 3072) channel-first 32x32 RGB, y int labels.
+Place the folders directly in the manual dir, which is
+~/tensorflow_datasets/downloads/manual/ by default (<data_dir>/downloads/manual/),
+or pass --manual_dir DIR (CLI) / tfds.download.DownloadConfig(manual_dir=DIR) (Python):
+
+  <manual_dir>/train_vec_folder_32_32/   YouTube Faces train   (config youtube_faces)
+  <manual_dir>/test_vec_folder_32_32/    YouTube Faces test
+  <manual_dir>/train_folder_facescrub/   FaceScrub train       (config facescrub)
+  <manual_dir>/test_folder_facescrub/    FaceScrub test
+  <manual_dir>/train/, <manual_dir>/test/  any other pair      (config folder)
+
+Other folder names: pass FaceHashPicklesConfig(name=..., train_folder=...,
+test_folder=..., num_classes=...) as the builder's config.
+"""
+    BUILDER_CONFIGS: ClassVar[list[FaceHashPicklesConfig]] = [
+        FaceHashPicklesConfig(
+            name="youtube_faces",
+            description="YouTube Faces as used by DDH/DCBH (1595 identities).",
+            train_folder="train_vec_folder_32_32",
+            test_folder="test_vec_folder_32_32",
+            num_classes=1595,
+        ),
+        FaceHashPicklesConfig(
+            name="facescrub",
+            description="FaceScrub as used by DDH/DCBH (530 identities).",
+            train_folder="train_folder_facescrub",
+            test_folder="test_folder_facescrub",
+            num_classes=530,
+        ),
+        FaceHashPicklesConfig(
+            name="folder",
+            description="Any train/ and test/ folder pair in the same layout "
+                        "(e.g. synthetic data or a converted image set).",
+            train_folder="train",
+            test_folder="test",
+            num_classes=None,
+        ),
+    ]
+    # Keep the original row order (see the module docstring); a subclass may turn
+    # this off to let TFDS shuffle by key hash at write time.
+    DISABLE_SHUFFLING: ClassVar[bool] = True
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        """The file defining the builder (TFDS's own fallback, taken directly).
+
+        TFDS 4.9.10's ``code_path`` first touches ``importlib_resources``, a package
+        it uses but does not declare for Python >= 3.9 (tensorflow/datasets#11212),
+        so preparing any builder in a package fails without it.
+        """
+        return epath.Path(inspect.getfile(cls))
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        """Features from the config; metadata given here, not read from files.
+
+        ``DatasetInfo`` is built directly rather than via ``dataset_info_from_configs``
+        so that an unrelated README.md/CITATIONS.bib next to this module is never
+        picked up as the dataset's description.
+        """
+        config: FaceHashPicklesConfig = self.builder_config
+        if config.num_classes is None:
+            label = tfds.features.Scalar(dtype=np.int64, doc="Identity label.")
+        else:
+            label = tfds.features.ClassLabel(num_classes=config.num_classes)
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=_DESCRIPTION,
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(
+                    shape=(IMAGE_SIZE, IMAGE_SIZE, CHANNELS), dtype=np.float32,
+                    doc="32x32 RGB pixels, NHWC, float 0..255 as in the original files.",
+                ),
+                "label": label,
+            }),
+            supervised_keys=("image", "label"),
+            disable_shuffling=self.DISABLE_SHUFFLING,
+            homepage=_HOMEPAGE,
+            citation=_CITATION,
+        )
+
+    def _split_generators(
+        self, dl_manager: tfds.download.DownloadManager
+    ) -> dict[str, Iterator[tuple[int, dict[str, np.ndarray | np.integer]]]]:
+        """'train' (database) and 'test' (queries) from the two manual-dir folders.
+
+        Both folders are checked before either is read, so a missing one fails fast
+        with its expected path instead of after the other split was written.
+        """
+        config: FaceHashPicklesConfig = self.builder_config
+        root = _manual_root(dl_manager)
+        folders = {
+            "train": os.path.join(root, config.train_folder),
+            "test": os.path.join(root, config.test_folder),
+        }
+        for folder in folders.values():
+            if not os.path.exists(folder):
+                raise DataFormatError(
+                    folder,
+                    f"folder not found: config {config.name!r} expects it in the manual dir "
+                    f"{root}. Place the data there or pass another manual_dir "
+                    f"(see FaceHashPickles.MANUAL_DOWNLOAD_INSTRUCTIONS):\n"
+                    f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}",
+                )
+            list_data_files(folder)  # DataFormatError if not a folder or holds no data file
+        return {split: self._generate_examples(folder) for split, folder in folders.items()}
+
+    def _generate_examples(
+        self, folder: str
+    ) -> Iterator[tuple[int, dict[str, np.ndarray | np.integer]]]:
+        """Rows of ``folder`` keyed by row index, so sorting by key keeps their order.
+
+        Reading goes through ``load_pickle_folder``, so the safe unpickler and all
+        its validation apply unchanged.
+        """
+        x, y = load_pickle_folder(folder)
+        num_classes = self.builder_config.num_classes
+        if num_classes is not None and y.size and int(y.max()) >= num_classes:
+            bad = int(np.argmax(y >= num_classes))
+            raise DataFormatError(
+                folder,
+                f"label {int(y[bad])} (row {bad}) is out of range for config "
+                f"{self.builder_config.name!r} with num_classes={num_classes}",
+            )
+        for start in range(0, len(y), _CHUNK_ROWS):
+            images = to_nhwc(x[start:start + _CHUNK_ROWS])
+            for offset, image in enumerate(images):
+                index = start + offset
+                yield index, {"image": image, "label": y[index]}
+
+
+def _manual_root(dl_manager: tfds.download.DownloadManager) -> str:
+    """The manual dir as a local path, even when TFDS refuses it.
+
+    ``dl_manager.manual_dir`` raises a bare AssertionError when the directory is
+    missing or empty; its configured path is then taken from the manager so the
+    caller can name the exact folder it expected.
+    """
+    try:
+        return os.fspath(dl_manager.manual_dir)
+    except AssertionError:
+        configured = getattr(dl_manager, "_manual_dir", None)
+        if configured is None:
+            raise
+        return os.fspath(configured)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Prepare one config without the ``tfds`` CLI (which needs apache_beam)."""
+    builtin = {c.name: c for c in FaceHashPickles.BUILDER_CONFIGS}
+    parser = argparse.ArgumentParser(
+        prog="python -m common.data.tfds_builder",
+        description="Prepare face_hash_pickles from DDH/DCBH pickle folders in a manual dir.",
+    )
+    parser.add_argument("--config", default="folder",
+                        help=f"one of {', '.join(builtin)}, or a new name for a custom "
+                             "config given by --train_folder/--test_folder/--num_classes")
+    parser.add_argument("--manual_dir", help="folder holding the data folders "
+                        "(default: <data_dir>/downloads/manual)")
+    parser.add_argument("--data_dir", help="TFDS data dir (default: ~/tensorflow_datasets)")
+    parser.add_argument("--train_folder", help="custom config: train (database) folder")
+    parser.add_argument("--test_folder", help="custom config: test (query) folder")
+    parser.add_argument("--num_classes", type=int, help="custom config: number of identities")
+    args = parser.parse_args(argv)
+
+    config: str | FaceHashPicklesConfig = args.config
+    custom = (args.train_folder, args.test_folder, args.num_classes)
+    if any(v is not None for v in custom):
+        if args.config in builtin:
+            parser.error(f"--config {args.config} is built in; name a custom config differently")
+        config = FaceHashPicklesConfig(
+            name=args.config, description="Custom folder pair.",
+            train_folder=args.train_folder or "train", test_folder=args.test_folder or "test",
+            num_classes=args.num_classes,
+        )
+    elif args.config not in builtin:
+        parser.error(f"unknown --config {args.config!r}: give --train_folder/--test_folder "
+                     f"for a custom one, or pick one of {', '.join(builtin)}")
+    builder = FaceHashPickles(config=config, data_dir=args.data_dir)
+    try:
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=args.manual_dir, try_download_gcs=False))
+    except DataFormatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for name, split in sorted(builder.info.splits.items()):
+        print(f"{builder.info.full_name} {name}: {split.num_examples} examples")
+    print(f"prepared in {builder.data_dir}")
+    return 0
+
+
+__all__ = ["FaceHashPickles", "FaceHashPicklesConfig", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())
