@@ -9,6 +9,7 @@ from common.metrics import retrieval as retrieval_module
 import retrieval_reference as ref
 
 BIT_COUNTS = [12, 24, 36, 48, 13]
+ENGINES = ["numba", "numpy"]
 
 
 def as_array(result):
@@ -29,19 +30,22 @@ def tied_problem(rng, bits, num_queries=12, num_db=150, num_labels=5):
     return queries, query_labels, db, db_labels
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("bits", BIT_COUNTS + [70])
 @pytest.mark.parametrize("hamming", ["exact", "legacy"])
-def test_index_ties_match_brute_force(bits, hamming):
+def test_index_ties_match_brute_force(bits, hamming, engine):
     rng = np.random.default_rng(bits)
     q, ql, d, dl = tied_problem(rng, bits)
-    got = retrieval_metrics(q, ql, d, dl, top_k=20, radius=2, hamming=hamming, ties="index")
+    got = retrieval_metrics(q, ql, d, dl, top_k=20, radius=2, hamming=hamming, ties="index",
+                            engine=engine)
     want = ref.metrics(q, ql, d, dl, top_k=20, radius=2, legacy=hamming == "legacy")
     np.testing.assert_allclose(as_array(got), want, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("bits", BIT_COUNTS)
 @pytest.mark.parametrize("hamming", ["exact", "legacy"])
-def test_expected_ties_match_average_over_all_orders(bits, hamming):
+def test_expected_ties_match_average_over_all_orders(bits, hamming, engine):
     rng = np.random.default_rng(100 + bits)
     q = rng.normal(size=(4, bits))
     d = rng.normal(size=(6, bits))
@@ -51,19 +55,21 @@ def test_expected_ties_match_average_over_all_orders(bits, hamming):
     q[1] = -d[5]
     ql = np.array([0, 1, 2, 3])
     dl = np.array([0, 1, 0, 0, 2, 1])
-    got = retrieval_metrics(q, ql, d, dl, top_k=3, radius=bits // 3, hamming=hamming, ties="expected")
+    got = retrieval_metrics(q, ql, d, dl, top_k=3, radius=bits // 3, hamming=hamming,
+                            ties="expected", engine=engine)
     want = ref.expected_metrics(q, ql, d, dl, top_k=3, radius=bits // 3, legacy=hamming == "legacy")
     np.testing.assert_allclose(as_array(got), want, rtol=0, atol=1e-12)
 
 
-def test_expected_ties_differ_from_index_ties_when_ties_matter():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_expected_ties_differ_from_index_ties_when_ties_matter(engine):
     rng = np.random.default_rng(5)
     d = np.sign(rng.normal(size=(6, 12)))
     d[:] = d[0]                                 # all database items tied
     dl = np.array([1, 1, 0, 0, 0, 0])
     q, ql = d[:1].copy(), np.array([0])
-    index = retrieval_metrics(q, ql, d, dl, top_k=2, ties="index")
-    expected = retrieval_metrics(q, ql, d, dl, top_k=2, ties="expected")
+    index = retrieval_metrics(q, ql, d, dl, top_k=2, ties="index", engine=engine)
+    expected = retrieval_metrics(q, ql, d, dl, top_k=2, ties="expected", engine=engine)
     # Index order puts the two irrelevant items first: AP = (1/3 + 2/4 + 3/5 + 4/6) / 4.
     assert index["map"] == pytest.approx((1 / 3 + 2 / 4 + 3 / 5 + 4 / 6) / 4, abs=1e-15)
     assert index["precision_at_k"] == 0.0
@@ -72,7 +78,7 @@ def test_expected_ties_differ_from_index_ties_when_ties_matter():
 
 
 @pytest.mark.parametrize("ties", ["index", "expected"])
-def test_both_index_strategies_and_chunking_agree(monkeypatch, ties):
+def test_numpy_strategies_chunking_and_threads_agree(monkeypatch, ties):
     rng = np.random.default_rng(7)
     q, ql, d, dl = tied_problem(rng, 24, num_queries=30, num_db=300, num_labels=3)
     want = ref.metrics(q, ql, d, dl, top_k=25, radius=3) if ties == "index" else None
@@ -82,11 +88,36 @@ def test_both_index_strategies_and_chunking_agree(monkeypatch, ties):
         monkeypatch.setattr(retrieval_module, "_CHUNK_ELEMENTS", chunk)
         for workers in (1, 3):
             results.append(as_array(retrieval_metrics(q, ql, d, dl, top_k=25, radius=3,
-                                                      ties=ties, workers=workers)))
+                                                      ties=ties, workers=workers, engine="numpy")))
     for r in results[1:]:
         np.testing.assert_allclose(r, results[0], rtol=0, atol=1e-14)
     if want is not None:
         np.testing.assert_allclose(results[0], want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("ties", ["index", "expected"])
+@pytest.mark.parametrize("hamming", ["exact", "legacy"])
+def test_engines_agree_on_a_larger_problem(ties, hamming):
+    rng = np.random.default_rng(11)
+    centers = rng.normal(size=(40, 24))
+    dl = rng.integers(0, 40, 3000)
+    ql = rng.integers(0, 41, 400)                     # label 40: no relevant item
+    d = centers[dl] + rng.normal(size=(3000, 24))
+    q = centers[ql % 40] + rng.normal(size=(400, 24))
+    d[::7] = np.sign(d[::7])
+    got = {e: as_array(retrieval_metrics(q, ql, d, dl, hamming=hamming, ties=ties, engine=e,
+                                         workers=w))
+           for e, w in [("numba", 1), ("numba", 2), ("numpy", 2)]}
+    np.testing.assert_allclose(got["numba"], got["numpy"], rtol=0, atol=1e-12)
+
+
+def test_labels_of_any_comparable_type():
+    rng = np.random.default_rng(12)
+    q, d = rng.normal(size=(6, 16)), rng.normal(size=(30, 16))
+    ql, dl = rng.integers(0, 3, 6), rng.integers(0, 3, 30)
+    names = np.array(["ann", "bob", "cy"])
+    np.testing.assert_array_equal(as_array(retrieval_metrics(q, names[ql], d, names[dl])),
+                                  as_array(retrieval_metrics(q, ql, d, dl)))
 
 
 def test_perfect_codes_give_perfect_scores():
@@ -141,6 +172,7 @@ def test_exact_distances_for_long_codes():
     (dict(ties="random"), "ties"),
     (dict(top_k=0), "top_k"),
     (dict(radius=-1), "radius"),
+    (dict(engine="cuda"), "engine"),
 ])
 def test_bad_options_raise(kwargs, message):
     q, d = np.ones((2, 8)), np.ones((3, 8))

@@ -13,10 +13,14 @@ relevant when it has the query's label. The figures follow the original
 How it is fast without a per-query sort: distances take only ``bits + 1`` values, so
 a ranking is fixed by per-distance counts plus, under index ties, the position of
 each relevant item among the items at its distance that come before it in the
-database. Queries are processed one label at a time: the label's relevant items cut
-the database into segments, and one ``bincount`` over (segment, distance) keys gives,
-for every relevant item, how many items precede it at its own distance. That is one
-pass over the distances per query, the same work as computing them.
+database. Two engines compute exactly that:
+
+* "numba" (default when numba imports): one compiled pass over the database per
+  query, keeping a running histogram (``common.metrics.kernels``), queries in
+  parallel threads;
+* "numpy": queries are processed one label at a time; the label's relevant items
+  cut the database into segments, and one ``bincount`` over (segment, distance) keys
+  gives, for every relevant item, how many items precede it at its own distance.
 
 Under ``ties="expected"`` the figures are the exact expectations over a uniformly
 random order of equally distant items, in closed form (no sampling): within a
@@ -37,6 +41,7 @@ from common.metrics.hamming import binarize, distances_to, legacy_bits, pack_wor
 
 HAMMING_MODES = ("exact", "legacy")
 TIE_MODES = ("index", "expected")
+ENGINES = ("auto", "numba", "numpy")
 METRIC_KEYS = ("map", "precision_at_k", "precision_within_radius", "recall_within_radius")
 
 # Upper bound on query x database elements handled at once (bounds temporary memory:
@@ -145,10 +150,79 @@ def _expected_tie_group(acc, rows, dist, relevant, nbins, top_k, radius, harmoni
     _radius_figures(acc, rows, n_upto[:, within], np.cumsum(m_d, axis=1)[:, within], num_rel)
 
 
+def _numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _harmonic_numbers(n: int) -> np.ndarray:
+    """H[0..n] with H[i] = 1 + 1/2 + ... + 1/i (float64)."""
+    return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
+
+
+def _numba_stats(q_words, q_ids, d_words, d_ids, num_ids, nbins, top_k, radius, ties, workers):
+    """Per-query figures (q, 4) from the compiled kernel."""
+    import numba
+
+    from common.metrics.kernels import query_stats
+
+    rel_items = np.argsort(d_ids, kind="stable").astype(np.int64)
+    rel_ptr = np.searchsorted(d_ids[rel_items], np.arange(num_ids + 1)).astype(np.int64)
+    harmonic = _harmonic_numbers(len(d_words)) if ties == "expected" else np.zeros(1)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(workers, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        return query_stats(q_words, q_ids.astype(np.int64), d_words, rel_ptr, rel_items,
+                           nbins, top_k, radius, ties == "expected", harmonic)
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _numpy_stats(q_words, q_ids, d_words, d_ids, nbins, top_k, radius, ties, workers):
+    """Per-query figures (q, 4), label group by label group, in numpy."""
+    num_db = len(d_words)
+    harmonic = _harmonic_numbers(num_db) if ties == "expected" else None
+    db_order = np.argsort(d_ids, kind="stable")
+    db_sorted = d_ids[db_order]
+    q_unique, q_inverse = np.unique(q_ids, return_inverse=True)
+    q_by_label = np.argsort(q_inverse, kind="stable")
+    q_starts = np.searchsorted(q_inverse[q_by_label], np.arange(len(q_unique) + 1))
+    acc = _Accumulator(len(q_words))
+    chunk = max(1, _CHUNK_ELEMENTS // num_db)
+
+    def run_label(g: int) -> None:
+        rows_all = q_by_label[q_starts[g]:q_starts[g + 1]]
+        lo = np.searchsorted(db_sorted, q_unique[g], "left")
+        hi = np.searchsorted(db_sorted, q_unique[g], "right")
+        relevant = db_order[lo:hi]  # ascending (stable sort)
+        if len(relevant) == 0:
+            return  # AP, precision@k, precision and recall all stay 0
+        for start in range(0, len(rows_all), chunk):
+            rows = rows_all[start:start + chunk]
+            dist = distances_to(q_words[rows], d_words)
+            if ties == "expected":
+                _expected_tie_group(acc, rows, dist, relevant, nbins, top_k, radius, harmonic)
+            elif (len(relevant) + 1) * nbins <= _SEGMENT_BINS_PER_ITEM * num_db:
+                _index_tie_group(acc, rows, dist, relevant, nbins, top_k, radius)
+            else:
+                _index_tie_group_by_sort(acc, rows, dist, relevant, nbins, top_k, radius)
+
+    if workers > 1 and len(q_unique) > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run_label, range(len(q_unique))))
+    else:
+        for g in range(len(q_unique)):
+            run_label(g)
+    return np.stack([acc.ap, acc.p_at_k, acc.p_radius, acc.r_radius], axis=1)
+
+
 def retrieval_metrics(query_codes: np.ndarray, query_labels: np.ndarray,
                       db_codes: np.ndarray, db_labels: np.ndarray, top_k: int = 50,
                       radius: int = 2, hamming: str = "exact", ties: str = "index",
-                      workers: int | None = None) -> dict[str, float]:
+                      workers: int | None = None, engine: str = "auto") -> dict[str, float]:
     """mAP, precision@k and precision/recall within a Hamming radius.
 
     Args:
@@ -163,7 +237,9 @@ def retrieval_metrics(query_codes: np.ndarray, query_labels: np.ndarray,
             mis-weights a partial last byte), reproduced bit for bit.
         ties: "index": equal distances ranked by database index (deterministic);
             "expected": exact expectation over a uniformly random order of ties.
-        workers: threads over label groups (default: number of CPUs, at most 8).
+        workers: threads (default: number of CPUs, at most 8).
+        engine: "numba" (compiled), "numpy", or "auto" (numba when installed).
+            Both give the same figures.
 
     Returns:
         dict with float values for "map", "precision_at_k",
@@ -173,6 +249,8 @@ def retrieval_metrics(query_codes: np.ndarray, query_labels: np.ndarray,
         raise ValueError(f"hamming must be one of {HAMMING_MODES}, got {hamming!r}")
     if ties not in TIE_MODES:
         raise ValueError(f"ties must be one of {TIE_MODES}, got {ties!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if int(top_k) < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if int(radius) < 0:
@@ -188,51 +266,19 @@ def retrieval_metrics(query_codes: np.ndarray, query_labels: np.ndarray,
     if hamming == "legacy":
         q_bits, d_bits = legacy_bits(q_bits), legacy_bits(d_bits)
 
-    num_db = len(d_bits)
-    nbits = q_bits.shape[1]
-    nbins = nbits + 1
-    top_k = min(int(top_k), num_db)
-    radius = int(radius)
+    # Dense label ids shared by queries and database (labels may be any comparable type).
+    all_ids = np.unique(np.concatenate([q_labels, d_labels]), return_inverse=True)[1]
+    q_ids, d_ids = all_ids[:len(q_labels)], all_ids[len(q_labels):]
+    nbins = q_bits.shape[1] + 1
+    top_k = min(int(top_k), len(d_bits))
     q_words, d_words = pack_words(q_bits), pack_words(d_bits)
-    harmonic = None
-    if ties == "expected":
-        harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, num_db + 1))])
-
-    # Relevant database indices per label, in index order.
-    db_order = np.argsort(d_labels, kind="stable")
-    db_sorted = d_labels[db_order]
-    q_unique, q_inverse = np.unique(q_labels, return_inverse=True)
-    q_by_label = np.argsort(q_inverse, kind="stable")
-    q_starts = np.searchsorted(q_inverse[q_by_label], np.arange(len(q_unique) + 1))
-    acc = _Accumulator(len(q_bits))
-    chunk = max(1, _CHUNK_ELEMENTS // num_db)
-
-    def run_label(g: int) -> None:
-        rows_all = q_by_label[q_starts[g]:q_starts[g + 1]]
-        lo, hi = np.searchsorted(db_sorted, q_unique[g], "left"), np.searchsorted(db_sorted, q_unique[g], "right")
-        relevant = db_order[lo:hi]  # ascending (stable sort)
-        for start in range(0, len(rows_all), chunk):
-            rows = rows_all[start:start + chunk]
-            if len(relevant) == 0:
-                continue  # AP, precision@k, precision and recall all stay 0
-            dist = distances_to(q_words[rows], d_words)
-            if ties == "expected":
-                _expected_tie_group(acc, rows, dist, relevant, nbins, top_k, radius, harmonic)
-            elif (len(relevant) + 1) * nbins <= _SEGMENT_BINS_PER_ITEM * num_db:
-                _index_tie_group(acc, rows, dist, relevant, nbins, top_k, radius)
-            else:
-                _index_tie_group_by_sort(acc, rows, dist, relevant, nbins, top_k, radius)
-
-    workers = workers or min(8, os.cpu_count() or 1)
-    if workers > 1 and len(q_unique) > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(run_label, range(len(q_unique))))
+    workers = int(workers or min(8, os.cpu_count() or 1))
+    if engine == "auto":
+        engine = "numba" if _numba_available() else "numpy"
+    if engine == "numba":
+        stats = _numba_stats(q_words, q_ids, d_words, d_ids, int(all_ids.max()) + 1, nbins,
+                             top_k, int(radius), ties, workers)
     else:
-        for g in range(len(q_unique)):
-            run_label(g)
-    return {
-        "map": float(np.mean(acc.ap)),
-        "precision_at_k": float(np.mean(acc.p_at_k)),
-        "precision_within_radius": float(np.mean(acc.p_radius)),
-        "recall_within_radius": float(np.mean(acc.r_radius)),
-    }
+        stats = _numpy_stats(q_words, q_ids, d_words, d_ids, nbins, top_k, int(radius), ties, workers)
+    means = stats.mean(axis=0)
+    return {key: float(value) for key, value in zip(METRIC_KEYS, means)}
