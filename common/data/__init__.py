@@ -1,4 +1,8 @@
-"""Data in the original DDH/DCBH layout: safe reading, preprocessing, tf.data, TFDS."""
+"""Data in the original DDH/DCBH layout: safe reading, preprocessing, tf.data, TFDS.
+
+``ArrayPipeline`` and ``epoch_order`` are imported on first use: they need TensorFlow,
+whose import takes seconds, and reading or writing pickles does not.
+"""
 
 from common.data.errors import DataFormatError, DataFormatWarning
 from common.data.pickle_folder import (
@@ -10,7 +14,6 @@ from common.data.pickle_folder import (
     load_pickle_folder,
     write_pickle_folder,
 )
-from common.data.pipeline import ArrayPipeline, epoch_order
 from common.data.preprocess import Normalization, preprocess_split, to_nhwc, to_rows
 
 __all__ = [
@@ -30,3 +33,13 @@ __all__ = [
     "to_rows",
     "write_pickle_folder",
 ]
+
+_LAZY = {"ArrayPipeline": "common.data.pipeline", "epoch_order": "common.data.pipeline"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'common.data' has no attribute {name!r}")

@@ -1,0 +1,58 @@
+"""Command line of the synthetic data set: ``python -m common.synthetic --out DIR ...``.
+
+The flags live here, not in the generator module, so that programs importing the
+generator (training runs with their own ``--seed``) do not collide with them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+
+from common.synthetic.generator import write_synthetic_dataset
+
+# `--out` has no default and is checked in main, so --help works without it.
+_OUT = flags.DEFINE_string("out", None, "Output folder: train/, test/ and meta.json go there.")
+_NUM_IDENTITIES = flags.DEFINE_integer("num_identities", 100, "Number of identities (labels).",
+                                       lower_bound=1)
+_TRAIN_PER_IDENTITY = flags.DEFINE_integer("train_per_identity", 40,
+                                           "Train images per identity.", lower_bound=1)
+_TEST_PER_IDENTITY = flags.DEFINE_integer("test_per_identity", 5,
+                                          "Test images per identity.", lower_bound=1)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed; the same arguments give byte-identical files.",
+                             lower_bound=0)
+_ROWS_PER_FILE = flags.DEFINE_integer("rows_per_file", 1000, "Rows per .pkl file.",
+                                      lower_bound=1)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False,
+                               "Replace .pkl files already in DIR/train and DIR/test.")
+
+
+def main(argv: list[str]) -> None:
+    """Write the data set the flags describe and print where it went."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not _OUT.value:
+        raise app.UsageError("--out is required (the folder to write train/ and test/ into)")
+    try:
+        meta = write_synthetic_dataset(
+            _OUT.value, num_identities=_NUM_IDENTITIES.value,
+            train_per_identity=_TRAIN_PER_IDENTITY.value,
+            test_per_identity=_TEST_PER_IDENTITY.value, seed=_SEED.value,
+            rows_per_file=_ROWS_PER_FILE.value, overwrite=_OVERWRITE.value)
+    except FileExistsError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"wrote synthetic data set to {os.path.abspath(_OUT.value)}: "
+          f"train {meta['train_images']} images, test {meta['test_images']} images, "
+          f"{meta['num_identities']} identities "
+          f"({meta['train_per_identity']}+{meta['test_per_identity']} per identity), "
+          f"seed {meta['seed']}")
+
+
+def run() -> None:
+    """Console entry point (``face-hash-synthetic``)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
