@@ -1,0 +1,167 @@
+"""The command line every method's ``train`` module shares (absl flags + ``run_training``).
+
+Why here: data set, loop, evaluation and precision flags are the same for every
+method; a method's module only adds its own model flags and calls
+:func:`run_training`. Bad input stops with one line on stderr (``error: ...``) and a
+non-zero exit code, never a traceback: 2 for bad flags or data, 1 when training
+itself fails (non-finite loss), 130 when interrupted.
+
+Flags and data are checked before TensorFlow is imported, so mistakes are reported
+in well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Union
+
+from absl import flags, logging
+
+from common.data import DataFormatError
+from common.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, check_no_arguments, fail
+from common.training.data import DATASETS, load_split_data
+
+DATASET = flags.DEFINE_enum(
+    "dataset", "synthetic", DATASETS,
+    "Data set: youtube_faces / facescrub (the original folders under --data_dir), folder "
+    "(--train_dir and --test_dir), synthetic (generated into --data_dir on first use).")
+DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "Parent folder of the data set's split folders (default: data, or "
+    "data/synthetic for --dataset synthetic).")
+TRAIN_DIR = flags.DEFINE_string("train_dir", None, "Train split folder (overrides the default).")
+TEST_DIR = flags.DEFINE_string("test_dir", None, "Test split folder (overrides the default).")
+SYNTHETIC_IDENTITIES = flags.DEFINE_integer(
+    "synthetic_identities", None, "Synthetic set: identities (default 100).", lower_bound=2)
+SYNTHETIC_TRAIN = flags.DEFINE_integer(
+    "synthetic_train_per_identity", None, "Synthetic set: train images per identity (default 40).",
+    lower_bound=1)
+SYNTHETIC_TEST = flags.DEFINE_integer(
+    "synthetic_test_per_identity", None, "Synthetic set: test images per identity (default 5).",
+    lower_bound=1)
+SYNTHETIC_SEED = flags.DEFINE_integer(
+    "synthetic_seed", None, "Synthetic set: generator seed (default 0).", lower_bound=0)
+
+EPOCHS = flags.DEFINE_integer("epochs", 2000, "Total epochs (the original: 2000).", lower_bound=1)
+BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Batch size (the original: 256).",
+                                  lower_bound=1)
+LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+ADAM_EPSILON = flags.DEFINE_float("adam_epsilon", 1e-8, "Adam epsilon (TF1's default 1e-8).")
+SHUFFLE = flags.DEFINE_bool("shuffle", False,
+                            "Reshuffle the train split every epoch (the original kept file order).")
+SEED = flags.DEFINE_integer("seed", 0, "Random seed (weights, shuffles).", lower_bound=0)
+MODEL_DIR = flags.DEFINE_string(
+    "model_dir", None, "Run folder (checkpoints, metrics.json, tensorboard/); re-running with "
+    "the same folder resumes. Default: runs/<method>.")
+EVAL_EVERY = flags.DEFINE_integer(
+    "eval_every", 100, "Evaluate retrieval of the lowest-loss checkpoint every N epochs "
+    "(0: only at the end).", lower_bound=0)
+HAMMING = flags.DEFINE_enum("hamming", "exact", ["exact", "legacy"],
+                            "Hamming distance: exact, or the original evaluation's distorted one.")
+TIES = flags.DEFINE_enum("ties", "index", ["index", "expected"],
+                         "Equal distances ranked by database index, or the exact expectation "
+                         "over a random order.")
+TOP_K = flags.DEFINE_integer("top_k", 50, "Cut-off of precision@k.", lower_bound=1)
+RADIUS = flags.DEFINE_integer("radius", 2, "Hamming radius of precision/recall.", lower_bound=0)
+MIXED_PRECISION = flags.DEFINE_bool(
+    "mixed_precision", False, "mixed_float16 with loss scaling on GPU, mixed_bfloat16 on CPU.")
+JIT_COMPILE = flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
+DETERMINISTIC = flags.DEFINE_bool(
+    "deterministic", False, "Deterministic TensorFlow ops: bit-exact reruns and resumes (slower).")
+LOG_EVERY_STEPS = flags.DEFINE_integer("log_every_steps", 100,
+                                       "Progress line every N steps (0: none).", lower_bound=0)
+MAX_STEPS_PER_EPOCH = flags.DEFINE_integer(
+    "max_steps_per_epoch", None, "Cut every epoch short after N steps (smoke runs).",
+    lower_bound=1)
+
+flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be > 0")
+flags.register_validator("adam_epsilon", lambda v: v > 0, message="--adam_epsilon must be > 0")
+
+MethodOrFactory = Union["HashingMethod", Callable[[], "HashingMethod"]]  # noqa: F821
+
+def synthetic_kwargs() -> dict[str, int]:
+    """The synthetic-set flags the user gave (unset ones keep the generator's defaults)."""
+    values = {"num_identities": SYNTHETIC_IDENTITIES.value,
+              "train_per_identity": SYNTHETIC_TRAIN.value,
+              "test_per_identity": SYNTHETIC_TEST.value, "seed": SYNTHETIC_SEED.value}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def load_data_from_flags():
+    """Load the data set the flags name, or exit with one clear message."""
+    if DATASET.value == "folder" and not (TRAIN_DIR.value and TEST_DIR.value):
+        fail("--dataset folder needs both --train_dir and --test_dir")
+    if DATASET.value != "synthetic" and synthetic_kwargs():
+        fail("--synthetic_* flags only apply to --dataset synthetic")
+    try:
+        return load_split_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value,
+                               synthetic_kwargs=synthetic_kwargs())
+    except DataFormatError as exc:
+        fail(f"bad data: {exc}")
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+
+
+def _print_report(report: dict, model_dir: str) -> None:
+    protocol = report["protocol"]
+    print(f"retrieval ({protocol['hamming']} Hamming, {protocol['ties']} ties; queries: test "
+          f"split, database: train split)")
+    radius = protocol["radius"]
+    print(f"{'state':<10} {'epoch':>6} {'mAP':>8} {'P@' + str(protocol['top_k']):>8} "
+          f"{f'P(r<={radius})':>9} {f'R(r<={radius})':>9}")
+    for slot in ("last", "best_loss", "best_map"):
+        r = report[slot]
+        print(f"{slot:<10} {r['epoch']:>6} {r['map']:>8.4f} {r['precision_at_k']:>8.4f} "
+              f"{r['precision_within_radius']:>9.4f} {r['recall_within_radius']:>9.4f}")
+    print(f"metrics: {os.path.join(model_dir, 'metrics.json')}")
+
+
+def run_training(method: MethodOrFactory) -> dict:
+    """Train ``method`` as the shared flags say; returns the metrics report.
+
+    Args:
+        method: a :class:`common.method.HashingMethod`, or a callable returning one
+            (called after flags and data are checked, so that a bad flag is reported
+            before the method's module pulls in TensorFlow).
+    """
+    data = load_data_from_flags()
+    from common.method import HashingMethod  # TensorFlow from here on
+    from common.training.checkpoints import CheckpointError, RunLockedError
+    from common.training.loop import (NonFiniteLossError, RunConfigMismatchError, TrainConfig,
+                                      train)
+
+    try:
+        if not isinstance(method, HashingMethod):
+            method = method()
+    except ValueError as exc:
+        fail(str(exc))
+    model_dir = MODEL_DIR.value or os.path.join("runs", method.name)
+    config = TrainConfig(
+        epochs=EPOCHS.value, model_dir=model_dir, batch_size=BATCH_SIZE.value,
+        learning_rate=LEARNING_RATE.value, adam_epsilon=ADAM_EPSILON.value,
+        shuffle=SHUFFLE.value, seed=SEED.value, eval_every=EVAL_EVERY.value,
+        hamming=HAMMING.value, ties=TIES.value, top_k=TOP_K.value, radius=RADIUS.value,
+        mixed_precision=MIXED_PRECISION.value, jit_compile=JIT_COMPILE.value,
+        deterministic=DETERMINISTIC.value, log_every_steps=LOG_EVERY_STEPS.value,
+        max_steps_per_epoch=MAX_STEPS_PER_EPOCH.value)
+    try:
+        config.validate()
+    except ValueError as exc:
+        fail(str(exc))
+    logging.info("training %s on %s (%d classes, %d train / %d test images) into %s",
+                 method.name, DATASET.value, data.num_classes, len(data.train_labels),
+                 len(data.test_labels), model_dir)
+    try:
+        report = train(method, data, config)
+    except RunConfigMismatchError as exc:
+        fail(str(exc))
+    except NonFiniteLossError as exc:
+        fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        fail(f"interrupted; re-run with --model_dir {model_dir} to resume from the last "
+             "completed epoch", EXIT_INTERRUPTED)
+    except RunLockedError as exc:
+        fail(str(exc))
+    except CheckpointError as exc:
+        fail(f"cannot resume from {model_dir}: {exc}")
+    _print_report(report, model_dir)
+    return report

@@ -1,0 +1,202 @@
+"""Load a data set's two splits, preprocessed as the original did, for training.
+
+Why a separate module: the training loop and the command line only need "arrays in,
+class count out"; where the folders live, how the synthetic set is generated on first
+use and which label checks apply are decided here, without importing TensorFlow (so
+the command line can reject bad data in a fraction of a second).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from common.data import (
+    DataFormatError,
+    Normalization,
+    check_test_labels,
+    list_data_files,
+    load_pickle_folder,
+    preprocess_split,
+    to_nhwc,
+)
+
+# name -> (train folder, test folder, number of classes) for the original data sets.
+KNOWN_DATASETS: dict[str, tuple[str, str, int]] = {
+    "youtube_faces": ("train_vec_folder_32_32", "test_vec_folder_32_32", 1595),
+    "facescrub": ("train_folder_facescrub", "test_folder_facescrub", 530),
+}
+DATASETS = ("youtube_faces", "facescrub", "folder", "synthetic")
+DEFAULT_SYNTHETIC_DIR = os.path.join("data", "synthetic")
+SYNTHETIC_KEYS = ("num_identities", "train_per_identity", "test_per_identity", "seed")
+
+
+@dataclass
+class SplitData:
+    """Both splits, preprocessed, plus what export and resume need to know about them.
+
+    Attributes:
+        train_images: (n, 32, 32, 3) float32, normalised with the train split's statistics.
+        train_labels: (n,) int64.
+        test_images: (m, 32, 32, 3) float32, normalised with the TEST split's own
+            statistics (as the original did).
+        test_labels: (m,) int64.
+        num_classes: classifier width.
+        normalization: the TRAIN split's constants (baked into exported models).
+        description: JSON-able facts about the data (name, folders, sizes, classes).
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int
+    normalization: Normalization
+    description: dict[str, Any] = field(default_factory=dict)
+
+
+def _load_split(folder: str) -> tuple[np.ndarray, np.ndarray, Normalization]:
+    """Load one folder, normalise it with its own statistics, return NHWC images."""
+    rows, labels = load_pickle_folder(folder)
+    rows, norm = preprocess_split(rows, in_place=True)  # same scalars per pixel: order-free
+    return to_nhwc(rows), labels, norm
+
+
+def _check_label_range(labels: np.ndarray, num_classes: int, folder: str, why: str) -> None:
+    if labels.size and int(labels.max()) >= num_classes:
+        bad = int(labels.max())
+        raise DataFormatError(
+            folder, f"label {bad} is out of range: {why} has {num_classes} classes "
+                    f"(labels 0..{num_classes - 1})")
+
+
+def _has_data(folder: str) -> bool:
+    try:
+        list_data_files(folder)
+    except DataFormatError:
+        return False
+    return True
+
+
+def ensure_synthetic(data_dir: str, synthetic_kwargs: dict[str, Any] | None = None) -> dict:
+    """Return the synthetic set's metadata, generating it into ``data_dir`` if absent.
+
+    Generation goes to a temporary sibling folder renamed into place, so an interrupted
+    run never leaves a half-written set behind. ``synthetic_kwargs`` (num_identities,
+    train_per_identity, test_per_identity, seed; None or missing keys = the generator's
+    defaults) must agree with an existing set's ``meta.json``.
+    """
+    from common.synthetic import write_synthetic_dataset  # deferred: only this dataset needs it
+
+    kwargs = {k: v for k, v in (synthetic_kwargs or {}).items() if v is not None}
+    unknown = set(kwargs) - set(SYNTHETIC_KEYS)
+    if unknown:
+        raise ValueError(f"unknown synthetic settings: {sorted(unknown)}")
+    data_dir = os.path.abspath(data_dir)
+    meta_path = os.path.join(data_dir, "meta.json")
+    splits_present = [_has_data(os.path.join(data_dir, s)) for s in ("train", "test")]
+    if all(splits_present):
+        meta: dict[str, Any] = {}
+        if os.path.exists(meta_path):
+            with open(meta_path, encoding="utf-8") as f:
+                meta = json.load(f)
+        differ = {k: (meta.get(k), v) for k, v in kwargs.items() if k in meta and meta[k] != v}
+        if differ:
+            shown = ", ".join(f"{k}={old} (requested {new})" for k, (old, new) in differ.items())
+            raise DataFormatError(
+                data_dir, f"holds a different synthetic data set: {shown}; choose another "
+                          "--data_dir or delete this one to regenerate it")
+        return meta
+    if os.path.exists(data_dir) and (any(splits_present) or os.listdir(data_dir)):
+        raise DataFormatError(
+            data_dir, "is not empty but holds no complete synthetic data set (train/ and test/); "
+                      "delete it or choose another --data_dir")
+    parent = os.path.dirname(data_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(data_dir)}.tmp-", dir=parent)
+    try:
+        logging.info("generating the synthetic data set into %s", data_dir)
+        meta = write_synthetic_dataset(tmp, **kwargs)
+        os.replace(tmp, data_dir)  # an empty data_dir is replaced atomically too
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | None = None,
+                    test_dir: str | None = None,
+                    synthetic_kwargs: dict[str, Any] | None = None) -> SplitData:
+    """Load and preprocess the train and test splits of ``dataset``.
+
+    Args:
+        dataset: "youtube_faces" or "facescrub" (the original folders under
+            ``data_dir``, 1595 / 530 classes), "folder" (``train_dir`` and
+            ``test_dir``; classes = largest train label + 1) or "synthetic"
+            (``data_dir``, default ``data/synthetic``, generated on first use).
+        data_dir: parent folder of the original split folders / the synthetic set.
+        train_dir, test_dir: explicit split folders (override the defaults).
+        synthetic_kwargs: generator settings for "synthetic" (see :func:`ensure_synthetic`).
+
+    Raises:
+        DataFormatError: a folder is missing or malformed, or a label does not fit the
+            class count (the message names the folder).
+        ValueError: unknown dataset, or "folder" without both folders.
+
+    Test labels that never occur in the train split only warn (``DataFormatWarning``).
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    num_classes: int | None = None
+    extra: dict[str, Any] = {}
+    if dataset in KNOWN_DATASETS:
+        train_name, test_name, num_classes = KNOWN_DATASETS[dataset]
+        base = data_dir if data_dir is not None else "data"
+        train_dir = train_dir or os.path.join(base, train_name)
+        test_dir = test_dir or os.path.join(base, test_name)
+    elif dataset == "folder":
+        if not train_dir or not test_dir:
+            raise ValueError("dataset 'folder' needs both --train_dir and --test_dir")
+    else:  # synthetic
+        base = data_dir if data_dir is not None else DEFAULT_SYNTHETIC_DIR
+        meta = ensure_synthetic(base, synthetic_kwargs)
+        extra["synthetic"] = {k: meta[k] for k in ("generator_version", *SYNTHETIC_KEYS)
+                              if k in meta}
+        train_dir = train_dir or os.path.join(base, "train")
+        test_dir = test_dir or os.path.join(base, "test")
+    train_dir, test_dir = os.path.abspath(train_dir), os.path.abspath(test_dir)
+    list_data_files(train_dir)  # fail on a missing test folder before loading the big train split
+    list_data_files(test_dir)
+
+    train_images, train_labels, train_norm = _load_split(train_dir)
+    if len(train_labels) == 0:
+        raise DataFormatError(train_dir, "the train split holds no images")
+    if num_classes is None:
+        num_classes = int(train_labels.max()) + 1
+        why = "the train split"
+        if num_classes < 2:
+            raise DataFormatError(train_dir, "the train split must hold at least two classes")
+    else:
+        why = f"data set {dataset!r}"
+        _check_label_range(train_labels, num_classes, train_dir, why)
+    test_images, test_labels, test_norm = _load_split(test_dir)
+    if len(test_labels) == 0:
+        raise DataFormatError(test_dir, "the test split holds no images")
+    _check_label_range(test_labels, num_classes, test_dir, why)
+    check_test_labels(train_labels, test_labels, test_dir)
+    description = {
+        "dataset": dataset, "train_dir": train_dir, "test_dir": test_dir,
+        "train_images": int(len(train_labels)), "test_images": int(len(test_labels)),
+        "num_classes": int(num_classes),
+        "test_normalization": {"mean": test_norm.mean, "std": test_norm.std},
+        **extra,
+    }
+    return SplitData(train_images, train_labels, test_images, test_labels, int(num_classes),
+                     train_norm, description)

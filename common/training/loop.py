@@ -1,0 +1,593 @@
+"""The shared training loop: train, checkpoint, select, resume, report.
+
+Why one loop for every method: the original's procedure (Adam, batches in file order,
+per-epoch train/test loss and accuracy, a checkpoint whenever the epoch's mean train
+loss is the lowest so far, retrieval evaluation of that checkpoint every 100 epochs)
+does not depend on the network; a method only supplies its model and loss
+(:class:`common.method.HashingMethod`).
+
+Differences from the original, on purpose:
+
+* Evaluating the lowest-loss state does NOT roll training back to it. The original
+  restored that checkpoint into its live session, so training silently continued
+  from an older state after every evaluation; here the live weights are set aside,
+  the ``best_loss`` weights evaluated, and the live weights put back.
+* The original also saved its checkpoint at epoch 5 whatever the loss; that state then
+  stood in for "lowest loss" though it was not. ``best_loss`` here only ever holds the
+  lowest-loss state (``last`` covers resuming).
+* ``best_map`` is the evaluated state with the highest mAP; at the end of training
+  the final (``last``) state is evaluated too and is a candidate as well.
+* Mean losses are means over the epoch's batches (each batch's cost, as minimised).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tensorflow.core.framework import summary_pb2
+
+from common.data.pipeline import ArrayPipeline
+from common.method import LOGITS, HashingMethod
+from common.metrics import HAMMING_MODES, METRIC_KEYS, TIE_MODES
+from common.training.checkpoints import (CheckpointStore, read_index,
+                                         remove_stale_json_temps, run_lock, write_json_atomic)
+from common.training.data import SplitData
+from common.training.evaluate import evaluate_retrieval
+
+RUN_CONFIG = "run_config.json"
+METRICS = "metrics.json"
+HISTORY = "history.jsonl"
+TENSORBOARD = "tensorboard"
+REPORTED_SLOTS = ("last", "best_loss", "best_map")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """How to train (the method's own settings live in the method).
+
+    Attributes:
+        epochs: total epochs of the run (a resumed run continues up to this number).
+        model_dir: run folder: checkpoints, run_config.json, metrics.json, tensorboard/.
+        batch_size: examples per step (original 256; the last batch holds the rest).
+        learning_rate: Adam's step size (original 1e-3).
+        adam_epsilon: Adam's epsilon; 1e-8 is TF1's default (Keras' is 1e-7).
+        shuffle: reshuffle every epoch (seeded by (seed, epoch)); the original did not.
+        seed: seeds weights initialisation and shuffles.
+        eval_every: evaluate retrieval every this many epochs (0 = only at the end).
+        hamming, ties, top_k, radius: evaluation protocol (common.metrics).
+        mixed_precision: mixed_float16 on GPU (with loss scaling), mixed_bfloat16 on CPU.
+        jit_compile: XLA-compile the training step.
+        deterministic: deterministic TensorFlow ops (bit-exact reruns and resumes).
+        log_every_steps: progress line every this many steps (0 = none).
+        max_steps_per_epoch: cut epochs short (tests, smoke runs).
+        eval_batch_size: batch size when computing codes.
+    """
+
+    epochs: int
+    model_dir: str
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    adam_epsilon: float = 1e-8
+    shuffle: bool = False
+    seed: int = 0
+    eval_every: int = 100
+    hamming: str = "exact"
+    ties: str = "index"
+    top_k: int = 50
+    radius: int = 2
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    deterministic: bool = False
+    log_every_steps: int = 100
+    max_steps_per_epoch: int | None = None
+    eval_batch_size: int = 1024
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad setting."""
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (bool(self.model_dir), "model_dir must be set"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
+            (self.adam_epsilon > 0, f"adam_epsilon must be > 0, got {self.adam_epsilon}"),
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
+            (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
+            (self.hamming in HAMMING_MODES,
+             f"hamming must be one of {HAMMING_MODES}, got {self.hamming!r}"),
+            (self.ties in TIE_MODES, f"ties must be one of {TIE_MODES}, got {self.ties!r}"),
+            (self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}"),
+            (self.radius >= 0, f"radius must be >= 0, got {self.radius}"),
+            (self.log_every_steps >= 0,
+             f"log_every_steps must be >= 0, got {self.log_every_steps}"),
+            (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+             f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}"),
+            (self.eval_batch_size >= 1,
+             f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def eval_settings(self) -> dict[str, Any]:
+        return {"hamming": self.hamming, "ties": self.ties, "top_k": self.top_k,
+                "radius": self.radius}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; nothing of that state was saved."""
+
+    def __init__(self, message: str, epoch: int, step: int, last_good_epoch: int):
+        super().__init__(message)
+        self.epoch, self.step, self.last_good_epoch = epoch, step, last_good_epoch
+
+
+class RunConfigMismatchError(ValueError):
+    """``model_dir`` holds a run whose model or data differ from the requested ones."""
+
+
+# ----------------------------------------------------------------------- run config
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def make_run_config(method: HashingMethod, data: SplitData, config: TrainConfig) -> dict[str, Any]:
+    """What ``run_config.json`` records: enough to rebuild the model for export."""
+    return _jsonable({
+        "format": 1,
+        "method": method.config(),
+        "num_classes": int(data.num_classes),
+        "dataset": data.description,
+        "normalization": {"mean": data.normalization.mean, "std": data.normalization.std},
+        "train_config": dataclasses.asdict(config),
+        "precision_policy": _precision_policy(config.mixed_precision),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    })
+
+
+def _identity(run_config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a run config that fix the model and its checkpoint layout."""
+    dataset = run_config.get("dataset", {})
+    return {
+        "method": run_config.get("method"),
+        "num_classes": run_config.get("num_classes"),
+        "dataset": {k: dataset.get(k) for k in ("dataset", "train_images", "test_images")},
+        # float16 adds a loss-scale optimizer: another checkpoint layout.
+        "precision_policy": run_config.get("precision_policy", "float32"),
+    }
+
+
+def check_resumable(old: dict[str, Any], new: dict[str, Any], model_dir: str) -> None:
+    """Raise RunConfigMismatchError when ``new`` cannot continue the run ``old`` describes."""
+    a, b = _identity(old), _identity(new)
+    differences = [f"{key}: {a[key]!r} -> {b[key]!r}" for key in a if a[key] != b[key]]
+    norm_a, norm_b = old.get("normalization", {}), new.get("normalization", {})
+    for key in ("mean", "std"):
+        x, y = norm_a.get(key), norm_b.get(key)
+        if x is not None and y is not None and not math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9):
+            differences.append(f"train normalization {key}: {x} -> {y} (different data)")
+    if differences:
+        raise RunConfigMismatchError(
+            f"{model_dir} holds a run with different settings ({'; '.join(differences)}); "
+            "it cannot be resumed with these. Use a new --model_dir (or the original settings).")
+
+
+# ----------------------------------------------------------------------- history
+def _append_history(model_dir: str, entry: dict[str, Any]) -> None:
+    """One JSON line per finished epoch (appended after its checkpoint is saved)."""
+    with open(os.path.join(model_dir, HISTORY), "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_history(model_dir: str) -> list[dict[str, Any]]:
+    """Per-epoch records of a run, one per epoch (the latest line wins; torn lines skipped)."""
+    path = os.path.join(model_dir, HISTORY)
+    by_epoch: dict[int, dict[str, Any]] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                by_epoch[int(entry["epoch"])] = entry
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+# ----------------------------------------------------------------------- summaries
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+    data_class=summary_pb2.DATA_CLASS_SCALAR).SerializeToString()
+
+
+def write_scalar(tag: str, value: float, step: int) -> None:
+    """A TensorBoard scalar, written without the ``tensorboard`` package.
+
+    ``tf.summary.scalar`` needs that package at run time; this writes the same
+    record (a float32 scalar tagged for the "scalars" plugin) with the core op.
+    """
+    tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=_SCALAR_METADATA)
+
+
+# ----------------------------------------------------------------------- steps
+def _precision_policy(mixed: bool) -> str:
+    if not mixed:
+        return "float32"
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+def make_optimizer(config: TrainConfig, policy: str, variables) -> keras.optimizers.Optimizer:
+    """Adam with TF1's defaults (loss-scaled under float16); variables built eagerly.
+
+    Building now (not lazily at the first step) lets a checkpoint restore the moments
+    and the iteration count at once instead of deferring them.
+    """
+    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate, beta_1=0.9,
+                                      beta_2=0.999, epsilon=config.adam_epsilon)
+    if policy == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(variables)
+    return optimizer
+
+
+def _make_steps(model, method: HashingMethod, optimizer, jit_compile: bool):
+    """(train_step, test_step, part_names): each step returns [loss, *parts, correct]."""
+    variables = model.trainable_variables
+    names: list[str] = []
+
+    def forward(images, labels, training):
+        outputs = method.named_outputs(model(images, training=training))
+        terms = method.loss_terms(model, outputs, labels)
+        names[:] = list(terms)  # at trace time: the order of the parts in the result
+        parts = [tf.cast(v, tf.float32) for v in terms.values()]
+        loss = tf.add_n(parts)
+        predicted = tf.argmax(outputs[LOGITS], axis=-1, output_type=tf.int64)
+        correct = tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int64)), tf.float32))
+        return outputs, loss, parts, correct
+
+    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+    def train_step(images, labels):
+        with tf.GradientTape() as tape:
+            outputs, loss, parts, correct = forward(images, labels, True)
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, variables)
+        # DCBH's direct center update comes before the optimizer step, as in the original.
+        method.before_optimizer_step(model, outputs, labels)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        return tf.stack([loss, *parts, correct])
+
+    @tf.function(reduce_retracing=True)
+    def test_step(images, labels):
+        _, loss, parts, correct = forward(images, labels, False)
+        return tf.stack([loss, *parts, correct])
+
+    return train_step, test_step, names
+
+
+@dataclass
+class _EpochStats:
+    loss: float
+    parts: dict[str, float]
+    accuracy: float
+    images: int
+    steps: int
+    seconds: float
+
+
+def _summarise(sums: np.ndarray | None, steps: int, images: int, names: list[str],
+               seconds: float) -> _EpochStats:
+    if sums is None:  # no batch at all
+        sums = np.full(len(names) + 2, np.nan)
+    means = sums[:-1] / max(steps, 1)
+    return _EpochStats(loss=float(means[0]), parts=dict(zip(names, map(float, means[1:]))),
+                       accuracy=float(sums[-1] / max(images, 1)), images=images, steps=steps,
+                       seconds=seconds)
+
+
+# ----------------------------------------------------------------------- the loop
+class _Trainer:
+    """State of one ``train`` call (kept small: the public API is :func:`train`)."""
+
+    def __init__(self, method: HashingMethod, data: SplitData, config: TrainConfig):
+        self.method, self.data, self.config = method, data, config
+        self.model = method.build_model(data.num_classes)
+        self.policy = keras.mixed_precision.global_policy().name
+        self.optimizer = make_optimizer(config, self.policy, self.model.trainable_variables)
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.store = CheckpointStore(config.model_dir, model=self.model, optimizer=self.optimizer,
+                                     epoch=self.epoch)
+        self.train_step, self.test_step, self.names = _make_steps(
+            self.model, method, self.optimizer, config.jit_compile)
+        self.pipeline = ArrayPipeline(data.train_images, data.train_labels, config.batch_size,
+                                      shuffle=config.shuffle, seed=config.seed)
+        self.test_pipeline = ArrayPipeline(data.test_images, data.test_labels, config.batch_size)
+        self.writer = tf.summary.create_file_writer(os.path.join(config.model_dir, TENSORBOARD))
+
+    # ------------------------------------------------------------- one epoch
+    def steps_per_epoch(self) -> int:
+        steps = self.pipeline.steps_per_epoch()
+        if self.config.max_steps_per_epoch:
+            steps = min(steps, self.config.max_steps_per_epoch)
+        return steps
+
+    def train_epoch(self, epoch_index: int, last_good_epoch: int) -> _EpochStats:
+        """Train one epoch; raise NonFiniteLossError at the first non-finite loss."""
+        cfg, total = self.config, self.steps_per_epoch()
+        sums, images, steps = None, 0, 0
+        start = time.perf_counter()
+        pending = None
+
+        def consume(item):
+            nonlocal sums, images, steps
+            step, values, n = item
+            values = values.numpy().astype(np.float64)
+            if not np.all(np.isfinite(values[:-1])):
+                parts = ", ".join(f"{k} {v:.4g}" for k, v in zip(self.names, values[1:-1]))
+                kept = (f"the last good checkpoint (epoch {last_good_epoch}) is kept in "
+                        f"{self.store.directory}" if last_good_epoch else
+                        "no epoch had completed, so there is no checkpoint")
+                raise NonFiniteLossError(
+                    f"non-finite training loss at epoch {epoch_index + 1}, step {step + 1}/{total}"
+                    f": loss {values[0]:.4g} ({parts}). Training stopped without saving this "
+                    f"state; {kept}. Check the loss weights or lower the learning rate.",
+                    epoch_index + 1, step + 1, last_good_epoch)
+            sums = values if sums is None else sums + values
+            images += n
+            steps += 1
+            if cfg.log_every_steps and steps % cfg.log_every_steps == 0 and steps < total:
+                now = time.perf_counter()
+                logging.info("epoch %d/%d step %d/%d | loss %.4f | %.0f img/s",
+                             epoch_index + 1, cfg.epochs, steps, total, sums[0] / steps,
+                             images / max(now - start, 1e-9))
+
+        for step, (batch_images, batch_labels) in enumerate(self.pipeline.epoch(epoch_index)):
+            if step >= total:
+                break
+            values = self.train_step(batch_images, batch_labels)
+            # Read the previous step's figures only now, so the device queue never drains.
+            if pending is not None:
+                consume(pending)
+            pending = (step, values, int(batch_labels.shape[0]))
+        if pending is not None:
+            consume(pending)
+        return _summarise(sums, steps, images, self.names, time.perf_counter() - start)
+
+    def test_epoch(self) -> _EpochStats:
+        """Loss and accuracy of the live weights on the test split (inference mode)."""
+        sums, images, steps = None, 0, 0
+        start = time.perf_counter()
+        for batch_images, batch_labels in self.test_pipeline.epoch(0):
+            values = self.test_step(batch_images, batch_labels).numpy().astype(np.float64)
+            sums = values if sums is None else sums + values
+            images += int(batch_labels.shape[0])
+            steps += 1
+        return _summarise(sums, steps, images, self.names, time.perf_counter() - start)
+
+    # ------------------------------------------------------------- evaluation
+    @contextlib.contextmanager
+    def weights_of(self, slot: str) -> Iterator[None]:
+        """Temporarily load a slot's model weights; the live weights come back after.
+
+        The live weights always equal ``last`` when this is called (right after a save
+        or a restore), so ``last``'s own state needs no swap.
+        """
+        record, last = self.store.info(slot), self.store.info("last")
+        if last is not None and record["dir"] == last["dir"]:
+            yield
+            return
+        live = [v.numpy() for v in self.model.variables]
+        try:
+            self.store.restore_model(slot, self.model)
+            yield
+        finally:
+            for variable, value in zip(self.model.variables, live):
+                variable.assign(value)
+
+    def metrics_of(self, slot: str, current_epoch: int) -> dict[str, Any]:
+        """Retrieval metrics of a slot's state, computed once per state and protocol."""
+        record = self.store.info(slot)
+        settings = self.config.eval_settings()
+        cached = record.get("metrics")
+        if cached and all(cached.get(k) == v for k, v in settings.items()):
+            return cached
+        start = time.perf_counter()
+        with self.weights_of(slot):
+            figures = evaluate_retrieval(self.model, self.method, self.data,
+                                         batch_size=self.config.eval_batch_size, **settings)
+        metrics = dict(figures, **settings, evaluated_at_epoch=current_epoch,
+                       seconds=round(time.perf_counter() - start, 3))
+        self.store.annotate_state(record["dir"], metrics=metrics)
+        logging.info("retrieval of %s (epoch %d): mAP %.4f, precision@%d %.4f, precision/recall "
+                     "within radius %d %.4f / %.4f (%s Hamming, %s ties) in %.1f s", slot,
+                     record["epoch"], figures["map"], self.config.top_k, figures["precision_at_k"],
+                     self.config.radius, figures["precision_within_radius"],
+                     figures["recall_within_radius"], self.config.hamming, self.config.ties,
+                     metrics["seconds"])
+        return metrics
+
+    def consider_for_best_map(self, slot: str, current_epoch: int) -> dict[str, Any]:
+        """Evaluate ``slot``; make ``best_map`` name its state if its mAP is the best so far."""
+        metrics = self.metrics_of(slot, current_epoch)
+        if self.store.has("best_map"):
+            best = self.metrics_of("best_map", current_epoch)
+            if not metrics["map"] > best["map"]:
+                return metrics
+        self.store.point("best_map", slot)
+        return metrics
+
+    def summary_scalars(self, epoch: int, values: dict[str, float]) -> None:
+        with self.writer.as_default():
+            for tag, value in values.items():
+                write_scalar(tag, value, epoch)
+        self.writer.flush()
+
+    # ------------------------------------------------------------- whole run
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        wall_start = time.perf_counter()
+        start_epoch = 0
+        if self.store.has("last"):
+            record = self.store.restore("last")
+            start_epoch = int(self.epoch.numpy())
+            logging.info("resuming %s from epoch %d (optimizer step %d)", cfg.model_dir,
+                         start_epoch, int(self.optimizer.iterations.numpy()))
+            if record["epoch"] != start_epoch:
+                raise RuntimeError(f"{self.store.directory}: index says epoch {record['epoch']}, "
+                                   f"checkpoint says {start_epoch}")
+        best_loss = self.store.info("best_loss")
+        best_loss_value = best_loss["loss"] if best_loss else math.inf
+        last = self.store.info("last") or {}
+        train_seconds = float(last.get("train_seconds", 0.0))
+        train_images = int(last.get("train_images", 0))
+        session_seconds, session_images = 0.0, 0
+
+        for epoch_index in range(start_epoch, cfg.epochs):
+            epoch = epoch_index + 1
+            epoch_start = time.perf_counter()
+            stats = self.train_epoch(epoch_index, last_good_epoch=epoch_index)
+            test = self.test_epoch()
+            train_seconds += stats.seconds
+            train_images += stats.images
+            session_seconds += stats.seconds
+            session_images += stats.images
+            self.epoch.assign(epoch)
+            improved = stats.loss < best_loss_value
+            slots = ["last", "best_loss"] if improved else ["last"]
+            if improved:
+                best_loss_value = stats.loss
+            self.store.save(slots, {
+                "epoch": epoch, "loss": stats.loss, "loss_parts": stats.parts,
+                "accuracy": stats.accuracy, "test_loss": test.loss, "test_accuracy": test.accuracy,
+                "train_seconds": train_seconds, "train_images": train_images,
+                "optimizer_iterations": int(self.optimizer.iterations.numpy())})
+            images_per_second = stats.images / max(stats.seconds, 1e-9)
+            _append_history(cfg.model_dir, {
+                "epoch": epoch, "loss": stats.loss, "loss_parts": stats.parts,
+                "accuracy": stats.accuracy, "test_loss": test.loss, "test_accuracy": test.accuracy,
+                "test_loss_parts": test.parts, "seconds": stats.seconds,
+                "images_per_second": images_per_second, "best_loss": improved})
+            parts = ", ".join(f"{k} {v:.4f}" for k, v in stats.parts.items())
+            logging.info("epoch %d/%d | train loss %.4f (%s) acc %.4f | test loss %.4f acc %.4f | "
+                         "%.1f s, %.0f img/s%s", epoch, cfg.epochs, stats.loss, parts,
+                         stats.accuracy, test.loss, test.accuracy,
+                         time.perf_counter() - epoch_start, images_per_second,
+                         " | new lowest loss" if improved else "")
+            scalars = {"train/loss": stats.loss, "train/accuracy": stats.accuracy,
+                       "test/loss": test.loss, "test/accuracy": test.accuracy,
+                       "perf/images_per_second": images_per_second}
+            scalars.update({f"train/{k}": v for k, v in stats.parts.items()})
+            scalars.update({f"test/{k}": v for k, v in test.parts.items()})
+            if (cfg.eval_every and epoch % cfg.eval_every == 0) and epoch < cfg.epochs:
+                metrics = self.consider_for_best_map("best_loss", epoch)
+                scalars.update({f"retrieval_best_loss/{k}": metrics[k] for k in METRIC_KEYS})
+            self.summary_scalars(epoch, scalars)
+
+        final_epoch = int(self.epoch.numpy())
+        for slot in ("best_loss", "last"):
+            metrics = self.consider_for_best_map(slot, final_epoch)
+            self.summary_scalars(final_epoch, {f"retrieval_{slot}/{k}": metrics[k]
+                                               for k in METRIC_KEYS})
+        report = self.report(train_seconds, train_images, session_seconds, session_images,
+                             time.perf_counter() - wall_start)
+        write_json_atomic(os.path.join(cfg.model_dir, METRICS), report)
+        for slot in REPORTED_SLOTS:
+            r = report[slot]
+            logging.info("%-9s epoch %4d | mAP %.4f | precision@%d %.4f | radius %d: precision "
+                         "%.4f recall %.4f", slot, r["epoch"], r["map"], cfg.top_k,
+                         r["precision_at_k"], cfg.radius, r["precision_within_radius"],
+                         r["recall_within_radius"])
+        return report
+
+    def report(self, train_seconds: float, train_images: int, session_seconds: float,
+               session_images: int, wall_seconds: float) -> dict[str, Any]:
+        """The content of ``metrics.json``."""
+        entries = {}
+        for slot in REPORTED_SLOTS:
+            record = self.store.info(slot)
+            metrics = record["metrics"]
+            entries[slot] = {"epoch": record["epoch"], "loss": record["loss"],
+                             "test_accuracy": record.get("test_accuracy"),
+                             **{k: metrics[k] for k in METRIC_KEYS},
+                             **self.config.eval_settings()}
+        return {
+            **entries,
+            "epochs_completed": int(self.epoch.numpy()),
+            "protocol": {"queries": "test split", "database": "train split",
+                         "relevant": "same label", **self.config.eval_settings()},
+            "method": self.method.config(),
+            "dataset": self.data.description.get("dataset"),
+            "num_classes": int(self.data.num_classes),
+            "train_config": dataclasses.asdict(self.config),
+            "precision_policy": self.policy,
+            "wall_time_s": wall_seconds,
+            "train_seconds_total": train_seconds,
+            "train_images_total": train_images,
+            "images_per_second": train_images / train_seconds if train_seconds else None,
+            "session_train_seconds": session_seconds,
+            "session_images_per_second": (session_images / session_seconds
+                                          if session_seconds else None),
+        }
+
+
+def train(method: HashingMethod, data: SplitData, config: TrainConfig) -> dict[str, Any]:
+    """Train ``method`` on ``data`` into ``config.model_dir``, resuming if a run is there.
+
+    Each epoch saves the ``last`` checkpoint (and ``best_loss`` when its mean train loss
+    is the lowest so far); every ``eval_every`` epochs and at the end the ``best_loss``
+    state is evaluated (without rolling training back to it) and ``best_map`` names the
+    best-mAP state evaluated. Writes ``run_config.json`` at the start and
+    ``metrics.json`` at the end; a run whose epochs are all done is only (re-)evaluated.
+
+    Returns:
+        The content of ``metrics.json``: per slot (last, best_loss, best_map) the
+        epoch and retrieval figures, plus run settings, times and throughput.
+
+    Raises:
+        ValueError: a bad setting.
+        RunConfigMismatchError: ``model_dir`` holds a run of another model or data set.
+        NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
+    """
+    config.validate()
+    os.makedirs(config.model_dir, exist_ok=True)
+    with run_lock(config.model_dir):
+        remove_stale_json_temps(config.model_dir)
+        run_config = make_run_config(method, data, config)
+        path = os.path.join(config.model_dir, RUN_CONFIG)
+        resuming = "last" in read_index(config.model_dir)["slots"]
+        if resuming and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+            check_resumable(old, run_config, config.model_dir)
+            changed = {k: (old.get("train_config", {}).get(k), v)
+                       for k, v in run_config["train_config"].items()
+                       if old.get("train_config", {}).get(k) != v}
+            if changed:
+                logging.info("training settings changed since the run's start: %s", ", ".join(
+                    f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+            if old.get("created"):
+                run_config["created"] = old["created"]
+        run_config.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        run_config["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        write_json_atomic(path, run_config)
+
+        keras.utils.set_random_seed(config.seed)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        previous_policy = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(_precision_policy(config.mixed_precision))
+        try:
+            return _Trainer(method, data, config).run()
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
