@@ -1,0 +1,163 @@
+"""A finished (or running) training folder as an object: rebuild, evaluate, export.
+
+Why: export and re-evaluation need nothing but ``--model_dir``. ``run_config.json``
+records the method's settings, the class count, the data folders and the train
+split's normalisation, so the model is rebuilt exactly and any checkpoint slot
+loaded into it, by every method through the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from common.training.checkpoints import SLOTS, CheckpointError, restore_model_weights
+from common.training.loop import RUN_CONFIG
+
+RUN_CONFIG_FORMAT = 1
+
+
+class RunFolderError(ValueError):
+    """``model_dir`` is not a usable training run (missing, foreign or unreadable files)."""
+
+
+def read_run_config(model_dir: str, method_name: str | None = None) -> dict[str, Any]:
+    """``model_dir/run_config.json``, checked to belong to ``method_name`` when given.
+
+    Raises:
+        RunFolderError: no run there, a damaged file, or another method's run.
+    """
+    path = os.path.join(model_dir, RUN_CONFIG)
+    if not os.path.isdir(model_dir):
+        raise RunFolderError(f"{model_dir}: folder does not exist")
+    if not os.path.exists(path):
+        raise RunFolderError(f"{path}: not found; is {model_dir} a training run folder "
+                             "(the --model_dir of a train command)?")
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunFolderError(f"{path}: unreadable ({exc})") from None
+    for key in ("method", "num_classes", "normalization"):
+        if key not in config:
+            raise RunFolderError(f"{path}: missing field {key!r}")
+    name = config["method"].get("method")
+    if method_name is not None and name != method_name:
+        raise RunFolderError(f"{model_dir} holds a {name!r} run, not {method_name!r}; use "
+                             f"python -m {name}_tf.export (or .evaluate) for it")
+    return config
+
+
+@dataclass
+class LoadedRun:
+    """A method, its model with a checkpoint's weights, and what the run recorded."""
+
+    method: Any
+    model: Any
+    run_config: dict[str, Any]
+    record: dict[str, Any]
+    slot: str
+
+    @property
+    def codes_output(self) -> int:
+        from common.method import CODES
+        return list(self.method.output_names).index(CODES)
+
+    @property
+    def normalization(self):
+        from common.data.preprocess import Normalization
+        norm = self.run_config["normalization"]
+        return Normalization(mean=float(norm["mean"]), std=float(norm["std"]))
+
+
+def load_run(method_cls, model_dir: str, slot: str = "best_map") -> LoadedRun:
+    """Rebuild ``method_cls``'s model as the run did and load the slot's weights.
+
+    Args:
+        method_cls: a :class:`common.method.HashingMethod` subclass (``DCBH``, ...).
+        model_dir: the run folder.
+        slot: "best_map", "best_loss" or "last".
+
+    Raises:
+        RunFolderError: not a run of this method, or no checkpoint in that slot.
+    """
+    if slot not in SLOTS:
+        raise ValueError(f"checkpoint slot must be one of {SLOTS}, got {slot!r}")
+    config = read_run_config(model_dir, method_cls.name)
+    try:
+        method = method_cls.from_config(config["method"])
+    except (TypeError, ValueError) as exc:
+        raise RunFolderError(f"{os.path.join(model_dir, RUN_CONFIG)}: cannot rebuild the "
+                             f"method ({exc})") from None
+    model = method.build_model(int(config["num_classes"]))
+    try:
+        record = restore_model_weights(model, model_dir, slot)
+    except CheckpointError as exc:
+        hint = (" (best_map is set when a run finishes or at its first evaluation; use "
+                "--checkpoint last or best_loss for a run in progress)" if slot == "best_map"
+                else "")
+        raise RunFolderError(f"{exc}{hint}") from None
+    return LoadedRun(method, model, config, record, slot)
+
+
+def export_run(method_cls, model_dir: str, export_dir: str, slot: str = "best_map") -> dict:
+    """Export a run's checkpoint as a SavedModel serving binary codes (see common.export).
+
+    Returns:
+        The content of ``export_dir/export_info.json``.
+    """
+    from common.export import EXPORT_INFO, export_model
+
+    run = load_run(method_cls, model_dir, slot)
+    info = {
+        "method": run.run_config["method"],
+        "num_classes": int(run.run_config["num_classes"]),
+        "checkpoint": {"slot": slot, "epoch": run.record.get("epoch"),
+                       "loss": run.record.get("loss"),
+                       "metrics": run.record.get("metrics")},
+        "model_dir": os.path.abspath(model_dir),
+        "dataset": run.run_config.get("dataset"),
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    export_model(run.model, run.normalization, export_dir, run.codes_output, info=info)
+    with open(os.path.join(export_dir, EXPORT_INFO), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def evaluate_run(method_cls, model_dir: str, slot: str = "best_map", hamming: str = "exact",
+                 ties: str = "index", top_k: int = 50, radius: int = 2,
+                 train_dir: str | None = None, test_dir: str | None = None) -> dict[str, Any]:
+    """Retrieval figures of a run's checkpoint on the data it was trained on.
+
+    The data folders come from ``run_config.json`` unless given (e.g. when the data
+    moved); they must hold the same train split (checked by its normalisation).
+    """
+    from common.training.data import load_split_data
+    from common.training.evaluate import evaluate_retrieval
+
+    run = load_run(method_cls, model_dir, slot)
+    recorded = run.run_config.get("dataset", {})
+    train_dir = train_dir or recorded.get("train_dir")
+    test_dir = test_dir or recorded.get("test_dir")
+    if not train_dir or not test_dir:
+        raise RunFolderError(f"{model_dir}: the run does not record its data folders; "
+                             "give --train_dir and --test_dir")
+    data = load_split_data("folder", train_dir=train_dir, test_dir=test_dir)
+    if data.num_classes > int(run.run_config["num_classes"]):
+        raise RunFolderError(f"{train_dir}: labels up to {data.num_classes - 1} but the model "
+                             f"has {run.run_config['num_classes']} classes")
+    norm = run.normalization
+    if abs(data.normalization.mean - norm.mean) > 1e-4 * max(1.0, abs(norm.mean)) or \
+            abs(data.normalization.std - norm.std) > 1e-4 * max(1.0, abs(norm.std)):
+        raise RunFolderError(f"{train_dir}: not the train split this run was trained on "
+                             f"(mean/std {data.normalization.mean:.4f}/"
+                             f"{data.normalization.std:.4f}, run recorded {norm.mean:.4f}/"
+                             f"{norm.std:.4f})")
+    figures = evaluate_retrieval(run.model, run.method, data, hamming=hamming, ties=ties,
+                                 top_k=top_k, radius=radius)
+    return {**figures, "slot": slot, "epoch": run.record.get("epoch"), "hamming": hamming,
+            "ties": ties, "top_k": top_k, "radius": radius,
+            "queries": int(len(data.test_labels)), "database": int(len(data.train_labels))}

@@ -1,0 +1,98 @@
+"""Command lines on a finished run folder, shared by every method: export and evaluate.
+
+    python -m dcbh_tf.export --model_dir runs/dcbh --export_dir exports/dcbh
+    python -m dcbh_tf.evaluate --model_dir runs/dcbh --hamming legacy
+
+A method's ``export`` / ``evaluate`` module only names its method class. Bad input
+stops with one ``error:`` line and exit code 2 (as training does).
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from common.exits import EXIT_USAGE, fail
+
+MODEL_DIR = flags.DEFINE_string("model_dir", None, "Run folder written by the train command.")
+CHECKPOINT = flags.DEFINE_enum(
+    "checkpoint", "best_map", ["best_map", "best_loss", "last"],
+    "Which saved state: best_map (highest evaluated mAP), best_loss (lowest epoch train "
+    "loss, the original's choice) or last.")
+EXPORT_DIR = flags.DEFINE_string("export_dir", None,
+                                 "export: output folder (replaced atomically if it exists).")
+HAMMING = flags.DEFINE_enum("hamming", "exact", ["exact", "legacy"],
+                            "evaluate: exact Hamming, or the original evaluation's distorted one.")
+TIES = flags.DEFINE_enum("ties", "index", ["index", "expected"],
+                         "evaluate: equal distances by database index, or the exact expectation.")
+TOP_K = flags.DEFINE_integer("top_k", 50, "evaluate: cut-off of precision@k.", lower_bound=1)
+RADIUS = flags.DEFINE_integer("radius", 2, "evaluate: Hamming radius.", lower_bound=0)
+TRAIN_DIR = flags.DEFINE_string("train_dir", None,
+                                "evaluate: train split folder (default: the one the run used).")
+TEST_DIR = flags.DEFINE_string("test_dir", None,
+                               "evaluate: test split folder (default: the one the run used).")
+OUTPUT = flags.DEFINE_string("output", None, "evaluate: also write the figures to this JSON file.")
+
+
+def _guarded(work):
+    """Run ``work()``; known failures become one ``error:`` line."""
+    from common.data import DataFormatError
+    from common.saved_run import RunFolderError
+
+    try:
+        return work()
+    except (RunFolderError, DataFormatError, ValueError, OSError) as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def run_export(method_cls_factory) -> dict:
+    """``main`` of a method's export module.
+
+    Args:
+        method_cls_factory: a callable returning the method class (imported lazily so
+            flag errors are reported before TensorFlow loads).
+    """
+    if not MODEL_DIR.value:
+        fail("--model_dir is required (the folder a train command wrote)")
+    if not EXPORT_DIR.value:
+        fail("--export_dir is required")
+    from common.saved_run import export_run, read_run_config
+
+    _guarded(lambda: read_run_config(MODEL_DIR.value))
+    info = _guarded(lambda: export_run(method_cls_factory(), MODEL_DIR.value, EXPORT_DIR.value,
+                                       CHECKPOINT.value))
+    checkpoint = info["checkpoint"]
+    metrics = checkpoint.get("metrics") or {}
+    figures = f", mAP {metrics['map']:.4f}" if "map" in metrics else ""
+    print(f"exported {CHECKPOINT.value} (epoch {checkpoint['epoch']}{figures}), "
+          f"{info['num_bits']} bits, to {os.path.abspath(EXPORT_DIR.value)}")
+    print("  SavedModel: tf.saved_model.load(dir).signatures['serving_default'](images=uint8 "
+          "(N,32,32,3)) -> codes, packed, relaxed")
+    print(f"  Keras model: {os.path.join(os.path.abspath(EXPORT_DIR.value), 'model.keras')}")
+    return info
+
+
+def run_evaluate(method_cls_factory) -> dict:
+    """``main`` of a method's evaluate module: print (and optionally save) the figures."""
+    if not MODEL_DIR.value:
+        fail("--model_dir is required (the folder a train command wrote)")
+    from common.saved_run import evaluate_run, read_run_config
+
+    _guarded(lambda: read_run_config(MODEL_DIR.value))
+    result = _guarded(lambda: evaluate_run(
+        method_cls_factory(), MODEL_DIR.value, CHECKPOINT.value, hamming=HAMMING.value,
+        ties=TIES.value, top_k=TOP_K.value, radius=RADIUS.value, train_dir=TRAIN_DIR.value,
+        test_dir=TEST_DIR.value))
+    print(f"{result['slot']} (epoch {result['epoch']}), {result['queries']} queries x "
+          f"{result['database']} database items, {result['hamming']} Hamming, {result['ties']} "
+          "ties:")
+    print(f"  mAP {result['map']:.4f} | precision@{result['top_k']} "
+          f"{result['precision_at_k']:.4f} | within radius {result['radius']}: precision "
+          f"{result['precision_within_radius']:.4f}, recall {result['recall_within_radius']:.4f}")
+    if OUTPUT.value:
+        from common.training.checkpoints import write_json_atomic
+        write_json_atomic(OUTPUT.value, result)
+        print(f"  written to {OUTPUT.value}")
+    return result
+
