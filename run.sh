@@ -6,11 +6,17 @@ ROOT=$(pwd)
 VENV="${VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 STAMP="$VENV/.face-hashing-installed"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"  # TensorFlow's C++ start-up chatter
 
 usage() {
   cat <<'USAGE'
 usage: ./run.sh [SUBCOMMAND] [ARGS...]
 
+  (no subcommand)  the main job: set up, generate the synthetic data set, train DCBH
+                   (a few minutes on 2 CPU cores), evaluate, export a SavedModel
+  train [METHOD] [FLAGS]   python -m METHOD_tf.train FLAGS    (METHOD: dcbh (default))
+  eval [METHOD] [FLAGS]    python -m METHOD_tf.evaluate FLAGS (re-evaluate a run folder)
+  export [METHOD] [FLAGS]  python -m METHOD_tf.export FLAGS   (SavedModel of a run folder)
   setup            create .venv and install the package (editable) with its dev extras;
                    a no-op when nothing changed since the last install
   test [ARGS]      set up if needed, then run the whole test suite (ARGS go to pytest)
@@ -41,9 +47,47 @@ setup() {
   echo "[setup] done" >&2
 }
 
-cmd="${1:-help}"
-[[ $# -gt 0 ]] && shift
+# The main job's settings (documented in README.md, "The main job").
+MAIN_RUN="${MAIN_RUN:-runs/dcbh_synthetic}"
+MAIN_EXPORT="${MAIN_EXPORT:-exports/dcbh_synthetic}"
+MAIN_FLAGS=(--dataset synthetic --data_dir data/synthetic --model_dir "$MAIN_RUN"
+            --epochs 20 --width_multiplier 0.25 --batch_size 64 --shuffle --eval_every 10
+            --log_every_steps 0)
+
+main_job() {
+  setup
+  echo "== 1/3 train DCBH on the synthetic data set (resumes if $MAIN_RUN exists)"
+  "$PY" -m dcbh_tf.train "${MAIN_FLAGS[@]}" "$@"
+  echo "== 2/3 evaluate best_map under the original's legacy distance as well"
+  "$PY" -m dcbh_tf.evaluate --model_dir "$MAIN_RUN" --hamming legacy
+  echo "== 3/3 export the SavedModel"
+  "$PY" -m dcbh_tf.export --model_dir "$MAIN_RUN" --export_dir "$MAIN_EXPORT"
+  cat <<EOF
+== done
+  data        data/synthetic/{train,test}/   (original pickle layout)
+  run folder  $MAIN_RUN/   (checkpoints/, metrics.json, history.jsonl, tensorboard/)
+  export      $MAIN_EXPORT/   (SavedModel + model.keras + export_info.json)
+EOF
+}
+
+# train|eval|export [METHOD] FLAGS: run METHOD_tf.MODULE (METHOD defaults to dcbh).
+method_module() {
+  local module="$1"; shift
+  local method=dcbh
+  if [[ $# -gt 0 && "$1" != -* ]]; then method="$1"; shift; fi
+  if [[ ! -d "${method}_tf" ]]; then
+    echo "error: unknown method '$method' (no ${method}_tf/ package)" >&2; exit 2
+  fi
+  setup
+  exec "$PY" -m "${method}_tf.${module}" "$@"
+}
+
+if [[ $# -eq 0 ]]; then main_job; exit 0; fi
+cmd="$1"; shift
 case "$cmd" in
+  train) method_module train "$@" ;;
+  eval) method_module evaluate "$@" ;;
+  export) method_module export "$@" ;;
   setup) setup ;;
   test)
     setup

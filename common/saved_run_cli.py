@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from absl import flags
+from absl import flags, logging
 
 from common.exits import EXIT_USAGE, fail
 
@@ -60,6 +60,7 @@ def run_export(method_cls_factory) -> dict:
     from common.saved_run import export_run, read_run_config
 
     _guarded(lambda: read_run_config(MODEL_DIR.value))
+    logging.set_verbosity(logging.WARNING)  # SavedModel writing logs a page of INFO lines
     info = _guarded(lambda: export_run(method_cls_factory(), MODEL_DIR.value, EXPORT_DIR.value,
                                        CHECKPOINT.value))
     checkpoint = info["checkpoint"]
