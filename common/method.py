@@ -63,6 +63,13 @@ class HashingMethod:
         return {k: tf.cast(v, tf.float32) for k, v in items}
 
 
+def check_settings(checks) -> None:
+    """Raise ValueError with the message of the first ``(ok, message)`` pair that fails."""
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
 def sparse_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Softmax cross-entropy with integer labels, mean over the batch."""
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from common.method import HashingMethod, sparse_cross_entropy
+from common.method import HashingMethod, check_settings, sparse_cross_entropy
 from common.layers.center_loss import REDUCTIONS as CENTER_REDUCTIONS
 from common.regularization import (ORIGINAL_SCALE, WEIGHT_DECAY_MODES, decayed_kernels,
                                    weight_decay_loss)
@@ -53,7 +53,7 @@ class DCBH(HashingMethod):
         self._check_settings()
 
     def _check_settings(self) -> None:
-        checks = [
+        check_settings([
             (self.num_bits >= 1, f"num_bits must be >= 1, got {self.num_bits}"),
             (self.code_length >= 1, f"code_length must be >= 1, got {self.code_length}"),
             (self.quantization_weight >= 0,
@@ -67,10 +67,7 @@ class DCBH(HashingMethod):
              f"center_reduction must be one of {CENTER_REDUCTIONS}, got {self.center_reduction!r}"),
             (self.width_multiplier > 0,
              f"width_multiplier must be > 0, got {self.width_multiplier}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        ])
 
     def build_model(self, num_classes: int) -> keras.Model:
         model = build_dcbh(num_classes, self.num_bits, self.code_length,
