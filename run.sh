@@ -17,6 +17,8 @@ usage: ./run.sh [SUBCOMMAND] [ARGS...]
   train [METHOD] [FLAGS]   python -m METHOD_tf.train FLAGS    (METHOD: dcbh (default))
   eval [METHOD] [FLAGS]    python -m METHOD_tf.evaluate FLAGS (re-evaluate a run folder)
   export [METHOD] [FLAGS]  python -m METHOD_tf.export FLAGS   (SavedModel of a run folder)
+  reproduce [FLAGS]        the paper's table: every method x bit length, tables and figures
+                           (python -m common.reproduce FLAGS; see README "Reproducing the table")
   setup            create .venv and install the package (editable) with its dev extras;
                    a no-op when nothing changed since the last install
   test [ARGS]      set up if needed, then run the whole test suite (ARGS go to pytest)
@@ -88,6 +90,9 @@ case "$cmd" in
   train) method_module train "$@" ;;
   eval) method_module evaluate "$@" ;;
   export) method_module export "$@" ;;
+  reproduce)
+    setup
+    exec "$PY" -m common.reproduce "$@" ;;
   setup) setup ;;
   test)
     setup

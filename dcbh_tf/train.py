@@ -49,5 +49,10 @@ def main(argv: list[str]) -> None:
     cli.run_training(make_method)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console-script entry point."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

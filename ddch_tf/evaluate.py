@@ -17,5 +17,10 @@ def main(argv: list[str]) -> None:
     saved_run_cli.run_evaluate(method_class)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console-script entry point."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,73 @@
+"""Reproduce the DCBH table: every method x bit length, tables and figures in one folder.
+
+    python -m common.reproduce --dataset facescrub --data_dir /path/to/ddh_folders \
+        --bits 12,24,36,48 --methods dcbh,ddch,ddh,itq,lsh --epochs 100 --out results/fs
+    ./run.sh reproduce --dataset synthetic --bits 12,48 --methods dcbh,itq --epochs 5 --out /tmp/r
+
+Re-running the same command resumes: finished cells are reused, an interrupted deep
+cell continues from its last completed epoch. ``--epochs 2000`` is the original schedule.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+
+from common.exits import check_no_arguments, fail
+
+DATASET = flags.DEFINE_enum("dataset", "synthetic",
+                            ["youtube_faces", "facescrub", "folder", "synthetic"],
+                            "Data set (as the train commands).")
+DATA_DIR = flags.DEFINE_string("data_dir", None, "Parent folder of the split folders.")
+TRAIN_DIR = flags.DEFINE_string("train_dir", None, "Train split folder (--dataset folder).")
+TEST_DIR = flags.DEFINE_string("test_dir", None, "Test split folder (--dataset folder).")
+METHODS = flags.DEFINE_list("methods", ["dcbh", "ddch", "ddh", "itq", "lsh"],
+                            "Methods (rows of the table).")
+BITS = flags.DEFINE_list("bits", ["12", "24", "36", "48"], "Code lengths (columns).")
+EPOCHS = flags.DEFINE_integer("epochs", 100, "Epochs per deep cell (the original: 2000).")
+BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Batch size of the deep methods.")
+SHUFFLE = flags.DEFINE_bool("shuffle", True, "Reshuffle every epoch (seeded).")
+SEED = flags.DEFINE_integer("seed", 0, "Seed of training and of the baselines.")
+EVAL_EVERY = flags.DEFINE_integer("eval_every", 10, "Evaluation period of the deep methods.")
+WIDTH = flags.DEFINE_float("width_multiplier", 1.0, "Backbone width of DCBH and DDCH.")
+CHECKPOINT = flags.DEFINE_enum("checkpoint", "best_map", ["best_map", "best_loss", "last"],
+                               "Which state of each deep run is tabulated.")
+TIES = flags.DEFINE_enum("ties", "index", ["index", "expected"], "Tie rule of the figures.")
+OUT = flags.DEFINE_string("out", None, "Output folder (results.md, results.csv, PNGs, cells/).")
+
+
+def main(argv: list[str]) -> None:
+    check_no_arguments(argv)
+    if not OUT.value:
+        fail("--out is required")
+    try:
+        bits = [int(b) for b in BITS.value]
+    except ValueError:
+        fail(f"--bits must be integers, got {','.join(BITS.value)}")
+    from common.data import DataFormatError
+    from common.training.data import load_split_data
+
+    if DATASET.value == "folder" and not (TRAIN_DIR.value and TEST_DIR.value):
+        fail("--dataset folder needs both --train_dir and --test_dir")
+    from common.reproduce.harness import ReproduceConfig, reproduce
+    from common.reproduce.cells import CellSettingsError
+
+    config = ReproduceConfig(out=OUT.value, methods=METHODS.value, bits=bits, epochs=EPOCHS.value,
+                             batch_size=BATCH_SIZE.value, shuffle=SHUFFLE.value, seed=SEED.value,
+                             eval_every=EVAL_EVERY.value, width_multiplier=WIDTH.value,
+                             checkpoint=CHECKPOINT.value, ties=TIES.value)
+    try:
+        config.validate()
+        data = load_split_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value)
+        reproduce(config, data)
+    except (DataFormatError, CellSettingsError, ValueError, OSError) as exc:
+        fail(str(exc))
+    print(f"results: {OUT.value}/results.md, {OUT.value}/results.csv")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,107 @@
+"""One cell of the table: a method at a bit length, trained (or fitted), coded, evaluated.
+
+A cell lives in ``OUT/cells/<method>_<bits>/``: ``run/`` (the training run folder of a
+deep method, resumable), ``codes.npz`` (query and database codes with labels) and,
+written last and atomically, ``cell.json`` (figures, curves, settings, time). A cell
+with a ``cell.json`` for the same settings is done and never redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from common.metrics import retrieval_metrics
+from common.reproduce import methods as registry
+from common.reproduce.curves import precision_at_k_curve, radius_curve
+from common.training.checkpoints import write_json_atomic
+
+CELL_FILE = "cell.json"
+CODES_FILE = "codes.npz"
+HAMMINGS = ("exact", "legacy")
+
+
+class CellSettingsError(ValueError):
+    """A finished cell in the output folder was made with other settings."""
+
+
+def cell_dir(out: str, method: str, bits: int) -> str:
+    return os.path.join(out, "cells", f"{method}_{bits}")
+
+
+def read_cell(out: str, method: str, bits: int) -> dict[str, Any] | None:
+    path = os.path.join(cell_dir(out, method, bits), CELL_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _deep_codes(method_name: str, bits: int, data, settings: dict[str, Any], folder: str):
+    from common.saved_run import load_run
+    from common.training.evaluate import compute_codes
+    from common.training.loop import TrainConfig, train
+
+    method = registry.make_deep_method(method_name, bits, settings["width_multiplier"])
+    config = TrainConfig(epochs=settings["epochs"], model_dir=os.path.join(folder, "run"),
+                         batch_size=settings["batch_size"], shuffle=settings["shuffle"],
+                         seed=settings["seed"], eval_every=settings["eval_every"],
+                         log_every_steps=0)
+    train(method, data, config)
+    run = load_run(type(method), config.model_dir, settings["checkpoint"])
+    queries = compute_codes(run.model, run.method, data.test_images)
+    database = compute_codes(run.model, run.method, data.train_images)
+    return queries, database, {"checkpoint": settings["checkpoint"],
+                               "state_epoch": run.record.get("epoch"),
+                               "method_config": run.method.config()}
+
+
+def _baseline_codes(method_name: str, bits: int, data, settings: dict[str, Any]):
+    model = registry.make_baseline(method_name, bits, settings["seed"])
+    model.fit(data.train_images.reshape(len(data.train_images), -1))
+    queries = model.project(data.test_images.reshape(len(data.test_images), -1))
+    database = model.project(data.train_images.reshape(len(data.train_images), -1))
+    return queries.astype(np.float32), database.astype(np.float32), {
+        "method_config": {"method": method_name, "num_bits": bits, "seed": settings["seed"]}}
+
+
+def run_cell(out: str, method: str, bits: int, data, settings: dict[str, Any]) -> dict[str, Any]:
+    """Train/fit, code and evaluate one cell unless it is already done; returns cell.json."""
+    done = read_cell(out, method, bits)
+    if done is not None:
+        if done["settings"] != settings:
+            changed = sorted(k for k in settings if done["settings"].get(k) != settings[k])
+            raise CellSettingsError(
+                f"{cell_dir(out, method, bits)} was made with other settings ({', '.join(changed)}"
+                "); use a new --out, or the same settings to resume")
+        logging.info("%s %d bits: done earlier, skipped", method, bits)
+        return done
+    folder = cell_dir(out, method, bits)
+    os.makedirs(folder, exist_ok=True)
+    start = time.perf_counter()
+    logging.info("%s %d bits: %s", method, bits,
+                 "training" if registry.is_deep(method) else "fitting")
+    if registry.is_deep(method):
+        queries, database, extra = _deep_codes(method, bits, data, settings, folder)
+    else:
+        queries, database, extra = _baseline_codes(method, bits, data, settings)
+    sign = lambda codes: np.where(codes >= 0, 1, -1).astype(np.int8)  # noqa: E731
+    np.savez_compressed(os.path.join(folder, CODES_FILE), query_codes=sign(queries),
+                        query_labels=data.test_labels, db_codes=sign(database),
+                        db_labels=data.train_labels)
+    args = (queries, data.test_labels, database, data.train_labels)
+    figures = {h: retrieval_metrics(*args, top_k=settings["top_k"], radius=settings["radius"],
+                                    hamming=h, ties=settings["ties"]) for h in HAMMINGS}
+    curves = {"radius": radius_curve(*args, bits),
+              "precision_at_k": precision_at_k_curve(*args, ties=settings["ties"])}
+    cell = {"method": method, "bits": bits, "settings": settings, "figures": figures,
+            "curves": curves, "wall_seconds": time.perf_counter() - start, **extra}
+    write_json_atomic(os.path.join(folder, CELL_FILE), cell)
+    logging.info("%s %d bits: mAP %.4f (exact) / %.4f (legacy) in %.0f s", method, bits,
+                 figures["exact"]["map"], figures["legacy"]["map"], cell["wall_seconds"])
+    return cell

@@ -1,0 +1,114 @@
+"""Run every method x bit length into one output folder and write the tables and figures."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from absl import logging
+
+from common.reproduce import methods as registry
+from common.reproduce.cells import run_cell
+from common.reproduce.figures import write_figures
+from common.reproduce.report import results_csv, results_markdown
+from common.training.checkpoints import run_lock
+
+RESULTS_MD = "results.md"
+RESULTS_CSV = "results.csv"
+DEFAULT_EPOCHS = 100
+ORIGINAL_EPOCHS = 2000
+
+
+@dataclass(kw_only=True)
+class ReproduceConfig:
+    """What to run. Deep methods share the training settings; baselines use the seed."""
+
+    out: str
+    methods: list[str] = field(default_factory=lambda: ["dcbh", "ddch", "ddh", "itq", "lsh"])
+    bits: list[int] = field(default_factory=lambda: [12, 24, 36, 48])
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = 256
+    shuffle: bool = True
+    seed: int = 0
+    eval_every: int = 10
+    width_multiplier: float = 1.0
+    checkpoint: str = "best_map"
+    top_k: int = 50
+    radius: int = 2
+    ties: str = "index"
+
+    def validate(self) -> None:
+        self.methods = registry.check_methods(self.methods)
+        if not self.bits or any(b < 1 for b in self.bits):
+            raise ValueError(f"bits must be positive, got {self.bits}")
+        self.bits = sorted(set(int(b) for b in self.bits))
+        for name, value, low in (("epochs", self.epochs, 1), ("batch_size", self.batch_size, 1),
+                                 ("eval_every", self.eval_every, 0), ("top_k", self.top_k, 1),
+                                 ("radius", self.radius, 0), ("seed", self.seed, 0)):
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
+        if self.width_multiplier <= 0:
+            raise ValueError(f"width_multiplier must be > 0, got {self.width_multiplier}")
+        if self.checkpoint not in ("best_map", "best_loss", "last"):
+            raise ValueError(f"checkpoint must be best_map, best_loss or last, got "
+                             f"{self.checkpoint!r}")
+        if self.ties not in ("index", "expected"):
+            raise ValueError(f"ties must be index or expected, got {self.ties!r}")
+
+
+def cell_settings(config: ReproduceConfig, data) -> dict[str, Any]:
+    """Everything that decides a cell's result (a finished cell must match it to be reused)."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("out", "methods", "bits")}
+    settings.update(dataset=data.description.get("dataset"),
+                    train_images=int(len(data.train_labels)),
+                    test_images=int(len(data.test_labels)), num_classes=int(data.num_classes),
+                    train_mean=round(float(data.normalization.mean), 6),
+                    train_std=round(float(data.normalization.std), 6))
+    return settings
+
+
+def environment() -> dict[str, Any]:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return {"machine": f"{platform.machine()} {platform.processor() or ''}, "
+                       f"{os.cpu_count()} CPUs, GPU: {', '.join(g.name for g in gpus) or 'none'}",
+            "python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__,
+            "written": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def reproduce(config: ReproduceConfig, data) -> dict[tuple[str, int], dict]:
+    """Run (or reuse) every cell, then write results.md, results.csv and the figures.
+
+    Args:
+        config: methods, bit lengths, training settings, output folder.
+        data: a :class:`common.training.data.SplitData`.
+
+    Returns:
+        {(method, bits): cell record (see common.reproduce.cells)}.
+    """
+    config.validate()
+    os.makedirs(config.out, exist_ok=True)
+    settings = cell_settings(config, data)
+    cells = {}
+    with run_lock(config.out):
+        total = len(config.methods) * len(config.bits)
+        for i, (method, bits) in enumerate(((m, b) for m in config.methods for b in config.bits),
+                                           start=1):
+            logging.info("cell %d/%d: %s, %d bits", i, total, method, bits)
+            cells[method, bits] = run_cell(config.out, method, bits, data, settings)
+        figures = write_figures(config.out, cells, config.methods, config.bits, data)
+        if not figures:
+            logging.warning("matplotlib is not installed: no figures (pip install -e '.[plots]')")
+        with open(os.path.join(config.out, RESULTS_MD), "w", encoding="utf-8") as f:
+            f.write(results_markdown(cells, config.methods, config.bits, settings, environment(),
+                                     figures))
+        with open(os.path.join(config.out, RESULTS_CSV), "w", encoding="utf-8") as f:
+            f.write(results_csv(cells, config.methods, config.bits))
+    return cells

@@ -1,0 +1,52 @@
+"""Which methods the harness knows, and how to make each for a bit length."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+# name -> (module, class) of the deep methods; each is a common.method.HashingMethod.
+DEEP_METHODS = {
+    "dcbh": ("dcbh_tf.method", "DCBH"),
+    "ddch": ("ddch_tf.method", "DDCH"),
+    "ddh": ("ddh_tf.method", "DDH"),
+}
+BASELINES = ("itq", "lsh")
+ALL_METHODS = (*DEEP_METHODS, *BASELINES)
+# Table row order: the paper's method first, then the newer one, the older one, baselines.
+DISPLAY_NAMES = {"dcbh": "DCBH", "ddch": "DDCH", "ddh": "DDH", "itq": "ITQ", "lsh": "LSH"}
+
+
+def is_deep(name: str) -> bool:
+    return name in DEEP_METHODS
+
+
+def deep_method_class(name: str):
+    module, cls = DEEP_METHODS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_deep_method(name: str, num_bits: int, width_multiplier: float = 1.0):
+    """The method at ``num_bits`` with its published defaults (and the backbone width,
+    for the methods that have one)."""
+    cls = deep_method_class(name)
+    kwargs = {"num_bits": num_bits}
+    if "width_multiplier" in inspect.signature(cls.__init__).parameters:
+        kwargs["width_multiplier"] = width_multiplier
+    return cls(**kwargs)
+
+
+def make_baseline(name: str, num_bits: int, seed: int):
+    from common.baselines import BASELINES as CLASSES
+    return CLASSES[name](num_bits, seed=seed)
+
+
+def check_methods(names) -> list[str]:
+    """The requested methods in table order; ValueError naming an unknown one."""
+    unknown = [n for n in names if n not in ALL_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(ALL_METHODS)}")
+    if not names:
+        raise ValueError("no method given")
+    return [n for n in ALL_METHODS if n in names]
