@@ -1,0 +1,79 @@
+"""The DDH loss (everything else is shared)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from common.method import HashingMethod, check_settings, sparse_cross_entropy
+from common.regularization import weight_decay_loss
+from ddh_tf.layers import DivideAndEncode, LocallyConnected2D
+from ddh_tf.model import OUTPUT_NAMES, build_ddh
+
+WEIGHT_DECAY_MODES = ("l2", "none")
+_DECAYED = (keras.layers.Conv2D, keras.layers.Dense, LocallyConnected2D, DivideAndEncode)
+
+
+def ddh_kernels(model: keras.Model) -> list:
+    """The kernels the original regularized: convs, the locally connected layer, every
+    Dense (feature, the 48 divide-and-encode units, softmax); no bias, no BN."""
+    return [layer.kernel for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, _DECAYED)]
+
+
+class DDH(HashingMethod):
+    """Discriminative Deep Hashing (Lin, Li, Tang, IJCAI 2017), as the authors' code.
+
+    cost = CE(logits) + quantization_weight * mean(| |h| - 1 |)
+           + weight_decay_scale * sum(w^2) over the kernels (Keras-1 l2 semantics)
+
+    Args:
+        num_bits: bits per code.
+        split_num: units per bit entering divide-and-encode.
+        quantization_weight: weight of the 0/1 loss (original 0.01).
+        weight_decay: "l2" (the original's) or "none".
+        weight_decay_scale: the Keras-1 ``l2(c)`` coefficient c (original 1e-4).
+    """
+
+    name = "ddh"
+    output_names = OUTPUT_NAMES
+
+    def __init__(self, num_bits: int = 48, split_num: int = 4, quantization_weight: float = 0.01,
+                 weight_decay: str = "l2", weight_decay_scale: float = 1e-4):
+        self.num_bits, self.split_num = num_bits, split_num
+        self.quantization_weight = quantization_weight
+        self.weight_decay, self.weight_decay_scale = weight_decay, weight_decay_scale
+        self._kernels = None
+        check_settings([
+            (num_bits >= 1, f"num_bits must be >= 1, got {num_bits}"),
+            (split_num >= 1, f"split_num must be >= 1, got {split_num}"),
+            (quantization_weight >= 0,
+             f"quantization_weight must be >= 0, got {quantization_weight}"),
+            (weight_decay in WEIGHT_DECAY_MODES,
+             f"weight_decay must be one of {WEIGHT_DECAY_MODES}, got {weight_decay!r}"),
+            (weight_decay_scale >= 0, f"weight_decay_scale must be >= 0, got {weight_decay_scale}"),
+        ])
+
+    def build_model(self, num_classes: int) -> keras.Model:
+        model = build_ddh(num_classes, self.num_bits, self.split_num)
+        self._kernels = ddh_kernels(model)
+        return model
+
+    def loss_terms(self, model, outputs, labels):
+        codes = outputs["relaxed_codes"]
+        kernels = self._kernels if self._kernels is not None else ddh_kernels(model)
+        # Keras-1 l2(c) adds c * sum(w^2); common's "l2" is TF1's scale * sum(w^2) / 2.
+        return {
+            "classification": sparse_cross_entropy(labels, outputs["logits"]),
+            "quantization": self.quantization_weight * tf.reduce_mean(
+                tf.abs(tf.abs(codes) - 1.0)),
+            "regularization": weight_decay_loss(kernels, self.weight_decay,
+                                                2.0 * self.weight_decay_scale),
+        }
+
+    def config(self) -> dict[str, Any]:
+        return {"method": self.name, "num_bits": self.num_bits, "split_num": self.split_num,
+                "quantization_weight": self.quantization_weight,
+                "weight_decay": self.weight_decay, "weight_decay_scale": self.weight_decay_scale}
