@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Union
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from common.data import DataFormatError
 from common.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, check_no_arguments, fail
@@ -165,3 +165,16 @@ def run_training(method: MethodOrFactory) -> dict:
         fail(f"cannot resume from {model_dir}: {exc}")
     _print_report(report, model_dir)
     return report
+
+
+def training_main(make_method: MethodOrFactory):
+    """The absl ``main`` of a method's train module."""
+    def main(argv: list[str]) -> None:
+        check_no_arguments(argv)
+        run_training(make_method)
+    return main
+
+
+def run_app(main) -> None:
+    """Parse the flags and run ``main`` (console-script entry points call this)."""
+    app.run(main)

@@ -9,11 +9,13 @@ stops with one ``error:`` line and exit code 2 (as training does).
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import Callable
 
-from absl import flags, logging
+from absl import app, flags, logging
 
-from common.exits import EXIT_USAGE, fail
+from common.exits import EXIT_USAGE, check_no_arguments, fail
 
 MODEL_DIR = flags.DEFINE_string("model_dir", None, "Run folder written by the train command.")
 CHECKPOINT = flags.DEFINE_enum(
@@ -97,3 +99,29 @@ def run_evaluate(method_cls_factory) -> dict:
         print(f"  written to {OUTPUT.value}")
     return result
 
+
+
+def class_loader(module: str, name: str) -> Callable[[], type]:
+    """A callable importing ``module.name`` when called (TensorFlow loads only then)."""
+    return lambda: getattr(importlib.import_module(module), name)
+
+
+def export_main(module: str, name: str) -> Callable[[list[str]], None]:
+    """The absl ``main`` of a method's export module (method class ``module.name``)."""
+    def main(argv: list[str]) -> None:
+        check_no_arguments(argv)
+        run_export(class_loader(module, name))
+    return main
+
+
+def evaluate_main(module: str, name: str) -> Callable[[list[str]], None]:
+    """The absl ``main`` of a method's evaluate module."""
+    def main(argv: list[str]) -> None:
+        check_no_arguments(argv)
+        run_evaluate(class_loader(module, name))
+    return main
+
+
+def run_app(main: Callable[[list[str]], None]) -> None:
+    """Parse the flags and run ``main`` (console-script entry points call this)."""
+    app.run(main)

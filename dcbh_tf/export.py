@@ -5,30 +5,17 @@
 The signature ``serving_default`` takes ``images`` (N, 32, 32, 3) uint8 and returns
 ``codes`` (int8 +-1), ``packed`` (uint8, LSB first) and ``relaxed`` (float32); the
 train split's normalisation is baked in (see common/export.py). ``model.keras`` is
-saved beside it.
+saved beside it. Flags: common/saved_run_cli.py.
 """
 
-from __future__ import annotations
-
-from absl import app
-
 from common import saved_run_cli
-from common.exits import check_no_arguments
 
-
-def method_class():
-    from dcbh_tf.method import DCBH
-    return DCBH
-
-
-def main(argv: list[str]) -> None:
-    check_no_arguments(argv)
-    saved_run_cli.run_export(method_class)
+main = saved_run_cli.export_main("dcbh_tf.method", "DCBH")
 
 
 def run() -> None:
     """Console-script entry point."""
-    app.run(main)
+    saved_run_cli.run_app(main)
 
 
 if __name__ == "__main__":

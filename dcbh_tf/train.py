@@ -10,7 +10,7 @@ resumes.
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from common import cli
 
@@ -44,14 +44,12 @@ def make_method():
                 width_multiplier=WIDTH_MULTIPLIER.value)
 
 
-def main(argv: list[str]) -> None:
-    cli.check_no_arguments(argv)
-    cli.run_training(make_method)
+main = cli.training_main(make_method)
 
 
 def run() -> None:
     """Console-script entry point."""
-    app.run(main)
+    cli.run_app(main)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Model flags are defined here; data, loop and evaluation flags are shared with DC
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from common import cli
 
@@ -49,14 +49,12 @@ def make_method():
                 center_reduction=CENTER_REDUCTION.value, width_multiplier=WIDTH_MULTIPLIER.value)
 
 
-def main(argv: list[str]) -> None:
-    cli.check_no_arguments(argv)
-    cli.run_training(make_method)
+main = cli.training_main(make_method)
 
 
 def run() -> None:
     """Console-script entry point."""
-    app.run(main)
+    cli.run_app(main)
 
 
 if __name__ == "__main__":

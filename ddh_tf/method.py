@@ -9,25 +9,34 @@ import tensorflow as tf
 
 from common.method import HashingMethod, check_settings, sparse_cross_entropy
 from common.regularization import weight_decay_loss
-from ddh_tf.layers import DivideAndEncode, LocallyConnected2D
 from ddh_tf.model import OUTPUT_NAMES, build_ddh
 
 WEIGHT_DECAY_MODES = ("l2", "none")
-_DECAYED = (keras.layers.Conv2D, keras.layers.Dense, LocallyConnected2D, DivideAndEncode)
 
 
 def ddh_kernels(model: keras.Model) -> list:
-    """The kernels the original regularized: convs, the locally connected layer, every
-    Dense (feature, the 48 divide-and-encode units, softmax); no bias, no BN."""
-    return [layer.kernel for layer in model._flatten_layers(include_self=False)
-            if isinstance(layer, _DECAYED)]
+    """The kernels the original gave ``W_regularizer=l2(...)``: the three convs, the locally
+    connected layer, the face-feature Dense, the divide-and-encode units and the softmax
+    Dense; no bias, no BN parameter. A layer that lists its own (``decayed_kernels()``,
+    as DDH's custom layers do) is asked; any other Conv2D / Dense gives its kernel."""
+    kernels = []
+    for layer in model._flatten_layers(include_self=False):
+        if hasattr(layer, "decayed_kernels"):
+            kernels.extend(layer.decayed_kernels())
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            kernels.append(layer.kernel)
+    return kernels
 
 
 class DDH(HashingMethod):
     """Discriminative Deep Hashing (Lin, Li, Tang, IJCAI 2017), as the authors' code.
 
     cost = CE(logits) + quantization_weight * mean(| |h| - 1 |)
-           + weight_decay_scale * sum(w^2) over the kernels (Keras-1 l2 semantics)
+           + weight_decay_scale * sum(w^2) over :func:`ddh_kernels` (Keras-1 l2 semantics)
+
+    h are the relaxed (tanh) codes; the mean runs over batch and bits, as the original's
+    per-example ``loss_01`` averaged by Keras over the batch. No state outside the
+    optimizer: :meth:`before_optimizer_step` is the base class's no-op.
 
     Args:
         num_bits: bits per code.
@@ -45,6 +54,7 @@ class DDH(HashingMethod):
         self.num_bits, self.split_num = num_bits, split_num
         self.quantization_weight = quantization_weight
         self.weight_decay, self.weight_decay_scale = weight_decay, weight_decay_scale
+        self._model = None
         self._kernels = None
         check_settings([
             (num_bits >= 1, f"num_bits must be >= 1, got {num_bits}"),
@@ -58,12 +68,12 @@ class DDH(HashingMethod):
 
     def build_model(self, num_classes: int) -> keras.Model:
         model = build_ddh(num_classes, self.num_bits, self.split_num)
-        self._kernels = ddh_kernels(model)
+        self._model, self._kernels = model, ddh_kernels(model)
         return model
 
     def loss_terms(self, model, outputs, labels):
         codes = outputs["relaxed_codes"]
-        kernels = self._kernels if self._kernels is not None else ddh_kernels(model)
+        kernels = self._kernels if model is self._model else ddh_kernels(model)
         # Keras-1 l2(c) adds c * sum(w^2); common's "l2" is TF1's scale * sum(w^2) / 2.
         return {
             "classification": sparse_cross_entropy(labels, outputs["logits"]),
@@ -72,6 +82,11 @@ class DDH(HashingMethod):
             "regularization": weight_decay_loss(kernels, self.weight_decay,
                                                 2.0 * self.weight_decay_scale),
         }
+
+    def before_optimizer_step(self, model, outputs, labels):
+        """Nothing: DDH keeps no state outside the optimizer (no centers)."""
+        # A body of its own: AutoGraph cannot convert the base class's docstring-only one.
+        del model, outputs, labels
 
     def config(self) -> dict[str, Any]:
         return {"method": self.name, "num_bits": self.num_bits, "split_num": self.split_num,

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fresh_process import serve_in_fresh_process
+
 from common.export import EXPORT_INFO
 from common.metrics import retrieval_metrics
 from common.saved_run import export_run, load_run
@@ -28,14 +30,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 
-# Loads the SavedModel in a process that never saw the Keras model or this package.
-FRESH_PROCESS_SERVE = """
-import sys, numpy as np, tensorflow as tf
-export_dir, images_path, out_path = sys.argv[1:]
-serve = tf.saved_model.load(export_dir).signatures["serving_default"]
-out = serve(images=tf.constant(np.load(images_path)))
-np.savez(out_path, **{k: v.numpy() for k, v in out.items()})
-"""
 
 
 def _synthetic(root, identities, train_per, test_per):
@@ -165,11 +159,7 @@ def test_exported_saved_model_serves_the_keras_codes_in_a_fresh_process(learned_
         assert json.load(f) == info
 
     raw = np.random.default_rng(7).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
-    np.save(tmp_path / "images.npy", raw)
-    subprocess.run([sys.executable, "-c", FRESH_PROCESS_SERVE, str(export_dir),
-                    str(tmp_path / "images.npy"), str(tmp_path / "out.npz")],
-                   check=True, env=ENV, timeout=300)
-    served = np.load(tmp_path / "out.npz")
+    served = serve_in_fresh_process(export_dir, raw, tmp_path)
 
     run = load_run(DDCH, str(model_dir), "best_map")
     x = run.normalization.apply(raw.astype(np.float32))

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fresh_process import serve_in_fresh_process
+
 from common.export import EXPORT_INFO, KERAS_FILE, pack_codes, pack_codes_numpy
 from common.saved_run import RunFolderError, evaluate_run, export_run, load_run
 from common.training.data import load_split_data
@@ -21,14 +23,6 @@ from dcbh_tf.method import DCBH
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 
-# Loads the SavedModel in a process that never saw the Keras model or this package.
-FRESH_PROCESS_SERVE = """
-import sys, numpy as np, tensorflow as tf
-export_dir, images_path, out_path = sys.argv[1:]
-serve = tf.saved_model.load(export_dir).signatures["serving_default"]
-out = serve(images=tf.constant(np.load(images_path)))
-np.savez(out_path, **{k: v.numpy() for k, v in out.items()})
-"""
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +55,7 @@ def _keras_relaxed(run, raw: np.ndarray) -> np.ndarray:
 def test_saved_model_in_a_fresh_process_gives_the_keras_codes(trained, exported, tmp_path):
     model_dir, _, raw = trained
     export_dir, _ = exported
-    np.save(tmp_path / "images.npy", raw)
-    subprocess.run([sys.executable, "-c", FRESH_PROCESS_SERVE, str(export_dir),
-                    str(tmp_path / "images.npy"), str(tmp_path / "out.npz")],
-                   check=True, env=ENV, timeout=300)
-    served = np.load(tmp_path / "out.npz")
+    served = serve_in_fresh_process(export_dir, raw, tmp_path)
 
     run = load_run(DCBH, str(model_dir), "best_map")
     relaxed = _keras_relaxed(run, raw)
