@@ -37,7 +37,10 @@ def test_lfw_folders_load_in_the_original_layout(lfw):
 
 
 def test_itq_on_real_faces_beats_chance(lfw):
-    """Pixel ITQ at 48 bits: mAP 0.0231 measured; the fraction of relevant items, about a random ranking's mAP, is 0.0049."""
+    """Pixel ITQ at 48 bits: mAP 0.0231 measured.
+
+    The mean fraction of relevant items (about a random ranking's mAP) is 0.0049.
+    """
     itq = ITQ(48, seed=0).fit(lfw.train_images.reshape(3927, -1))
     figures = retrieval_metrics(itq.project(lfw.test_images.reshape(630, -1)), lfw.test_labels,
                                 itq.project(lfw.train_images.reshape(3927, -1)), lfw.train_labels)
