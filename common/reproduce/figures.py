@@ -30,44 +30,39 @@ def _panels(plt, count: int):
     return fig, axes[0]
 
 
-def precision_recall_figure(plt, cells, methods, bits, path: str) -> None:
-    """Per bit length: precision vs recall of the items within Hamming radius r = 0..bits."""
+def _curve_figure(plt, cells, methods, bits, path: str, curve: str, x: str, y: str,
+                  axis: dict, ylabel: str, title: str) -> None:
+    """One panel per bit length, one line per method, from each cell's ``curves[curve]``."""
     fig, axes = _panels(plt, len(bits))
     for ax, b in zip(axes, bits):
         for m in methods:
             cell = cells.get((m, b))
-            if cell is None:
-                continue
-            curve = cell["curves"]["radius"]
-            ax.plot(curve["recall"], curve["precision"], marker=".", label=DISPLAY_NAMES.get(m, m))
-        ax.set(title=f"{b} bits", xlabel="recall within radius r", xlim=(0, 1.02),
-               ylim=(0, 1.02))
+            if cell is not None:
+                points = cell["curves"][curve]
+                ax.plot(points[x], points[y], marker=".", label=DISPLAY_NAMES.get(m, m))
+        ax.set(title=f"{b} bits", **axis)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("precision within radius r")
+    axes[0].set_ylabel(ylabel)
     axes[-1].legend(loc="best", fontsize=8)
-    fig.suptitle("Precision-recall over Hamming radii (exact distance)")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def precision_recall_figure(plt, cells, methods, bits, path: str) -> None:
+    """Per bit length: precision vs recall of the items within Hamming radius r = 0..bits."""
+    _curve_figure(plt, cells, methods, bits, path, "radius", "recall", "precision",
+                  dict(xlabel="recall within radius r", xlim=(0, 1.02), ylim=(0, 1.02)),
+                  "precision within radius r",
+                  "Precision-recall over Hamming radii (exact distance)")
 
 
 def precision_at_k_figure(plt, cells, methods, bits, path: str) -> None:
-    fig, axes = _panels(plt, len(bits))
-    for ax, b in zip(axes, bits):
-        for m in methods:
-            cell = cells.get((m, b))
-            if cell is None:
-                continue
-            curve = cell["curves"]["precision_at_k"]
-            ax.plot(curve["k"], curve["precision"], marker=".", label=DISPLAY_NAMES.get(m, m))
-        ax.set(title=f"{b} bits", xlabel="K (returned items)", xscale="log", ylim=(0, 1.02))
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("precision@K")
-    axes[-1].legend(loc="best", fontsize=8)
-    fig.suptitle("Precision of the top K (exact distance, index ties)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """Per bit length: precision of the top K against K (log scale)."""
+    _curve_figure(plt, cells, methods, bits, path, "precision_at_k", "k", "precision",
+                  dict(xlabel="K (returned items)", xscale="log", ylim=(0, 1.02)),
+                  "precision@K", "Precision of the top K (exact distance, index ties)")
 
 
 def _show(image: np.ndarray) -> np.ndarray:
