@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from numpy_reference import center_update_delta, cross_entropy
+
+
 from common.regularization import decayed_kernels, weight_decay_loss
 from dcbh_tf.method import DCBH
 
@@ -50,23 +53,8 @@ def forward(method, model, training=False, seed=0):
     return method.named_outputs(model(images(seed), training=training))
 
 
-def np_cross_entropy(labels, logits):
-    logits = np.asarray(logits, np.float64)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return -np.mean(log_softmax[np.arange(len(labels)), labels])
 
 
-def np_center_update(features, labels, centers):
-    """The original: unique_with_counts -> diff / (1 + count) -> scatter_sub (accumulating)."""
-    centers = np.asarray(centers, np.float64)
-    counts = {}
-    for y in labels:
-        counts[y] = counts.get(y, 0) + 1
-    delta = np.zeros_like(centers)
-    for i, y in enumerate(labels):
-        delta[y] += (centers[y] - features[i]) / (1 + counts[y])
-    return delta
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +79,9 @@ def test_classification_terms(tiny):
     method, model, outputs = tiny
     terms = method.loss_terms(model, outputs, tf.constant(LABELS))
     np.testing.assert_allclose(float(terms["classification"]),
-                               np_cross_entropy(LABELS, arr(outputs["logits"])), rtol=1e-5)
+                               cross_entropy(LABELS, arr(outputs["logits"])), rtol=1e-5)
     np.testing.assert_allclose(float(terms["center_classification"]),
-                               np_cross_entropy(LABELS, arr(outputs["center_logits"])), rtol=1e-5)
+                               cross_entropy(LABELS, arr(outputs["center_logits"])), rtol=1e-5)
 
 
 def test_labels_shape_and_dtype_agnostic(tiny):
@@ -231,7 +219,7 @@ def test_before_optimizer_step_direct_center_update():
     features = arr(outputs["features"], np.float64)
     method.before_optimizer_step(model, outputs, tf.constant(LABELS))
     after = arr(centers, np.float64)
-    delta = np_center_update(features, LABELS, before)
+    delta = center_update_delta(features, LABELS, before)
     np.testing.assert_allclose(before - after, delta, rtol=1e-5, atol=1e-6)
     # absent labels untouched, bit for bit
     for y in (1, 3):

@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from numpy_reference import center_loss, center_update_delta, cross_entropy
+
+
 from common.regularization import decayed_kernels, weight_decay_loss
 from ddch_tf.method import DDCH
 
@@ -71,28 +74,10 @@ def np_sign(x):
     return np.where(np.asarray(x) >= 0, 1.0, -1.0)
 
 
-def np_cross_entropy(labels, logits):
-    logits = np.asarray(logits, np.float64)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return -np.mean(log_softmax[np.arange(len(labels)), labels])
 
 
-def np_center_loss(x, labels, centers, reduction="sum"):
-    total = 0.5 * np.sum((np.asarray(x, np.float64) - centers[labels]) ** 2)
-    return total / len(labels) if reduction == "mean" else total
 
 
-def np_center_update(x, labels, centers):
-    """c_y -= sum_{i: y_i = y} (c_y - x_i) / (1 + n_y), written as a loop."""
-    centers = np.asarray(centers, np.float64)
-    counts = {}
-    for y in labels:
-        counts[y] = counts.get(y, 0) + 1
-    delta = np.zeros_like(centers)
-    for i, y in enumerate(labels):
-        delta[y] += (centers[y] - x[i]) / (1 + counts[y])
-    return centers - delta
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +101,9 @@ def test_loss_term_names_and_types(tiny):
 def test_classification_terms(tiny):
     _, _, outputs, terms = tiny
     np.testing.assert_allclose(float(terms["classification"]),
-                               np_cross_entropy(LABELS, arr(outputs["logits"])), rtol=1e-5)
+                               cross_entropy(LABELS, arr(outputs["logits"])), rtol=1e-5)
     np.testing.assert_allclose(float(terms["feature_classification"]),
-                               np_cross_entropy(LABELS, arr(outputs["feature_logits"])), rtol=1e-5)
+                               cross_entropy(LABELS, arr(outputs["feature_logits"])), rtol=1e-5)
 
 
 def test_quantization_term(tiny):
@@ -133,7 +118,7 @@ def test_feature_center_term(tiny):
     _, model, outputs, terms = tiny
     f = arr(outputs["features"], np.float64)
     assert f.shape == (BATCH, FEATURE_UNITS)
-    expected = 1e-4 * np_center_loss(f, LABELS, centers_of(model, "feature_center"))
+    expected = 1e-4 * center_loss(f, LABELS, centers_of(model, "feature_center"))
     assert expected > 0
     np.testing.assert_allclose(float(terms["feature_center"]), expected, rtol=1e-5)
 
@@ -144,10 +129,10 @@ def test_code_center_term_uses_the_binary_codes(tiny):
     b = np_sign(relaxed)                              # from the relaxed codes, not the output
     np.testing.assert_array_equal(arr(outputs["codes"]), b)
     c = centers_of(model, "code_center")
-    expected = 1e-3 * np_center_loss(b, LABELS, c)
+    expected = 1e-3 * center_loss(b, LABELS, c)
     np.testing.assert_allclose(float(terms["code_center"]), expected, rtol=1e-5)
     # and not the same loss on the relaxed codes
-    assert not np.isclose(expected, 1e-3 * np_center_loss(relaxed, LABELS, c), rtol=1e-3)
+    assert not np.isclose(expected, 1e-3 * center_loss(relaxed, LABELS, c), rtol=1e-3)
 
 
 def test_int64_labels_give_the_same_terms(tiny):
@@ -166,10 +151,10 @@ def test_mean_reduction_for_both_centers():
     b = np_sign(arr(outputs["relaxed_codes"]))
     np.testing.assert_allclose(
         float(terms["feature_center"]),
-        1e-4 * np_center_loss(f, LABELS, centers_of(model, "feature_center"), "mean"), rtol=1e-5)
+        1e-4 * center_loss(f, LABELS, centers_of(model, "feature_center"), "mean"), rtol=1e-5)
     np.testing.assert_allclose(
         float(terms["code_center"]),
-        1e-3 * np_center_loss(b, LABELS, centers_of(model, "code_center"), "mean"), rtol=1e-5)
+        1e-3 * center_loss(b, LABELS, centers_of(model, "code_center"), "mean"), rtol=1e-5)
 
 
 def test_weights_are_configurable(tiny):
@@ -292,7 +277,7 @@ def test_before_optimizer_step_updates_both_center_sets():
     method.before_optimizer_step(model, outputs, tf.constant(LABELS))
     for name in CENTERS:
         after = centers_of(model, name)
-        np.testing.assert_allclose(after, np_center_update(x[name], LABELS, before[name]),
+        np.testing.assert_allclose(after, before[name] - center_update_delta(x[name], LABELS, before[name]),
                                    rtol=1e-5, atol=1e-6, err_msg=name)
         for y in (1, 3):                                   # absent labels untouched, bit for bit
             np.testing.assert_array_equal(after[y], before[name][y])

@@ -5,6 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from numpy_reference import center_loss, center_update_delta
+
+
 from common.layers import CenterLoss
 
 LABELS = np.array([2, 0, 2, 4, 2, 0])      # 2 three times, 0 twice, 4 once; 1, 3, 5 absent
@@ -12,10 +15,6 @@ NUM_CLASSES = 6
 DIM = 5
 
 
-def reference_loss(features, labels, centers, reduction):
-    diff = np.asarray(features, np.float64) - np.asarray(centers, np.float64)[labels]
-    total = 0.5 * np.sum(diff ** 2)
-    return total / len(features) if reduction == "mean" else total
 
 
 def reference_grads(features, labels, centers, reduction):
@@ -31,17 +30,6 @@ def reference_grads(features, labels, centers, reduction):
     return d_features, d_centers
 
 
-def reference_center_update(features, labels, centers):
-    """Transcription of the original: unique_with_counts, gather, divide by (1 + count),
-    scatter_sub -- i.e. delta[y_i] += (c[y_i] - f_i) / (1 + n_{y_i}) with the old centers."""
-    centers = np.asarray(centers, np.float64)
-    counts = {}
-    for y in labels:
-        counts[y] = counts.get(y, 0) + 1
-    delta = np.zeros_like(centers)
-    for i, y in enumerate(labels):
-        delta[y] += (centers[y] - features[i]) / (1 + counts[y])
-    return delta
 
 
 def make_layer(dtype="float64", seed=0, **kwargs):
@@ -93,7 +81,7 @@ def test_loss_matches_numpy(reduction):
     features = features_for(LABELS)
     got = layer.loss(features, LABELS)
     assert got.shape == ()
-    np.testing.assert_allclose(got.numpy(), reference_loss(features, LABELS, centers, reduction),
+    np.testing.assert_allclose(got.numpy(), center_loss(features, LABELS, centers, reduction),
                                rtol=1e-13, atol=0)
 
 
@@ -108,7 +96,7 @@ def test_sum_is_batch_size_times_mean():
 def test_loss_float32_and_label_formats(reduction):
     layer, centers = make_layer(dtype="float32", reduction=reduction)
     features = features_for(LABELS, dtype="float32")
-    expected = reference_loss(features, LABELS, centers, reduction)
+    expected = center_loss(features, LABELS, centers, reduction)
     for labels in (LABELS, LABELS.astype(np.int64), LABELS.astype(np.int32),
                    LABELS.reshape(-1, 1), tf.constant(LABELS, tf.int64)):
         got = layer.loss(features, labels).numpy()
@@ -141,7 +129,7 @@ def test_center_update_matches_original():
     layer, centers = make_layer()
     features = features_for(LABELS)
     got = layer.center_update(features, LABELS).numpy()
-    expected = reference_center_update(features, LABELS, centers)
+    expected = center_update_delta(features, LABELS, centers)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-14)
     # Hand-check the label that repeats three times: sum over its rows / (1 + 3).
     rows = features[LABELS == 2]
@@ -156,7 +144,7 @@ def test_center_update_matches_original():
 def test_center_update_float32_and_label_formats():
     layer, centers = make_layer(dtype="float32")
     features = features_for(LABELS, dtype="float32")
-    expected = reference_center_update(features.astype(np.float64), LABELS, centers)
+    expected = center_update_delta(features.astype(np.float64), LABELS, centers)
     for labels in (LABELS, LABELS.reshape(-1, 1), tf.constant(LABELS, tf.int64)):
         got = layer.center_update(features, labels).numpy()
         assert got.dtype == np.float32
@@ -179,7 +167,7 @@ def test_apply_center_update_subtracts_exactly_the_delta():
     layer.apply_center_update(features, LABELS)
     after = layer.centers.numpy()
     np.testing.assert_array_equal(after, centers - delta)
-    np.testing.assert_allclose(after, centers - reference_center_update(features, LABELS, centers),
+    np.testing.assert_allclose(after, centers - center_update_delta(features, LABELS, centers),
                                rtol=0, atol=1e-14)
     for absent in (1, 3, 5):
         np.testing.assert_array_equal(after[absent], centers[absent])
@@ -194,7 +182,7 @@ def test_apply_center_update_inside_tf_function():
     layer, centers = make_layer(dtype="float32")
     features = features_for(LABELS, dtype="float32")
     tf.function(layer.apply_center_update)(tf.constant(features), tf.constant(LABELS))
-    expected = centers - reference_center_update(features.astype(np.float64), LABELS, centers)
+    expected = centers - center_update_delta(features.astype(np.float64), LABELS, centers)
     np.testing.assert_allclose(layer.centers.numpy(), expected, rtol=0, atol=1e-6)
 
 
