@@ -59,9 +59,8 @@ def run_export(method_cls_factory) -> dict:
         fail("--model_dir is required (the folder a train command wrote)")
     if not EXPORT_DIR.value:
         fail("--export_dir is required")
-    from common.saved_run import export_run, read_run_config
+    from common.saved_run import export_run
 
-    _guarded(lambda: read_run_config(MODEL_DIR.value))
     logging.set_verbosity(logging.WARNING)  # SavedModel writing logs a page of INFO lines
     info = _guarded(lambda: export_run(method_cls_factory(), MODEL_DIR.value, EXPORT_DIR.value,
                                        CHECKPOINT.value))
@@ -80,9 +79,8 @@ def run_evaluate(method_cls_factory) -> dict:
     """``main`` of a method's evaluate module: print (and optionally save) the figures."""
     if not MODEL_DIR.value:
         fail("--model_dir is required (the folder a train command wrote)")
-    from common.saved_run import evaluate_run, read_run_config
+    from common.saved_run import evaluate_run
 
-    _guarded(lambda: read_run_config(MODEL_DIR.value))
     result = _guarded(lambda: evaluate_run(
         method_cls_factory(), MODEL_DIR.value, CHECKPOINT.value, hamming=HAMMING.value,
         ties=TIES.value, top_k=TOP_K.value, radius=RADIUS.value, train_dir=TRAIN_DIR.value,

@@ -46,8 +46,6 @@ def main(argv: list[str]) -> None:
     from common.data import DataFormatError
     from common.training.data import load_split_data
 
-    if DATASET.value == "folder" and not (TRAIN_DIR.value and TEST_DIR.value):
-        fail("--dataset folder needs both --train_dir and --test_dir")
     from common.reproduce.harness import ReproduceConfig, reproduce
     from common.reproduce.cells import CellSettingsError
 
