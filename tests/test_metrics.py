@@ -194,3 +194,143 @@ def test_bad_inputs_raise():
         retrieval_metrics(np.ones(8), [0], d, [0, 1, 1])
     with pytest.raises(ValueError, match="booleans"):
         retrieval_metrics(q > 0, [0, 1], d, [0, 1, 1])
+
+
+# ------------------------------------------------------------------ input refusals
+
+
+def _zero_one_problem(seed=20, bits=24, num_queries=10, num_db=80):
+    rng = np.random.default_rng(seed)
+    q = rng.integers(0, 2, (num_queries, bits))
+    d = rng.integers(0, 2, (num_db, bits))
+    d[5:15] = q[0]                                    # ties
+    return q, rng.integers(0, 4, num_queries), d, rng.integers(0, 4, num_db)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float32])
+def test_zero_one_codes_are_refused_unless_declared_binary(dtype):
+    q, ql, d, dl = _zero_one_problem()
+    with pytest.raises(ValueError, match=r'query_codes hold only the values 0 and 1.*'
+                                         r'code_format="binary"'):
+        retrieval_metrics(q.astype(dtype), ql, d.astype(dtype), dl)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("ties", ["index", "expected"])
+@pytest.mark.parametrize("hamming", ["exact", "legacy"])
+@pytest.mark.parametrize("convert", [lambda c: c, lambda c: c.astype(bool),
+                                     lambda c: c.astype(np.uint8), lambda c: c.astype(np.float64)])
+def test_binary_codes_give_the_figures_of_the_equivalent_signed_codes(engine, ties, hamming,
+                                                                       convert):
+    q, ql, d, dl = _zero_one_problem()
+    kwargs = dict(top_k=7, radius=3, hamming=hamming, ties=ties, engine=engine)
+    binary = retrieval_metrics(convert(q), ql, convert(d), dl, code_format="binary", **kwargs)
+    signed = retrieval_metrics(2 * q - 1, ql, 2 * d - 1, dl, **kwargs)
+    assert binary == signed
+    if ties == "index":
+        want = ref.metrics(2 * q - 1, ql, 2 * d - 1, dl, top_k=7, radius=3,
+                           legacy=hamming == "legacy")
+        np.testing.assert_allclose(as_array(binary), want, rtol=0, atol=1e-12)
+
+
+def test_binary_hamming_distances_equal_signed_ones():
+    q, _, d, _ = _zero_one_problem()
+    for hamming in ("exact", "legacy"):
+        np.testing.assert_array_equal(
+            hamming_distances(q, d, hamming, code_format="binary"),
+            hamming_distances(2 * q - 1, 2 * d - 1, hamming))
+
+
+@pytest.mark.parametrize("dtype, message", [(bool, "booleans"), (np.uint8, "unsigned"),
+                                            (np.uint64, "unsigned")])
+def test_bool_and_unsigned_codes_are_refused_as_signed_codes(dtype, message):
+    q, ql, d, dl = _zero_one_problem()
+    with pytest.raises(ValueError, match=rf'query_codes: {message}.*code_format="binary"'):
+        retrieval_metrics(q.astype(dtype), ql, d, dl)
+
+
+def test_zero_one_codes_split_across_queries_and_database_are_refused():
+    # All-zero queries (every bit +1 when signed) against all-one database codes: signed
+    # and binary readings disagree, so neither is assumed.
+    q, d = np.zeros((3, 8)), np.ones((5, 8))
+    with pytest.raises(ValueError, match="query_codes and db_codes together hold only the values"):
+        retrieval_metrics(q, [0, 1, 2], d, [0, 1, 2, 0, 1])
+    with pytest.raises(ValueError, match="together"):
+        hamming_distances(q, d)
+
+
+def test_zero_codes_remain_signed_codes():
+    # A model that outputs 0 gives all +1 bits, as in the original (the chance baseline).
+    rng = np.random.default_rng(21)
+    d, dl = rng.normal(size=(40, 12)), rng.integers(0, 3, 40)
+    ql = np.array([0, 1, 2])
+    zeros = retrieval_metrics(np.zeros((3, 12)), ql, d, dl)
+    assert zeros == retrieval_metrics(np.ones((3, 12)), ql, d, dl)
+    assert retrieval_metrics(np.zeros((3, 12)), ql, np.zeros((40, 12)), dl)["map"] > 0
+    # +-1 and real codes with exact zeros are signed codes too.
+    mixed = np.sign(rng.normal(size=(3, 12)))
+    mixed[:, :3] = 0.0
+    retrieval_metrics(mixed, ql, d, dl)
+
+
+@pytest.mark.parametrize("values", [[-1, 1], [0, 2], [0.5, 1.0]])
+def test_binary_format_refuses_values_other_than_zero_and_one(values):
+    q = np.array([values * 4])
+    with pytest.raises(ValueError, match=r'query_codes: code_format="binary" takes 0/1 codes, '
+                                         r'found .*code_format="signed"'):
+        retrieval_metrics(q, [0], np.zeros((2, 8)), [0, 1], code_format="binary")
+
+
+@pytest.mark.parametrize("code_format", ["signed", "binary"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("side", ["query_codes", "db_codes"])
+def test_non_finite_codes_are_refused(code_format, bad, side):
+    q, d = np.ones((2, 8)), np.zeros((3, 8))
+    (q if side == "query_codes" else d)[1, 4] = bad
+    with pytest.raises(ValueError, match=f"{side} hold non-finite values"):
+        retrieval_metrics(q, [0, 1], d, [0, 1, 1], code_format=code_format)
+
+
+def test_unknown_code_format_is_refused():
+    with pytest.raises(ValueError, match="code_format must be one of"):
+        retrieval_metrics(np.ones((2, 8)), [0, 1], np.ones((3, 8)), [0, 1, 1], code_format="01")
+
+
+@pytest.mark.parametrize("name", ["top_k", "radius"])
+@pytest.mark.parametrize("value", [2.5, 3.0, True, "3", None, np.float64(3)])
+def test_top_k_and_radius_must_be_integers(name, value):
+    q, d = np.ones((2, 8)), -np.ones((3, 8))
+    with pytest.raises(TypeError, match=f"{name} must be an integer, got"):
+        retrieval_metrics(q, [0, 1], d, [0, 1, 1], **{name: value})
+
+
+def test_numpy_integers_are_integers_and_huge_radius_is_the_whole_code():
+    rng = np.random.default_rng(22)
+    q, d = rng.normal(size=(4, 16)), rng.normal(size=(30, 16))
+    ql, dl = rng.integers(0, 3, 4), rng.integers(0, 3, 30)
+    for engine in ENGINES:
+        plain = retrieval_metrics(q, ql, d, dl, top_k=5, radius=16, engine=engine)
+        assert retrieval_metrics(q, ql, d, dl, top_k=np.int64(5), radius=np.uint8(16),
+                                 engine=engine) == plain
+        assert retrieval_metrics(q, ql, d, dl, top_k=5, radius=10 ** 30, engine=engine) == plain
+
+
+@pytest.mark.parametrize("labels, shown", [([0.0, np.nan, 1.0], "nan"), ([0.0, 1.5, 1.0], "1.5"),
+                                           ([0.0, np.inf, 1.0], "inf")])
+def test_nan_or_fractional_labels_are_refused(labels, shown):
+    q, d = np.ones((3, 8)), -np.ones((3, 8))
+    with pytest.raises(ValueError, match=f"query_labels must be whole numbers, found {shown} at "
+                                         "index 1"):
+        retrieval_metrics(q, np.array(labels), d, [0, 1, 1])
+    with pytest.raises(ValueError, match="db_labels must be whole numbers"):
+        retrieval_metrics(q, [0, 1, 1], d, np.array(labels))
+    with pytest.raises(ValueError, match="db_labels hold NaN at index 1"):
+        retrieval_metrics(q, [0, 1, 1], d, np.array(["a", float("nan"), "b"], dtype=object))
+
+
+def test_whole_number_float_labels_equal_integer_labels():
+    rng = np.random.default_rng(23)
+    q, d = rng.normal(size=(5, 12)), rng.normal(size=(25, 12))
+    ql, dl = rng.integers(0, 3, 5), rng.integers(0, 3, 25)
+    assert (retrieval_metrics(q, ql.astype(float), d, dl.astype(np.float32))
+            == retrieval_metrics(q, ql, d, dl))

@@ -209,7 +209,8 @@ def test_round_trip_one_file_and_float64_input(tmp_path):
 def test_round_trip_more_than_1000_files_keeps_order(tmp_path):
     # 1001 files need 4 digits; with zero padding the sorted names stay in row order.
     n = 1001
-    x = np.repeat(np.arange(n, dtype=np.float32)[:, None], ROW_WIDTH, axis=1)
+    x = np.zeros((n, ROW_WIDTH), np.float32)
+    x[:, 0], x[:, 1] = np.arange(n) % 256, np.arange(n) // 256  # the row index, in pixel range
     y = np.arange(n, dtype=np.int64)
     files = write_pickle_folder(tmp_path, x, y, rows_per_file=1)
     assert os.path.basename(files[0]) == "part_0000.pkl"
@@ -617,11 +618,15 @@ def test_bad_row_width(tmp_path, shape):
         _assert_format_error(excinfo, path, "got 3000")
 
 
-def test_nchw_shaped_rows_are_accepted_and_flattened(tmp_path):
+def test_nchw_shaped_arrays_are_refused_with_the_reshape_to_use(tmp_path):
+    # Only exactly (n, 3072) is read: any other shape is refused, even one that would
+    # flatten correctly, so that no shape is ever guessed.
     x, y = _data(3)
     path = _dump(tmp_path / "f.pkl", (x.reshape(3, 3, 32, 32), y))
-    got_x, _ = load_pickle_file(path)
-    np.testing.assert_array_equal(got_x, x)
+    with pytest.raises(DataFormatError) as excinfo:
+        load_pickle_file(path)
+    _assert_format_error(excinfo, path, "2-D array (n, 3072)", "channel-first", "(3, 3, 32, 32)",
+                         "NCHW", "x.reshape(3, 3072)")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.data import ROW_WIDTH, Normalization, preprocess_split, to_nhwc, to_rows
+from common.data import (ROW_WIDTH, DataFormatError, Normalization, preprocess_split, to_nhwc,
+                         to_rows)
 
 TOL = 1e-6
 
@@ -118,12 +119,36 @@ def test_normalization_fit_on_non_contiguous_and_nhwc_views():
     assert a.mean == pytest.approx(b.mean, rel=1e-12) and a.std == pytest.approx(b.std, rel=1e-10)
 
 
-def test_constant_split_gives_zeros_not_nan():
+def test_constant_split_is_refused_naming_its_source():
+    # The original would turn it into zeros (no NaN): no image information is left.
     x = np.full((3, ROW_WIDTH), 77.0, np.float32)
-    got, norm = preprocess_split(x)
+    before = x.copy()
+    with pytest.raises(DataFormatError) as excinfo:
+        preprocess_split(x, in_place=True, source="/data/train")
+    message = str(excinfo.value)
+    assert excinfo.value.path == "/data/train" and message.startswith("/data/train: ")
+    assert "all 9216 pixel values of the split equal 77" in message
+    assert "standard deviation 0" in message
+    np.testing.assert_array_equal(x, before)  # refused before anything was written
+
+
+def test_constant_statistics_still_apply_without_nan():
+    # Normalization itself stays total: std 0 gives zeros (e.g. serving a constant image).
+    x = np.full((3, ROW_WIDTH), 77.0, np.float32)
+    norm = Normalization.fit(x)
     assert norm.std == 0.0
+    got = norm.apply(x)
     np.testing.assert_array_equal(got, np.zeros_like(got))
     np.testing.assert_array_equal(got, deprocess_reference(x))
+
+
+def test_constant_images_inside_a_varying_split_are_normalised_as_data():
+    x = _pixels(6, seed=16)
+    x[1] = 0.0     # a black frame
+    x[4] = 255.0   # a white one
+    got, _ = preprocess_split(x)
+    assert np.max(np.abs(got - deprocess_reference(x))) <= TOL
+    assert len(np.unique(got[1])) == 1 and got[1, 0] < 0 < got[4, 0]
 
 
 def test_in_place_returns_the_same_buffer():

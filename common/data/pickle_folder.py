@@ -4,11 +4,18 @@ A folder holds pickle files; each is a tuple ``(x, y)`` with ``x`` a float array
 (n, 3072) of 32x32 RGB images flattened channel-first and ``y`` an int array (n,)
 of identity labels. A folder is read by sorting the file names and stacking the
 parts in that order, exactly as the original ``load_data_split_pickle`` did.
+
+The reader refuses what it would misread rather than guess: x must be exactly 2-D
+(n, 3072) (an (n, 32, 32, 3) NHWC array reshaped into rows would be channel-mixed
+garbage), pixels must lie in ``PIXEL_RANGE`` and be finite, labels must be integers.
+Images whose pixels are all equal (black frames) are legal data: they are kept,
+counted, and the count is logged as a warning.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import pickle
 import time
@@ -22,6 +29,12 @@ from common.data.safe_pickle import restricted_loads
 IMAGE_SIZE = 32
 CHANNELS = 3
 ROW_WIDTH = CHANNELS * IMAGE_SIZE * IMAGE_SIZE  # 3072
+# Accepted pixel values: 0..255 with a tolerance of 1 on each side for resampling
+# overshoot (a resized image may hold -0.4 or 255.3). Values outside are data in another
+# scale or corrupt data, which the per-split normalisation would silently absorb.
+PIXEL_RANGE = (-1.0, 256.0)
+ROW_LAYOUT = (f"each row one image's {CHANNELS}x{IMAGE_SIZE}x{IMAGE_SIZE} = {ROW_WIDTH} values, "
+              "channel-first (all red, then green, then blue; each plane row-major), flattened")
 
 
 def list_data_files(folder: str | os.PathLike) -> list[str]:
@@ -44,12 +57,33 @@ def list_data_files(folder: str | os.PathLike) -> list[str]:
     return [os.path.join(folder, n) for n in names]
 
 
+def _label_list(path: str, y: list | tuple) -> np.ndarray:
+    """A flat list of numbers as an array; anything nested or textual is refused first.
+
+    ``np.asarray`` of a list copies every element: a list of references to one stored
+    array (memo reuse in the pickle) would materialise it many times over, so only
+    scalars are accepted here.
+    """
+    for value in y:
+        if isinstance(value, (str, bytes)):
+            dtype = np.asarray(value).dtype
+            raise DataFormatError(path, f"labels must be integers, got dtype {dtype} in the label list")
+        if not isinstance(value, (numbers.Number, np.generic)):
+            raise DataFormatError(
+                path, f"labels must be one-dimensional integers, found a {type(value).__name__} "
+                      "in the label list")
+    try:
+        return np.asarray(y)
+    except Exception as exc:  # e.g. integers beyond any dtype
+        raise DataFormatError(path, f"labels are not an array ({exc})") from None
+
+
 def _as_labels(path: str, y: object) -> np.ndarray:
     """Validate one file's labels and return them as int64."""
-    try:
-        y = np.asarray(y)
-    except Exception as exc:  # ragged or odd objects
-        raise DataFormatError(path, f"labels are not an array ({exc})") from None
+    if isinstance(y, (list, tuple)):
+        y = _label_list(path, y)
+    elif not isinstance(y, np.ndarray):
+        raise DataFormatError(path, f"labels must be an array (n,), got {type(y).__name__}")
     if y.ndim == 2 and 1 in y.shape:
         y = y.reshape(-1)
     if y.ndim != 1:
@@ -69,34 +103,73 @@ def _as_labels(path: str, y: object) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _as_pixels(path: str, x: object) -> np.ndarray:
-    """Validate one file's images and return them as float32 (n, 3072)."""
-    try:
-        x = np.asarray(x)
-    except Exception as exc:
-        raise DataFormatError(path, f"images are not an array ({exc})") from None
+def _layout_error(path: str, shape: tuple[int, ...]) -> DataFormatError:
+    """The refusal of an x that is not (n, 3072), with a conversion hint where one is known."""
+    n = shape[0] if shape else "n"
+    if len(shape) == 4 and shape[1:] == (IMAGE_SIZE, IMAGE_SIZE, CHANNELS):
+        hint = (f"; it looks like NHWC images (n, {IMAGE_SIZE}, {IMAGE_SIZE}, {CHANNELS}): "
+                f"convert with x.transpose(0, 3, 1, 2).reshape({n}, {ROW_WIDTH})")
+    elif len(shape) == 4 and shape[1:] == (CHANNELS, IMAGE_SIZE, IMAGE_SIZE):
+        hint = (f"; it looks like NCHW images (n, {CHANNELS}, {IMAGE_SIZE}, {IMAGE_SIZE}): "
+                f"flatten with x.reshape({n}, {ROW_WIDTH})")
+    else:
+        hint = ""
+    return DataFormatError(
+        path, f"images must be a 2-D array (n, {ROW_WIDTH}), {ROW_LAYOUT}; "
+              f"got shape {shape}{hint}")
+
+
+def _check_pixel_values(path: str, x: np.ndarray, out: np.ndarray) -> int:
+    """Refuse non-finite and out-of-range pixels; return the number of constant images.
+
+    One pass of per-row minima and maxima serves all three (NaN propagates into both).
+    """
+    if out.size == 0:
+        return 0
+    row_min, row_max = out.min(axis=1), out.max(axis=1)
+    low, high = PIXEL_RANGE
+    bad_rows = np.flatnonzero(~((row_min >= low) & (row_max <= high)))
+    if bad_rows.size:
+        row = int(bad_rows[0])
+        values = out[row]
+        if not np.all(np.isfinite(values)):
+            what = "non-finite" if not np.all(np.isfinite(x[row])) else "out-of-float32-range"
+            raise DataFormatError(path, f"{what} pixel value in row {row}")
+        value = float(values[(values < low) | (values > high)][0])
+        raise DataFormatError(
+            path, f"pixel value {value:g} in row {row} is outside the accepted range "
+                  f"{low:g}..{high:g} (pixels are 0..255, with a tolerance of 1 for resampling "
+                  "overshoot); rescale the images to 0..255")
+    return int(np.count_nonzero(row_min == row_max))
+
+
+def _as_pixels(path: str, x: object) -> tuple[np.ndarray, int]:
+    """Validate one file's images; return them as float32 (n, 3072) and the constant-image count."""
+    if not isinstance(x, np.ndarray):  # a list of row arrays could repeat one stored row
+        raise DataFormatError(
+            path, f"images must be a numpy array (n, {ROW_WIDTH}), got {type(x).__name__}")
     if x.dtype.kind not in "fiu":
         raise DataFormatError(path, f"images must be numeric, got dtype {x.dtype}")
-    if x.ndim < 2:
-        raise DataFormatError(path, f"images must be (n, {ROW_WIDTH}), got shape {x.shape}")
-    width = math.prod(x.shape[1:])
-    if width != ROW_WIDTH:
+    if x.ndim != 2:
+        raise _layout_error(path, x.shape)
+    if x.shape[1] != ROW_WIDTH:
         raise DataFormatError(
-            path, f"each row must hold {ROW_WIDTH} values (3x32x32), got {width} (shape {x.shape})"
-        )
-    x = x.reshape(x.shape[0], ROW_WIDTH)
+            path, f"each row must hold {ROW_WIDTH} values (3x32x32, channel-first, flattened), "
+                  f"got {x.shape[1]} (shape {x.shape})")
     with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: caught below
         out = x.astype(np.float32, copy=False)
-    if x.dtype.kind == "f" and not np.all(np.isfinite(out)):
-        row = int(np.argwhere(~np.isfinite(out))[0, 0])
-        what = "non-finite" if not np.all(np.isfinite(x[row])) else "out-of-float32-range"
-        raise DataFormatError(path, f"{what} pixel value in row {row}")
-    return out
+    return out, _check_pixel_values(path, x, out)
 
 
-def load_pickle_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Load and validate one ``(x, y)`` pickle; returns float32 (n, 3072), int64 (n,)."""
-    path = os.fspath(path)
+def _warn_constant_images(path: str, constant: int, total: int) -> None:
+    """Constant images are legal (black frames) but worth knowing about: log their count."""
+    if constant:
+        logging.warning("%s: %d of %d images are constant (every pixel equal, e.g. black "
+                        "frames); kept as data", path, constant, total)
+
+
+def _read_file(path: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Load and validate one ``(x, y)`` pickle; also count its constant images."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -115,10 +188,21 @@ def load_pickle_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         got = type(obj).__name__ + (f" of length {len(obj)}" if isinstance(obj, (tuple, list)) else "")
         raise DataFormatError(path, f"expected a pickled tuple (x, y), got {got}")
-    x = _as_pixels(path, obj[0])
+    x, constant = _as_pixels(path, obj[0])
     y = _as_labels(path, obj[1])
     if len(x) != len(y):
         raise DataFormatError(path, f"{len(x)} images but {len(y)} labels")
+    return x, y, constant
+
+
+def load_pickle_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Load and validate one ``(x, y)`` pickle; returns float32 (n, 3072), int64 (n,).
+
+    Constant images (every pixel equal) are kept; their count is logged as a warning.
+    """
+    path = os.fspath(path)
+    x, y, constant = _read_file(path)
+    _warn_constant_images(path, constant, len(y))
     return x, y
 
 
@@ -134,18 +218,25 @@ def load_pickle_folder(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]
 
     Raises:
         DataFormatError: the folder is missing or empty, or a file is truncated,
-            corrupt, names a global other than numpy's array machinery, or holds
-            badly shaped, non-finite or non-integer data. The message names the file.
+            corrupt, names a global other than numpy's array machinery, declares
+            arrays larger than itself, or holds x other than 2-D (n, 3072), pixels
+            outside ``PIXEL_RANGE`` or non-finite, or non-integer labels. The message
+            names the file.
+
+    Constant images (every pixel equal) are kept; the folder's count of them is logged
+    as one warning.
     """
     files = list_data_files(path)
     start = time.perf_counter()
-    xs, ys = [], []
+    xs, ys, constant = [], [], 0
     for file in files:
-        x, y = load_pickle_file(file)
+        x, y, file_constant = _read_file(file)
         xs.append(x)
         ys.append(y)
+        constant += file_constant
     x = np.concatenate(xs) if len(xs) > 1 else xs[0]
     y = np.concatenate(ys) if len(ys) > 1 else ys[0]
+    _warn_constant_images(os.fspath(path), constant, len(y))
     logging.info("loaded %s: %d images from %d files in %.1fs",
                  os.fspath(path), len(y), len(files), time.perf_counter() - start)
     return x, y

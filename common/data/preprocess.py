@@ -4,14 +4,21 @@ The original normalises each split with its OWN global statistics: subtract the
 array's mean (one scalar), divide by (std + 1e-5), multiply by 0.1, clip to [-1, 1].
 The statistics are computed here in float64 (numpy's float32 reduction differs by a
 few ulps) and applied in place on float32 to keep the memory at one copy.
+
+A split whose pixels are all equal (standard deviation 0) is refused here, where the
+normalisation would turn it into zeros: it holds no image information, and every
+code computed from it would be the same. Single constant images inside a split
+(black frames) are legal data; the reader counts them and logs a warning.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from common.data.errors import DataFormatError
 from common.data.pickle_folder import CHANNELS, IMAGE_SIZE, ROW_WIDTH
 
 STD_EPSILON = 1e-5
@@ -62,13 +69,28 @@ class Normalization:
         return out
 
 
-def preprocess_split(x: np.ndarray, in_place: bool = False) -> tuple[np.ndarray, Normalization]:
+def preprocess_split(x: np.ndarray, in_place: bool = False,
+                     source: str | os.PathLike = "split") -> tuple[np.ndarray, Normalization]:
     """Normalise one split with its own statistics, as the original did.
+
+    Args:
+        x: the split's pixels, any shape.
+        in_place: overwrite ``x`` when it is float32.
+        source: what ``x`` was read from (its folder), named by the error.
 
     Returns:
         ``(x_normalised float32, Normalization)``.
+
+    Raises:
+        DataFormatError: every pixel of a non-empty split is equal (std 0), so the
+            normalisation would map the whole split to zeros.
     """
     norm = Normalization.fit(x)
+    if np.size(x) and norm.std == 0.0:
+        raise DataFormatError(
+            source, f"all {np.size(x)} pixel values of the split equal {norm.mean:g} (standard "
+                    "deviation 0): the original normalisation (x - mean) / (std + 1e-5) would "
+                    "turn every image into zeros; the split holds no image information")
     out = x if (in_place and x.dtype == np.float32) else None
     return norm.apply(x, out=out), norm
 

@@ -33,11 +33,18 @@ harmonic numbers gives the group's expected contribution to AP.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+import numbers
 import os
 
 import numpy as np
 
-from common.metrics.hamming import binarize, distances_to, legacy_bits, pack_words
+from common.metrics.hamming import (
+    CODE_FORMATS,
+    binarize_pair,
+    distances_to,
+    legacy_bits,
+    pack_words,
+)
 
 HAMMING_MODES = ("exact", "legacy")
 TIE_MODES = ("index", "expected")
@@ -54,12 +61,39 @@ _SEGMENT_BINS_PER_ITEM = 4
 
 
 def _check_labels(labels: np.ndarray, n: int, name: str) -> np.ndarray:
+    """Labels as a 1-D array of length ``n``; float labels must be whole numbers.
+
+    Labels of any comparable type are fine, but NaN never equals itself (each NaN
+    query would silently have no relevant item) and 2.5 is a measurement, not an
+    identity.
+    """
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1 or len(labels) != n:
         raise ValueError(f"{name} must have shape ({n},), got {labels.shape}")
+    if labels.dtype.kind == "c":
+        raise ValueError(f"{name} must be integers or names, got dtype {labels.dtype}")
+    if labels.dtype.kind == "f":
+        bad = ~np.isfinite(labels) | (labels != np.round(labels))
+        if np.any(bad):
+            index = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{name} must be whole numbers, found {labels[index].item()!r} "
+                             f"at index {index}")
+    if labels.dtype.kind == "O":
+        nan = np.array([isinstance(v, float) and v != v for v in labels], dtype=bool)
+        if np.any(nan):
+            raise ValueError(f"{name} hold NaN at index {int(np.flatnonzero(nan)[0])}")
     return labels
+
+
+def _check_count(value: object, name: str, minimum: int) -> int:
+    """An integer option (Python or numpy int, not bool) of at least ``minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
 
 
 class _Accumulator:
@@ -222,16 +256,19 @@ def _numpy_stats(q_words, q_ids, d_words, d_ids, nbins, top_k, radius, ties, wor
 def retrieval_metrics(query_codes: np.ndarray, query_labels: np.ndarray,
                       db_codes: np.ndarray, db_labels: np.ndarray, top_k: int = 50,
                       radius: int = 2, hamming: str = "exact", ties: str = "index",
-                      workers: int | None = None, engine: str = "auto") -> dict[str, float]:
+                      workers: int | None = None, engine: str = "auto",
+                      code_format: str = "signed") -> dict[str, float]:
     """mAP, precision@k and precision/recall within a Hamming radius.
 
     Args:
-        query_codes: (q, bits) real-valued or +-1 codes; bit = sign, 0 -> +1.
-        query_labels: (q,) labels of the queries.
+        query_codes: (q, bits) codes in ``code_format``.
+        query_labels: (q,) labels of the queries (integers, whole-number floats or
+            any comparable type such as names; NaN is refused).
         db_codes: (n, bits) database codes.
         db_labels: (n,) database labels; relevant = same label as the query.
-        top_k: cut-off of the precision@k (the original: 50).
-        radius: Hamming radius of the precision/recall (the original: 2).
+        top_k: cut-off of the precision@k (the original: 50); an integer >= 1.
+        radius: Hamming radius of the precision/recall (the original: 2); an
+            integer >= 0.
         hamming: "exact" Hamming distance, or "legacy": the original evaluation's
             distorted distance (its bit packing drops bit 7 of every byte and
             mis-weights a partial last byte), reproduced bit for bit.
@@ -240,10 +277,21 @@ def retrieval_metrics(query_codes: np.ndarray, query_labels: np.ndarray,
         workers: threads (default: number of CPUs, at most 8).
         engine: "numba" (compiled), "numpy", or "auto" (numba when installed).
             Both give the same figures.
+        code_format: "signed" (default): real-valued or +-1 codes, bit = sign with
+            0 -> +1, as the original; bool or unsigned codes and codes holding only
+            0 and 1 are refused, since this reading would make every bit set.
+            "binary": 0/1 or bool codes, 1 = bit set (the same figures as the
+            equivalent +-1 codes).
 
     Returns:
         dict with float values for "map", "precision_at_k",
         "precision_within_radius", "recall_within_radius".
+
+    Raises:
+        TypeError: ``top_k`` or ``radius`` is not an integer (bool included).
+        ValueError: an unknown option, out-of-range ``top_k``/``radius``, codes that
+            are not 2-D, hold NaN or inf or do not match ``code_format``, or labels
+            of the wrong length or with NaN / fractional values.
     """
     if hamming not in HAMMING_MODES:
         raise ValueError(f"hamming must be one of {HAMMING_MODES}, got {hamming!r}")
@@ -251,14 +299,11 @@ def retrieval_metrics(query_codes: np.ndarray, query_labels: np.ndarray,
         raise ValueError(f"ties must be one of {TIE_MODES}, got {ties!r}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if int(top_k) < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if int(radius) < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
-    q_bits = binarize(query_codes, "query_codes")
-    d_bits = binarize(db_codes, "db_codes")
-    if q_bits.shape[1] != d_bits.shape[1]:
-        raise ValueError(f"query codes have {q_bits.shape[1]} bits, database codes {d_bits.shape[1]}")
+    if code_format not in CODE_FORMATS:
+        raise ValueError(f"code_format must be one of {CODE_FORMATS}, got {code_format!r}")
+    top_k = _check_count(top_k, "top_k", 1)
+    radius = _check_count(radius, "radius", 0)
+    q_bits, d_bits = binarize_pair(query_codes, db_codes, code_format)
     if len(q_bits) == 0 or len(d_bits) == 0:
         raise ValueError("need at least one query and one database item")
     q_labels = _check_labels(query_labels, len(q_bits), "query_labels")
@@ -270,15 +315,16 @@ def retrieval_metrics(query_codes: np.ndarray, query_labels: np.ndarray,
     all_ids = np.unique(np.concatenate([q_labels, d_labels]), return_inverse=True)[1]
     q_ids, d_ids = all_ids[:len(q_labels)], all_ids[len(q_labels):]
     nbins = q_bits.shape[1] + 1
-    top_k = min(int(top_k), len(d_bits))
+    top_k = min(top_k, len(d_bits))
+    radius = min(radius, nbins - 1)  # every distance is at most the bit count
     q_words, d_words = pack_words(q_bits), pack_words(d_bits)
     workers = int(workers or min(8, os.cpu_count() or 1))
     if engine == "auto":
         engine = "numba" if _numba_available() else "numpy"
     if engine == "numba":
         stats = _numba_stats(q_words, q_ids, d_words, d_ids, int(all_ids.max()) + 1, nbins,
-                             top_k, int(radius), ties, workers)
+                             top_k, radius, ties, workers)
     else:
-        stats = _numpy_stats(q_words, q_ids, d_words, d_ids, nbins, top_k, int(radius), ties, workers)
+        stats = _numpy_stats(q_words, q_ids, d_words, d_ids, nbins, top_k, radius, ties, workers)
     means = stats.mean(axis=0)
     return {key: float(value) for key, value in zip(METRIC_KEYS, means)}

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from absl import logging
+
+from common.atomic_files import make_temp_dir
 
 from common.data import (
     DataFormatError,
@@ -35,6 +36,14 @@ KNOWN_DATASETS: dict[str, tuple[str, str, int]] = {
 }
 DATASETS = ("youtube_faces", "facescrub", "folder", "synthetic")
 DEFAULT_SYNTHETIC_DIR = os.path.join("data", "synthetic")
+# A split's class count is its largest label + 1 (for "folder" and "synthetic"). Sparse
+# labels would silently build a classifier over mostly empty classes, so a label set is
+# refused when that count exceeds twice the distinct labels plus 100 (gaps up to half
+# the range, or any gaps in small sets, are fine: a train split that omits some
+# identities) and always beyond MAX_CLASSES (the classifier alone would need gigabytes).
+MAX_CLASSES = 1_000_000
+SPARSE_FACTOR = 2
+SPARSE_SLACK = 100
 SYNTHETIC_KEYS = ("num_identities", "train_per_identity", "test_per_identity", "seed")
 
 
@@ -62,11 +71,38 @@ class SplitData:
     description: dict[str, Any] = field(default_factory=dict)
 
 
-def _load_split(folder: str) -> tuple[np.ndarray, np.ndarray, Normalization]:
-    """Load one folder, normalise it with its own statistics, return NHWC images."""
+def _load_split(folder: str, name: str) -> tuple[np.ndarray, np.ndarray, Normalization]:
+    """Load one folder, normalise it with its own statistics, return NHWC images.
+
+    A constant split (all pixels equal) is refused by ``preprocess_split``, naming the folder.
+    """
     rows, labels = load_pickle_folder(folder)
-    rows, norm = preprocess_split(rows, in_place=True)  # same scalars per pixel: order-free
+    if len(labels) == 0:
+        raise DataFormatError(folder, f"the {name} split holds no images")
+    # same scalars per pixel: order-free
+    rows, norm = preprocess_split(rows, in_place=True, source=folder)
     return to_nhwc(rows), labels, norm
+
+
+def class_count_from_labels(labels: np.ndarray, folder: str) -> int:
+    """The class count of a split whose labels define it: largest label + 1.
+
+    Raises:
+        DataFormatError: fewer than two classes, or labels so sparse that the count
+            would be absurd (see ``MAX_CLASSES`` / ``SPARSE_FACTOR``); names ``folder``.
+    """
+    num_classes = int(labels.max()) + 1
+    if num_classes < 2:
+        raise DataFormatError(folder, "the train split must hold at least two classes")
+    distinct = int(np.unique(labels).size)
+    limit = min(SPARSE_FACTOR * distinct + SPARSE_SLACK, MAX_CLASSES)
+    if num_classes > limit:
+        raise DataFormatError(
+            folder, f"labels are too sparse: {distinct} distinct labels, but the largest is "
+                    f"{num_classes - 1}, which would make {num_classes} classes (class count = "
+                    f"largest train label + 1; at most {limit} allowed for {distinct} labels); "
+                    f"relabel the identities to 0..{distinct - 1}")
+    return num_classes
 
 
 def _check_label_range(labels: np.ndarray, num_classes: int, folder: str, why: str) -> None:
@@ -120,7 +156,7 @@ def ensure_synthetic(data_dir: str, synthetic_kwargs: dict[str, Any] | None = No
                       "delete it or choose another --data_dir")
     parent = os.path.dirname(data_dir)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(data_dir)}.tmp-", dir=parent)
+    tmp = make_temp_dir(f".{os.path.basename(data_dir)}.tmp-", parent)
     try:
         logging.info("generating the synthetic data set into %s", data_dir)
         meta = write_synthetic_dataset(tmp, **kwargs)
@@ -139,15 +175,17 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
     Args:
         dataset: "youtube_faces" or "facescrub" (the original folders under
             ``data_dir``, 1595 / 530 classes), "folder" (``train_dir`` and
-            ``test_dir``; classes = largest train label + 1) or "synthetic"
+            ``test_dir``; classes = largest train label + 1, refused when the labels
+            are too sparse: see :func:`class_count_from_labels`) or "synthetic"
             (``data_dir``, default ``data/synthetic``, generated on first use).
         data_dir: parent folder of the original split folders / the synthetic set.
         train_dir, test_dir: explicit split folders (override the defaults).
         synthetic_kwargs: generator settings for "synthetic" (see :func:`ensure_synthetic`).
 
     Raises:
-        DataFormatError: a folder is missing or malformed, or a label does not fit the
-            class count (the message names the folder).
+        DataFormatError: a folder is missing or malformed, a split is empty or
+            constant (all pixels equal), the train labels are too sparse, or a label
+            does not fit the class count (the message names the folder).
         ValueError: unknown dataset, or "folder" without both folders.
 
     Test labels that never occur in the train split only warn (``DataFormatWarning``).
@@ -175,20 +213,14 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
     list_data_files(train_dir)  # fail on a missing test folder before loading the big train split
     list_data_files(test_dir)
 
-    train_images, train_labels, train_norm = _load_split(train_dir)
-    if len(train_labels) == 0:
-        raise DataFormatError(train_dir, "the train split holds no images")
+    train_images, train_labels, train_norm = _load_split(train_dir, "train")
     if num_classes is None:
-        num_classes = int(train_labels.max()) + 1
+        num_classes = class_count_from_labels(train_labels, train_dir)
         why = "the train split"
-        if num_classes < 2:
-            raise DataFormatError(train_dir, "the train split must hold at least two classes")
     else:
         why = f"data set {dataset!r}"
         _check_label_range(train_labels, num_classes, train_dir, why)
-    test_images, test_labels, test_norm = _load_split(test_dir)
-    if len(test_labels) == 0:
-        raise DataFormatError(test_dir, "the test split holds no images")
+    test_images, test_labels, test_norm = _load_split(test_dir, "test")
     _check_label_range(test_labels, num_classes, test_dir, why)
     check_test_labels(train_labels, test_labels, test_dir)
     description = {
