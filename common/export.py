@@ -1,15 +1,16 @@
-"""SavedModel export: raw uint8 pixels in, binary codes out.
+"""SavedModel export of a trained model: raw uint8 pixels in, binary codes out.
 
-The serving signature bakes in the train split's normalisation constants, so a
-single image needs nothing else:
+One job: write a whole export (SavedModel with the signatures of :mod:`common.serving`,
+``model.keras``, ``export_info.json`` with the format marker) into a temporary folder and
+swap it into ``export_dir`` under the rules of :mod:`common.export_folder` (never replace
+what is not a previous export, never leave it missing after a kill). Loading from Python:
+:func:`common.encoder.load_encoder`. The names of those modules that callers used from
+here before the split are re-exported.
 
-    images (N, 32, 32, 3) uint8
-      -> float32, clip((x - mean) * (0.1 / (std + 1e-5)), -1, 1)   (the original's preprocessing)
-      -> model in inference mode -> relaxed codes (float32)
-      -> codes  int8  +-1, sign with 0 -> +1
-      -> packed uint8 (N, ceil(bits / 8)), bit b of the code is bit (b % 8) of byte b // 8,
-         least significant bit first (numpy ``packbits(bitorder="little")``; faiss's binary
-         indexes read this layout), bit = 1 where the code is +1; padding bits are 0.
+Crash points (:func:`common.faults.crash_point`, for ``FACE_HASHING_CRASH_AT``):
+``export:partial`` (SavedModel written, ``model.keras``/``export_info.json`` not yet),
+``export:written`` (temporary folder complete, nothing swapped), ``export:aside`` and
+``export:swapped`` (in :func:`common.export_folder.put_in_place`).
 """
 
 from __future__ import annotations
@@ -17,63 +18,60 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from typing import Any
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from common.data.preprocess import SCALE, STD_EPSILON, Normalization
-
-SIGNATURE = "serving_default"
-EXPORT_INFO = "export_info.json"
-KERAS_FILE = "model.keras"
-
-
-def pack_codes(codes: tf.Tensor) -> tf.Tensor:
-    """+-1 codes (N, bits) -> uint8 (N, ceil(bits/8)), least significant bit first."""
-    bits = tf.cast(codes > 0, tf.int32)
-    num_bits = bits.shape[-1]
-    pad = (-num_bits) % 8
-    if pad:
-        bits = tf.pad(bits, [[0, 0], [0, pad]])
-    groups = tf.reshape(bits, [-1, (num_bits + pad) // 8, 8])
-    weights = tf.constant([1 << i for i in range(8)], tf.int32)
-    return tf.cast(tf.reduce_sum(groups * weights, axis=-1), tf.uint8)
+from common.encoder import Encoder, check_images, load_encoder  # noqa: F401 (re-exported)
+from common.export_folder import (EXPORT_FILES, EXPORT_INFO, FORMAT, FORMAT_KEY,  # noqa: F401
+                                  KERAS_FILE, ExportBusyError, ExportDirError,
+                                  check_export_dir, export_lock, fsync_tree, mkdir_like_mkdir,
+                                  put_in_place, recover_export, recover_locked, remove_stale,
+                                  sibling)
+from common.faults import crash_point
+from common.serving import (ANY_SIZE_SIGNATURE, IMAGE_SHAPE, SIGNATURE,  # noqa: F401
+                            any_size_serving_function, pack_codes, pack_codes_numpy,
+                            resize_images, serving_function)
 
 
-def pack_codes_numpy(codes: np.ndarray) -> np.ndarray:
-    """Numpy twin of :func:`pack_codes` (for indexes built outside TensorFlow)."""
-    return np.packbits(np.asarray(codes) > 0, axis=1, bitorder="little")
+def _export_meta(model: keras.Model, normalization: Normalization, codes_output: int,
+                 info: dict[str, Any] | None) -> dict[str, Any]:
+    """The content of ``export_info.json`` (the format marker cannot be overridden)."""
+    meta = {
+        "signature": SIGNATURE,
+        "signatures": {SIGNATURE: "uint8 (N, 32, 32, 3)",
+                       ANY_SIZE_SIGNATURE: "uint8 (N, H, W, 3), plain bilinear resize to 32x32"},
+        "inputs": {"images": "uint8 (N, 32, 32, 3) raw RGB pixels, NHWC"},
+        "outputs": {"codes": "int8 (N, bits), +-1",
+                    "packed": "uint8 (N, ceil(bits/8)), bit b -> byte b//8, bit b%8 (LSB first)",
+                    "relaxed": "float32 (N, bits)"},
+        "num_bits": int(model.outputs[codes_output].shape[-1]),
+        "normalization": {"mean": normalization.mean, "std": normalization.std,
+                          "scale": SCALE, "std_epsilon": STD_EPSILON, "clip": [-1.0, 1.0]},
+    }
+    meta.update(info or {})
+    meta[FORMAT_KEY] = FORMAT
+    return meta
 
 
-def serving_function(model: keras.Model, normalization: Normalization, codes_output: int):
-    """The tf.function behind the serving signature."""
-    mean = tf.constant(normalization.mean, tf.float32)
-    scale = tf.constant(np.float32(SCALE / (normalization.std + STD_EPSILON)), tf.float32)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.uint8, name="images")])
-    def serve(images):
-        x = tf.clip_by_value((tf.cast(images, tf.float32) - mean) * scale, -1.0, 1.0)
-        outputs = model(x, training=False)
-        relaxed = tf.cast(outputs[codes_output], tf.float32)
-        codes = tf.where(relaxed >= 0, tf.ones_like(relaxed, tf.int8), -tf.ones_like(relaxed, tf.int8))
-        return {"codes": codes, "packed": pack_codes(codes), "relaxed": relaxed}
-
-    return serve
-
-
-def _replace_dir(tmp: str, target: str) -> None:
-    """Move a finished ``tmp`` folder to ``target``; an existing target is replaced last."""
-    old = None
-    if os.path.exists(target):
-        old = tempfile.mkdtemp(prefix=".old-", dir=os.path.dirname(target))
-        os.rmdir(old)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+def _write_export(folder: str, model: keras.Model, normalization: Normalization,
+                  codes_output: int, info: dict[str, Any] | None, save_keras: bool) -> None:
+    """Write a whole export into the (empty) ``folder`` and flush it to disk."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name=SIGNATURE,
+                         fn=serving_function(model, normalization, codes_output))
+    archive.add_endpoint(name=ANY_SIZE_SIGNATURE,
+                         fn=any_size_serving_function(model, normalization, codes_output))
+    archive.write_out(folder, verbose=False)
+    crash_point("export:partial")
+    if save_keras:
+        model.save(os.path.join(folder, KERAS_FILE))
+    with open(os.path.join(folder, EXPORT_INFO), "w", encoding="utf-8") as f:
+        json.dump(_export_meta(model, normalization, codes_output, info), f, indent=2,
+                  sort_keys=True)
+    fsync_tree(folder)
 
 
 def export_model(model: keras.Model, normalization: Normalization, export_dir: str,
@@ -81,48 +79,36 @@ def export_model(model: keras.Model, normalization: Normalization, export_dir: s
                  save_keras: bool = True) -> str:
     """Write a SavedModel (and the ``.keras`` model) to ``export_dir``.
 
-    Everything is written into a temporary sibling folder first and renamed into place,
-    so an interrupted export never leaves a half-written ``export_dir``.
+    Everything is written into a temporary sibling folder first and swapped into place,
+    so ``export_dir`` is always a complete export (see the module docstring for the rules).
 
     Args:
         model: the trained functional model (preprocessed images -> outputs).
         normalization: the TRAIN split's constants.
-        export_dir: output folder (replaced if it exists).
+        export_dir: output folder: new, empty, or a previous export (which is replaced).
         codes_output: index of the relaxed-codes output in the model's outputs.
         info: extra metadata stored in ``export_info.json`` (method, epoch, metrics...).
         save_keras: also save ``model.keras`` (preprocessed float images in).
 
     Returns:
-        ``export_dir``.
+        ``export_dir`` (absolute).
+
+    Raises:
+        ExportDirError: ``export_dir`` is something else than the above (nothing written).
+        ExportBusyError: another export to ``export_dir`` is running.
     """
-    export_dir = os.path.abspath(export_dir)
-    parent = os.path.dirname(export_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-", dir=parent)
-    try:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint(name=SIGNATURE, fn=serving_function(model, normalization, codes_output))
-        saved_model_dir = tmp
-        archive.write_out(saved_model_dir, verbose=False)
-        num_bits = int(model.outputs[codes_output].shape[-1])
-        meta = {
-            "signature": SIGNATURE,
-            "inputs": {"images": "uint8 (N, 32, 32, 3) raw RGB pixels, NHWC"},
-            "outputs": {"codes": "int8 (N, bits), +-1",
-                        "packed": "uint8 (N, ceil(bits/8)), bit b -> byte b//8, bit b%8 (LSB first)",
-                        "relaxed": "float32 (N, bits)"},
-            "num_bits": num_bits,
-            "normalization": {"mean": normalization.mean, "std": normalization.std,
-                              "scale": SCALE, "std_epsilon": STD_EPSILON, "clip": [-1.0, 1.0]},
-        }
-        meta.update(info or {})
-        if save_keras:
-            model.save(os.path.join(tmp, KERAS_FILE))
-        with open(os.path.join(tmp, EXPORT_INFO), "w") as f:
-            json.dump(meta, f, indent=2, sort_keys=True)
-        _replace_dir(tmp, export_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    export_dir = check_export_dir(export_dir)
+    os.makedirs(os.path.dirname(export_dir), exist_ok=True)
+    with export_lock(export_dir):
+        recover_locked(export_dir)
+        check_export_dir(export_dir)  # again: it may have changed before we held the lock
+        remove_stale(export_dir)
+        tmp = mkdir_like_mkdir(sibling(export_dir, "tmp"))
+        try:
+            _write_export(tmp, model, normalization, codes_output, info, save_keras)
+            crash_point("export:written")
+            put_in_place(tmp, export_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return export_dir

@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from fresh_process import serve_in_fresh_process
 
-from common.export import EXPORT_INFO, KERAS_FILE, pack_codes, pack_codes_numpy
+from common.export import (EXPORT_INFO, FORMAT, FORMAT_KEY, KERAS_FILE, pack_codes,
+                           pack_codes_numpy)
 from common.saved_run import RunFolderError, evaluate_run, export_run, load_run
 from common.training.data import load_split_data
 from common.training.loop import METRICS, TrainConfig, train
@@ -76,6 +77,7 @@ def test_export_info_records_the_checkpoint_and_normalisation(trained, exported)
     with open(os.path.join(model_dir, METRICS)) as f:
         metrics = json.load(f)
     assert info["num_bits"] == 12 and info["num_classes"] == 6
+    assert info[FORMAT_KEY] == FORMAT  # the marker that lets a later export replace it
     assert info["checkpoint"]["slot"] == "best_map"
     assert info["checkpoint"]["epoch"] == metrics["best_map"]["epoch"]
     assert info["checkpoint"]["metrics"]["map"] == metrics["best_map"]["map"]

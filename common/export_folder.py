@@ -1,0 +1,373 @@
+"""Which folder an export may replace, and replacing it so that nothing is ever lost.
+
+Why: ``--export_dir`` is replaced, so pointed at the wrong folder (a run, a parent of runs,
+``.``) the old export code deleted it. The rules:
+
+* Marker. ``export_info.json`` holds ``"format": "face-hashing-export/1"`` (:data:`FORMAT`).
+  Exports written before the marker existed are recognised by an ``export_info.json`` with
+  ``"signature"`` and ``"num_bits"`` next to a ``saved_model.pb``.
+* Recognition. ``export_dir`` may be replaced only if it does not exist, is an empty folder,
+  or is a previous export: the marker is there and the folder holds nothing but what an
+  export writes (:data:`EXPORT_FILES`, ``variables/`` with ``variables.index`` and
+  ``variables.data-*``, an empty ``assets/``), no symbolic links. A file, a symbolic link,
+  the current directory or one of its parents, the filesystem root, or any other folder is
+  refused with :class:`ExportDirError` (a ``ValueError``) before anything is written.
+* Exchange. The new export is written into ``.NAME.tmp-<12 hex>`` beside ``export_dir``
+  and swapped in with Linux ``renameat2(RENAME_EXCHANGE)``, so ``export_dir`` is at every
+  instant the complete old or the complete new export. Where the OS or filesystem lacks
+  it, the old export is renamed aside to ``.NAME.old-<12 hex>`` first; if a kill leaves
+  ``export_dir`` missing, the next export (or :func:`common.encoder.load_encoder`) renames
+  the newest complete aside copy back before anything else.
+* Lock. An export holds ``fcntl.flock`` on ``.NAME.lock`` beside ``export_dir`` (removed
+  when done); a second export to the same folder is refused (:class:`ExportBusyError`).
+* Cleanup. Under that lock, stale ``.NAME.tmp-*`` / ``.NAME.old-*`` folders of this very
+  ``export_dir`` (exact name pattern, real folders only) that a killed export left are
+  removed. Nothing else is ever removed.
+* Permissions. The export folder is made with ``mkdir(0o777)``, so the process umask
+  applies exactly as for ``mkdir`` (umask 022 -> 0755), not ``mkdtemp``'s 0700.
+* Durability. Files and folders are fsync'ed before the swap, the parent folder after it.
+
+Crash points (:func:`common.faults.crash_point`): ``export:aside`` (fallback only: the old
+export renamed aside, the new one not yet in place), ``export:swapped`` (new export in
+place, the old one not yet removed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+from typing import Iterator
+
+from common.atomic_files import fsync_path as _fsync_path
+from common.faults import crash_point
+
+EXPORT_INFO = "export_info.json"
+KERAS_FILE = "model.keras"
+FORMAT_KEY = "format"
+FORMAT = "face-hashing-export/1"
+EXPORT_FILES = frozenset({"saved_model.pb", "fingerprint.pb", KERAS_FILE, EXPORT_INFO})
+_VARIABLES_FILE = re.compile(r"variables\.(index|data-\d+-of-\d+)")
+_TOKEN_HEX = 12
+
+
+class ExportDirError(ValueError):
+    """``--export_dir`` names a folder an export must not replace (or cannot use now)."""
+
+
+class ExportBusyError(ExportDirError):
+    """Another export to the same folder holds its lock."""
+
+
+# --- which folders an export may replace ------------------------------------------------
+
+def _label(path: str) -> str:
+    """An entry's name as a listing shows it (folders end with ``/``)."""
+    name = os.path.basename(path)
+    return name + "/" if os.path.isdir(path) and not os.path.islink(path) else name
+
+
+def _is_plain(path: str, want_dir: bool) -> bool:
+    """``path`` is a real file (or folder), not a symbolic link."""
+    mode = os.lstat(path).st_mode
+    return stat.S_ISDIR(mode) if want_dir else stat.S_ISREG(mode)
+
+
+def _foreign_entries(folder: str) -> list[str]:
+    """Entries of ``folder`` that an export does not write (labels, sorted)."""
+    foreign = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name in EXPORT_FILES and _is_plain(path, want_dir=False):
+            continue
+        if name == "assets" and _is_plain(path, want_dir=True) and not os.listdir(path):
+            continue
+        if name == "variables" and _is_plain(path, want_dir=True) and all(
+                _VARIABLES_FILE.fullmatch(v) and _is_plain(os.path.join(path, v), False)
+                for v in os.listdir(path)):
+            continue
+        foreign.append(_label(path))
+    return foreign
+
+
+def read_info(folder: str) -> dict | None:
+    """``export_info.json`` as a dict, or None when missing or unreadable."""
+    try:
+        with open(os.path.join(folder, EXPORT_INFO), encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def has_marker(folder: str) -> bool:
+    """The folder's ``export_info.json`` says it is an export of this project."""
+    info = read_info(folder)
+    if info is None:
+        return False
+    if str(info.get(FORMAT_KEY, "")).startswith(FORMAT.split("/")[0] + "/"):
+        return True
+    legacy = "signature" in info and "num_bits" in info
+    return legacy and os.path.isfile(os.path.join(folder, "saved_model.pb"))
+
+
+def _is_ancestor_or_same(folder: str, path: str) -> bool:
+    """``path`` is ``folder`` or lies inside it (both real paths)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _summary(labels: list[str], limit: int = 6) -> str:
+    """``a, b/, c, ...`` (at most ``limit`` names)."""
+    shown = ", ".join(labels[:limit])
+    return shown + (f", ... ({len(labels)} entries)" if len(labels) > limit else "")
+
+
+def _refusal(export_dir: str) -> str | None:
+    """Why ``export_dir`` (absolute) must not be replaced, or None when it may be."""
+    if os.path.islink(export_dir):
+        return "is a symbolic link"
+    if not os.path.lexists(export_dir):
+        return None
+    if not os.path.isdir(export_dir):
+        return "is a file, not a folder"
+    real = os.path.realpath(export_dir)
+    if os.path.dirname(real) == real:
+        return "is the filesystem root"
+    try:
+        cwd = os.path.realpath(os.getcwd())
+    except OSError:
+        cwd = None
+    if cwd is not None and _is_ancestor_or_same(real, cwd):
+        return ("is the current directory" if real == cwd
+                else "contains the current directory")
+    foreign = _foreign_entries(export_dir)
+    if foreign:
+        return f"not an export of this project: holds {_summary(foreign)}"
+    if os.listdir(export_dir) and not has_marker(export_dir):
+        return (f"not an export of this project: no {EXPORT_INFO} with "
+                f"\"{FORMAT_KEY}\": \"{FORMAT}\"")
+    return None
+
+
+def check_export_dir(export_dir: str) -> str:
+    """The absolute ``export_dir`` if an export may write it.
+
+    Raises:
+        ExportDirError: it exists and is not an empty folder or a previous export.
+    """
+    path = os.path.abspath(export_dir)
+    why = _refusal(path)
+    if why:
+        raise ExportDirError(f"{path}: {why}; choose an empty or new folder "
+                             "(an export replaces its folder)")
+    return path
+
+
+# --- renames ----------------------------------------------------------------------------
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
+def _load_renameat2():
+    """libc's ``renameat2``, or None (not Linux, old glibc)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _load_renameat2()
+
+
+def _rename_with_flags(src: str, dst: str, flags: int) -> bool:
+    """``renameat2(src, dst, flags)``; False where the OS or filesystem does not support it."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in _UNSUPPORTED:
+        return False
+    raise OSError(err, os.strerror(err), src, None, dst)
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two existing paths; False when the OS cannot (caller falls back)."""
+    return _rename_with_flags(a, b, _RENAME_EXCHANGE)
+
+
+def _rename_noreplace(src: str, dst: str) -> None:
+    """Rename ``src`` to a ``dst`` that must not exist (never replaces a folder)."""
+    if _rename_with_flags(src, dst, _RENAME_NOREPLACE):
+        return
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, "appeared during the export", dst)
+    os.rename(src, dst)
+
+
+def fsync_tree(folder: str) -> None:
+    """Flush every file and folder below ``folder`` so a power cut after the swap loses nothing."""
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            _fsync_path(os.path.join(dirpath, name))
+        _fsync_path(dirpath)
+
+
+# --- siblings: temporaries, aside copies, lock --------------------------------------------
+
+def sibling(export_dir: str, kind: str) -> str:
+    """A fresh hidden sibling path ``.NAME.<kind>-<hex>``."""
+    name = os.path.basename(export_dir)
+    token = secrets.token_hex(_TOKEN_HEX // 2)
+    return os.path.join(os.path.dirname(export_dir), f".{name}.{kind}-{token}")
+
+
+def _sibling_pattern(export_dir: str, kind: str) -> re.Pattern:
+    """Names of this ``export_dir``'s own ``kind`` siblings (``tmp`` also matches the
+    ``tempfile.mkdtemp`` names of the exports before this module took its own)."""
+    name = re.escape(os.path.basename(export_dir))
+    legacy = r"|[a-z0-9_]{8}" if kind == "tmp" else ""
+    return re.compile(rf"\.{name}\.{kind}-(?:[0-9a-f]{{{_TOKEN_HEX}}}{legacy})")
+
+
+def _siblings(export_dir: str, kind: str) -> list[str]:
+    """Existing real folders (no links) named like ``export_dir``'s ``kind`` siblings."""
+    parent = os.path.dirname(export_dir)
+    pattern = _sibling_pattern(export_dir, kind)
+    found = []
+    for name in sorted(os.listdir(parent)):
+        path = os.path.join(parent, name)
+        if pattern.fullmatch(name) and _is_plain(path, want_dir=True):
+            found.append(path)
+    return found
+
+
+def mkdir_like_mkdir(path: str) -> str:
+    """Make ``path`` with mode 0o777 less the umask (``mkdtemp`` would make it 0700)."""
+    os.mkdir(path, 0o777)
+    return path
+
+
+@contextlib.contextmanager
+def export_lock(export_dir: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``.NAME.lock`` beside ``export_dir``; removed on release.
+
+    Raises:
+        ExportBusyError: another process holds it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    lock_path = os.path.join(os.path.dirname(export_dir),
+                             f".{os.path.basename(export_dir)}.lock")
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ExportBusyError(f"{export_dir}: another export to this folder is running "
+                                  f"(it holds {lock_path}); wait for it to finish") from None
+        # The holder before us may have unlinked the file: lock the one that is named.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def _is_complete_export(folder: str) -> bool:
+    """A folder holding a whole export of this project (marker, SavedModel, variables)."""
+    return (has_marker(folder) and not _foreign_entries(folder)
+            and os.path.isfile(os.path.join(folder, "saved_model.pb"))
+            and os.path.isfile(os.path.join(folder, "variables", "variables.index")))
+
+
+def recover_locked(export_dir: str) -> bool:
+    """With the lock held: if ``export_dir`` is missing, rename the newest complete aside
+    copy back. Returns whether one was restored."""
+    if os.path.lexists(export_dir):
+        return False
+    complete = [p for p in _siblings(export_dir, "old") if _is_complete_export(p)]
+    if not complete:
+        return False
+    newest = max(complete, key=lambda p: os.stat(os.path.join(p, EXPORT_INFO)).st_mtime_ns)
+    _rename_noreplace(newest, export_dir)
+    _fsync_path(os.path.dirname(export_dir))
+    return True
+
+
+def recover_export(export_dir: str) -> bool:
+    """Put back the previous export a killed export left aside (``.NAME.old-*``).
+
+    Only acts when ``export_dir`` is missing. Returns whether an export was restored.
+
+    Raises:
+        ExportBusyError: an export to this folder is running right now.
+    """
+    export_dir = os.path.abspath(export_dir)
+    parent = os.path.dirname(export_dir)
+    if os.path.lexists(export_dir) or not os.path.isdir(parent):
+        return False
+    if not any(_is_complete_export(p) for p in _siblings(export_dir, "old")):
+        return False
+    with export_lock(export_dir):
+        return recover_locked(export_dir)
+
+
+def remove_stale(export_dir: str) -> None:
+    """With the lock held: remove temporaries and aside copies killed exports left."""
+    for path in _siblings(export_dir, "tmp") + _siblings(export_dir, "old"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def put_in_place(tmp: str, export_dir: str) -> None:
+    """Make the complete ``tmp`` export ``export_dir``, never leaving it missing
+    (exchange) or only briefly so and recoverably (fallback); then drop the old one."""
+    parent = os.path.dirname(export_dir)
+    if not os.path.lexists(export_dir):
+        _rename_noreplace(tmp, export_dir)
+        _fsync_path(parent)
+        crash_point("export:swapped")
+        return
+    if _exchange(tmp, export_dir):
+        _fsync_path(parent)
+        crash_point("export:swapped")
+        shutil.rmtree(tmp, ignore_errors=True)  # now the previous export
+        return
+    old = sibling(export_dir, "old")
+    os.rename(export_dir, old)
+    crash_point("export:aside")
+    try:
+        os.rename(tmp, export_dir)
+    except BaseException:
+        if not os.path.lexists(export_dir):
+            os.rename(old, export_dir)
+        raise
+    _fsync_path(parent)
+    crash_point("export:swapped")
+    shutil.rmtree(old, ignore_errors=True)
