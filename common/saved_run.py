@@ -9,6 +9,7 @@ loaded into it, by every method through the same code.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -41,14 +42,40 @@ def read_run_config(model_dir: str, method_name: str | None = None) -> dict[str,
             config = json.load(f)
     except (OSError, json.JSONDecodeError) as exc:
         raise RunFolderError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(config, dict):
+        raise RunFolderError(f"{path}: not a run config (expected a JSON object)")
     for key in ("method", "num_classes", "normalization"):
         if key not in config:
             raise RunFolderError(f"{path}: missing field {key!r}")
+    check_run_config_values(config, path)
     name = config["method"].get("method")
     if method_name is not None and name != method_name:
         raise RunFolderError(f"{model_dir} holds a {name!r} run, not {method_name!r}; use "
                              f"python -m {name}_tf.export (or .evaluate) for it")
     return config
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
+def check_run_config_values(config: dict[str, Any], path: str) -> None:
+    """Refuse a run config whose values would silently give wrong codes.
+
+    The normalisation is baked into every export: a NaN there makes every code +1.
+    """
+    if not isinstance(config["method"], dict) or not isinstance(config["method"].get("method"),
+                                                                str):
+        raise RunFolderError(f"{path}: field 'method' does not name a method")
+    classes = config["num_classes"]
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+        raise RunFolderError(f"{path}: num_classes must be a positive integer, got {classes!r}")
+    norm = config["normalization"]
+    if not isinstance(norm, dict) or not _number(norm.get("mean")) or \
+            not _number(norm.get("std")) or norm["std"] < 0:
+        raise RunFolderError(f"{path}: damaged normalization {norm!r} (mean and std must be "
+                             "finite numbers, std >= 0); the run folder cannot be trusted")
 
 
 @dataclass
@@ -100,6 +127,13 @@ def load_run(method_cls, model_dir: str, slot: str = "best_map") -> LoadedRun:
                 "--checkpoint last or best_loss for a run in progress)" if slot == "best_map"
                 else "")
         raise RunFolderError(f"{exc}{hint}") from None
+    from common.training.loop import non_finite_variables
+
+    bad = non_finite_variables(model.variables)
+    if bad:
+        raise RunFolderError(f"{os.path.join(model_dir, 'checkpoints', record['dir'])}: slot "
+                             f"{slot!r} holds non-finite values ({', '.join(bad[:3])}); this "
+                             "state is damaged and is neither evaluated nor exported")
     return LoadedRun(method, model, config, record, slot)
 
 
@@ -109,8 +143,9 @@ def export_run(method_cls, model_dir: str, export_dir: str, slot: str = "best_ma
     Returns:
         The content of ``export_dir/export_info.json``.
     """
-    from common.export import EXPORT_INFO, export_model
+    from common.export import EXPORT_INFO, check_export_dir, export_model
 
+    check_export_dir(export_dir)  # refuse a folder it may not replace before loading anything
     run = load_run(method_cls, model_dir, slot)
     info = {
         "method": run.run_config["method"],

@@ -10,7 +10,8 @@ Layout under ``model_dir/checkpoints/``::
     e000003-1a2b3c4d/           one complete, immutable state
         ckpt.index, ckpt.data-*   tf.train.Checkpoint: model (incl. centers and batch-norm
                                   statistics), optimizer (incl. iterations), epoch counter
-        info.json                 epoch, losses, ... at save time
+        info.json                 epoch, losses, the epoch's history line, ... at save time
+        metrics.json              its retrieval figures, once evaluated
     .tmp-*/                     a save in progress (or interrupted)
 
 A save writes everything into a fresh ``.tmp-*`` folder, fsyncs the files and the
@@ -20,6 +21,13 @@ step the old index, and every state it names, is untouched. Several slots may
 name the same state folder (``last`` and ``best_loss`` usually do); a folder no slot
 names any more is deleted after the index switches. Opening the store removes
 stale ``.tmp-*`` folders and unreferenced states left by a killed process.
+
+Only the index proves a state stale. When ``index.json`` is missing, unreadable or
+names a state that is gone, it is rebuilt from the intact states
+(:mod:`common.training.checkpoint_recovery`), the damaged file kept aside, and every
+state the rebuilt index does not name is kept (``keep``), never deleted. A state's
+evaluation is also stored in its own ``metrics.json`` so that ``best_map`` survives
+a rebuild. Files TensorFlow cannot read raise :class:`CheckpointError` ("damaged").
 """
 
 from __future__ import annotations
@@ -29,7 +37,6 @@ import copy
 import json
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from typing import Any, Iterable, Iterator
@@ -37,14 +44,46 @@ from typing import Any, Iterable, Iterator
 import tensorflow as tf
 from absl import logging
 
+from common.atomic_files import (fsync_path as _fsync_path, make_temp_dir,
+                                 remove_stale_json_temps, write_json_atomic)
+from common.faults import crash_point
+
 CHECKPOINT_DIR = "checkpoints"
 INDEX = "index.json"
 PREFIX = "ckpt"
 INFO = "info.json"
 SLOTS = ("last", "best_loss", "best_map")
 _TMP = ".tmp-"
+_STATE = "e"  # state folders: e<epoch>-<random>
 _INDEX_VERSION = 1
-_JSON_TMP_SUFFIX = ".json-tmp"
+STATE_METRICS = "metrics.json"  # in a state folder: its evaluation (checkpoint_recovery)
+# What TensorFlow raises for truncated or corrupt checkpoint files.
+_UNREADABLE = (tf.errors.OpError, IndexError)
+
+
+_GLOB_CHARACTERS = frozenset("[]*?\\")
+
+
+@contextlib.contextmanager
+def tf_readable_prefix(prefix: str) -> Iterator[str]:
+    """A path TensorFlow's checkpoint reader can open for ``prefix``.
+
+    The reader treats a prefix as a file pattern, so a run folder named ``run[1]`` or
+    ``a\\b`` is written fine but never found again. Such a state folder is read through
+    a symbolic link with a plain name in a private temporary folder (removed after).
+    """
+    if not _GLOB_CHARACTERS.intersection(prefix):
+        yield prefix
+        return
+    import tempfile
+
+    link_dir = tempfile.mkdtemp(prefix="face-hashing-ckpt-")
+    try:
+        link = os.path.join(link_dir, "state")
+        os.symlink(os.path.dirname(os.path.abspath(prefix)), link)
+        yield os.path.join(link, os.path.basename(prefix))
+    finally:
+        shutil.rmtree(link_dir, ignore_errors=True)  # removes the link, not its target
 
 
 class CheckpointError(RuntimeError):
@@ -55,60 +94,61 @@ class RunLockedError(RuntimeError):
     """Another process is training into the same ``model_dir``."""
 
 
-def _fsync_path(path: str) -> None:
-    """fsync a file or a folder (folders: best effort, not every OS allows it)."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if os.path.isdir(path) else os.O_RDONLY
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _index_problem(directory: str, index: Any) -> str | None:
+    """Why ``index`` cannot be trusted (malformed, or naming a state that is gone), or None."""
+    if not isinstance(index, dict) or not isinstance(index.get("slots", {}), dict):
+        return "not an index object"
+    for slot, record in index.get("slots", {}).items():
+        if not isinstance(record, dict) or not isinstance(record.get("dir"), str):
+            return f"slot {slot!r} has no state folder"
+        folder = os.path.join(directory, record["dir"])
+        for name in (INFO, PREFIX + ".index"):
+            if not os.path.exists(os.path.join(folder, name)):
+                return f"slot {slot!r} names {record['dir']}, which has no {name}"
+    return None
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write JSON to ``path`` so that readers see the old or the new file, never a part."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=_JSON_TMP_SUFFIX,
-                               dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, allow_nan=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    _fsync_path(folder)
+def _state_folders(directory: str) -> list[str]:
+    return [e for e in os.listdir(directory)
+            if e.startswith(_STATE) and os.path.isdir(os.path.join(directory, e))]
 
 
-def remove_stale_json_temps(folder: str) -> None:
-    """Delete temporary files a killed :func:`write_json_atomic` left in ``folder``."""
-    if not os.path.isdir(folder):
-        return
-    for entry in os.listdir(folder):
-        path = os.path.join(folder, entry)
-        if entry.startswith(".") and entry.endswith(_JSON_TMP_SUFFIX) and os.path.isfile(path):
-            with contextlib.suppress(OSError):
-                os.remove(path)
+def read_index(model_dir: str, rebuild: bool = True) -> dict[str, Any]:
+    """The slot index of ``model_dir`` (empty slots when there is no checkpoint at all).
 
-
-def read_index(model_dir: str) -> dict[str, Any]:
-    """The slot index of ``model_dir`` (empty slots when there is none)."""
-    path = os.path.join(model_dir, CHECKPOINT_DIR, INDEX)
-    if not os.path.exists(path):
+    When ``index.json`` is missing, unreadable or names a state folder that is gone
+    while states exist, the index is rebuilt in memory from the intact states
+    (:mod:`common.training.checkpoint_recovery`) and carries ``rebuilt_because``;
+    :class:`CheckpointStore` then writes it. Nothing is deleted here. With
+    ``rebuild=False`` (the store's own reads, after it has written a good index or
+    found no state) a missing file means "no slot yet".
+    """
+    directory = os.path.join(model_dir, CHECKPOINT_DIR)
+    path = os.path.join(directory, INDEX)
+    if not os.path.isdir(directory):
         return {"version": _INDEX_VERSION, "slots": {}}
-    with open(path, encoding="utf-8") as f:
-        index = json.load(f)
-    index.setdefault("slots", {})
+    problem = None
+    if not os.path.exists(path):
+        if not rebuild or not _state_folders(directory):
+            return {"version": _INDEX_VERSION, "slots": {}}
+        problem = f"{INDEX} is missing"
+    else:
+        try:
+            with open(path, encoding="utf-8") as f:
+                index = json.load(f)
+        except (OSError, ValueError) as exc:
+            problem = f"{INDEX} is unreadable ({exc})"
+        else:
+            problem = _index_problem(directory, index)
+    if problem is None:
+        index.setdefault("slots", {})
+        return index
+    if not rebuild:
+        raise CheckpointError(f"{path}: {problem}")
+    from common.training.checkpoint_recovery import rebuild_index
+
+    index = rebuild_index(directory, PREFIX, INFO, _INDEX_VERSION, prefixes=(_STATE,))
+    index["rebuilt_because"] = problem
     return index
 
 
@@ -135,12 +175,25 @@ class CheckpointStore:
         os.makedirs(self.directory, exist_ok=True)
         self._checkpoint = tf.train.Checkpoint(**trackables) if trackables else None
         self._trackables = trackables
+        self._write_rebuilt_index()
         self.clean()
+
+    def _write_rebuilt_index(self) -> None:
+        """Persist an index that :func:`read_index` had to rebuild; keep the damaged one."""
+        index = read_index(self.model_dir)
+        if "rebuilt_because" not in index:
+            return
+        path = os.path.join(self.directory, INDEX)
+        if os.path.exists(path):
+            aside = f"{path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+            os.replace(path, aside)
+            logging.warning("%s: %s; kept as %s", path, index["rebuilt_because"], aside)
+        write_json_atomic(path, index)
 
     # ----------------------------------------------------------------- reading
     def index(self) -> dict[str, Any]:
         """A copy of the current index."""
-        return read_index(self.model_dir)
+        return read_index(self.model_dir, rebuild=False)
 
     def info(self, slot: str) -> dict[str, Any] | None:
         """The slot's record (``dir``, ``epoch``, ... and ``metrics`` once evaluated), or None."""
@@ -174,7 +227,7 @@ class CheckpointStore:
         if self._checkpoint is None:
             raise ValueError("this store was opened without trackables; it cannot save")
         name = f"e{int(info.get('epoch', 0)):06d}-{uuid.uuid4().hex[:8]}"
-        tmp = tempfile.mkdtemp(prefix=_TMP, dir=self.directory)
+        tmp = make_temp_dir(_TMP, self.directory)
         try:
             self._checkpoint.write(os.path.join(tmp, PREFIX))
             record = dict(info, dir=name, saved_at=time.time())
@@ -188,6 +241,7 @@ class CheckpointStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _fsync_path(self.directory)
+        crash_point("checkpoint:renamed")
         self._update({slot: record for slot in slots})
         return record
 
@@ -205,7 +259,14 @@ class CheckpointStore:
         return self.point(slot, slot, **fields)
 
     def annotate_state(self, dir_name: str, **fields: Any) -> None:
-        """Add fields (e.g. metrics) to every slot that names the state ``dir_name``."""
+        """Add fields (e.g. metrics) to every slot that names the state ``dir_name``.
+
+        ``metrics`` also go into the state folder's own ``metrics.json``, so that an
+        index rebuilt after a loss still knows which state was evaluated best.
+        """
+        if "metrics" in fields:
+            write_json_atomic(os.path.join(self.directory, dir_name, STATE_METRICS),
+                              fields["metrics"])
         index = self.index()
         records = {slot: dict(r, **fields) for slot, r in index["slots"].items()
                    if r["dir"] == dir_name}
@@ -216,7 +277,9 @@ class CheckpointStore:
         index = self.index()
         index["version"] = _INDEX_VERSION
         index["slots"].update(records)
+        index.pop("rebuilt_because", None)
         write_json_atomic(os.path.join(self.directory, INDEX), index)
+        crash_point("checkpoint:indexed")
         self._collect(index)
 
     # --------------------------------------------------------------- restoring
@@ -234,10 +297,13 @@ class CheckpointStore:
             raise CheckpointError(f"{self.directory}: no checkpoint in slot {slot!r}")
         prefix = os.path.join(self.directory, record["dir"], PREFIX)
         try:
-            self._checkpoint.read(prefix).assert_existing_objects_matched()
+            with tf_readable_prefix(prefix) as readable:
+                self._checkpoint.read(readable).assert_existing_objects_matched()
         except (AssertionError, ValueError) as exc:
             raise CheckpointError(f"{prefix}: the checkpoint does not match "
                                   f"({str(exc).splitlines()[0][:300]})") from None
+        except _UNREADABLE as exc:
+            raise damaged(prefix, exc) from None
         return record
 
     def restore_model(self, slot: str, model: Any) -> dict[str, Any]:
@@ -252,10 +318,18 @@ class CheckpointStore:
     def clean(self) -> None:
         """Delete interrupted saves and states no slot names (left by a killed run)."""
         remove_stale_json_temps(self.directory)
-        self._collect(self.index(), remove_tmp=True)
+        index = self.index()
+        for record in index["slots"].values():
+            remove_stale_json_temps(os.path.join(self.directory, record["dir"]))
+        self._collect(index, remove_tmp=True)
 
     def _collect(self, index: dict[str, Any], remove_tmp: bool = False) -> None:
-        live = {r["dir"] for r in index["slots"].values()}
+        """Delete what the index proves stale: states no slot names, interrupted saves.
+
+        States listed under ``keep`` (found by an index rebuild but not chosen, or
+        damaged) are never deleted: nothing proves them stale.
+        """
+        live = {r["dir"] for r in index["slots"].values()} | set(index.get("keep", []))
         for entry in os.listdir(self.directory):
             path = os.path.join(self.directory, entry)
             if not os.path.isdir(path) or entry in live:
@@ -268,15 +342,26 @@ class CheckpointStore:
                 shutil.rmtree(path, ignore_errors=True)
 
 
+def damaged(prefix: str, exc: Exception) -> CheckpointError:
+    """The error for a checkpoint whose files TensorFlow cannot read (truncated, corrupt)."""
+    return CheckpointError(f"{os.path.dirname(prefix)}: damaged checkpoint, its files cannot be "
+                           f"read ({str(exc).splitlines()[0][:300]})")
+
+
 def _read_model(model: Any, prefix: str) -> None:
     """Restore ``model`` only; a model of another architecture raises CheckpointError."""
     try:
-        status = tf.train.Checkpoint(model=model).read(prefix)
-        status.expect_partial()
-        status.assert_existing_objects_matched()
+        with tf_readable_prefix(prefix) as readable:
+            status = tf.train.Checkpoint(model=model).read(readable)
+            status.expect_partial()
+            status.assert_existing_objects_matched()
     except (AssertionError, ValueError) as exc:
         raise CheckpointError(f"{prefix}: the checkpoint does not match this model "
                               f"({str(exc).splitlines()[0][:300]})") from None
+    except tf.errors.NotFoundError:
+        raise
+    except _UNREADABLE as exc:
+        raise damaged(prefix, exc) from None
 
 
 def restore_model_weights(model: Any, model_dir: str, slot: str = "best_map") -> dict[str, Any]:
@@ -301,9 +386,9 @@ def restore_model_weights(model: Any, model_dir: str, slot: str = "best_map") ->
         try:
             _read_model(model, prefix)
             return record
-        except tf.errors.NotFoundError:
+        except tf.errors.NotFoundError as exc:
             if attempt == 2:
-                raise
+                raise damaged(prefix, exc) from None
             time.sleep(0.2)
     raise AssertionError("unreachable")
 

@@ -40,7 +40,8 @@ from tensorflow.core.framework import summary_pb2
 from common.data.pipeline import ArrayPipeline
 from common.method import LOGITS, HashingMethod
 from common.metrics import HAMMING_MODES, METRIC_KEYS, TIE_MODES
-from common.training.checkpoints import (CheckpointStore, read_index,
+from common.faults import crash_point
+from common.training.checkpoints import (CheckpointError, CheckpointStore, read_index,
                                          remove_stale_json_temps, run_lock, write_json_atomic)
 from common.training.data import SplitData
 from common.training.evaluate import evaluate_retrieval
@@ -132,8 +133,22 @@ class NonFiniteLossError(FloatingPointError):
         self.epoch, self.step, self.last_good_epoch = epoch, step, last_good_epoch
 
 
+class NonFiniteStateError(NonFiniteLossError):
+    """An epoch ended with non-finite weights, statistics or centers; it was not saved."""
+
+
 class RunConfigMismatchError(ValueError):
     """``model_dir`` holds a run whose model or data differ from the requested ones."""
+
+
+def non_finite_variables(variables) -> list[str]:
+    """Names of the floating-point variables holding NaN or inf (empty when all is well)."""
+    bad = []
+    for variable in variables:
+        value = np.asarray(variable.numpy())
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            bad.append(variable.path if hasattr(variable, "path") else variable.name)
+    return bad
 
 
 # ----------------------------------------------------------------------- run config
@@ -182,6 +197,46 @@ def check_resumable(old: dict[str, Any], new: dict[str, Any], model_dir: str) ->
             "it cannot be resumed with these. Use a new --model_dir (or the original settings).")
 
 
+def read_run_config_for_resume(path: str, model_dir: str) -> dict[str, Any]:
+    """The run config of a run that has checkpoints; refuses what cannot be checked.
+
+    Without it the new settings could not be compared with the run's (another data
+    set's normalisation would train on silently), so a missing or damaged file stops.
+    """
+    if not os.path.exists(path):
+        raise RunConfigMismatchError(
+            f"{path}: missing, but {model_dir} holds checkpoints; without it this run's "
+            "model and data cannot be checked. Put the file back, or use a new --model_dir.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise RunConfigMismatchError(f"{path}: unreadable ({exc}); put a good copy back, or "
+                                     "use a new --model_dir") from None
+    if not isinstance(old, dict):
+        raise RunConfigMismatchError(f"{path}: not a run config (expected a JSON object)")
+    return old
+
+
+def record_setting_changes(old: dict[str, Any], new: dict[str, Any], epoch: int) -> None:
+    """Carry the run's settings history into ``new`` and log what changes now.
+
+    Every training setting is applied on resume (the learning rate included: it is
+    set after the optimizer's state is restored), so a change is recorded with the
+    epoch from which it applies, never logged while the old value stays in use.
+    """
+    before = old.get("train_config", {})
+    changed = {k: [before.get(k), v] for k, v in new["train_config"].items()
+               if before.get(k) != v}
+    history = list(old.get("setting_changes", []))
+    if changed:
+        history.append({"from_epoch": epoch + 1, "changed": changed})
+        logging.info("training settings changed; applied from epoch %d: %s", epoch + 1,
+                     ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    if history:
+        new["setting_changes"] = history
+
+
 # ----------------------------------------------------------------------- history
 def _append_history(model_dir: str, entry: dict[str, Any]) -> None:
     """One JSON line per finished epoch (appended after its checkpoint is saved)."""
@@ -189,6 +244,21 @@ def _append_history(model_dir: str, entry: dict[str, Any]) -> None:
         f.write(json.dumps(entry, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def restore_history_line(model_dir: str, record: dict[str, Any]) -> bool:
+    """Append the ``last`` state's history line if a kill lost it; True when appended.
+
+    The line is saved inside the state's record before it is appended to
+    ``history.jsonl``, so a kill between the two loses nothing.
+    """
+    entry = record.get("history")
+    if not entry or any(h["epoch"] == entry["epoch"] for h in read_history(model_dir)):
+        return False
+    _append_history(model_dir, entry)
+    logging.info("history.jsonl: restored the line of epoch %d from its checkpoint",
+                 entry["epoch"])
+    return True
 
 
 def read_history(model_dir: str) -> list[dict[str, Any]]:
@@ -364,6 +434,24 @@ class _Trainer:
             consume(pending)
         return _summarise(sums, steps, images, self.names, time.perf_counter() - start)
 
+    def check_state(self, epoch: int, last_good_epoch: int) -> None:
+        """Refuse to save a state whose variables hold NaN or inf.
+
+        The loss is finite at every step (checked in :meth:`train_epoch`), yet the
+        last update of an epoch, a batch-norm statistic or a center can still
+        overflow; such a state is never saved, so never evaluated or exported.
+        """
+        bad = non_finite_variables(list(self.model.variables) + list(self.optimizer.variables))
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            kept = (f"the last good checkpoint (epoch {last_good_epoch}) is kept in "
+                    f"{self.store.directory}" if last_good_epoch else
+                    "no epoch had completed, so there is no checkpoint")
+            raise NonFiniteStateError(
+                f"non-finite values after epoch {epoch} in {shown}. Training stopped without "
+                f"saving this state; {kept}. Lower the learning rate or the loss weights.",
+                epoch, self.steps_per_epoch(), last_good_epoch)
+
     def test_epoch(self) -> _EpochStats:
         """Loss and accuracy of the live weights on the test split (inference mode)."""
         sums, images, steps = None, 0, 0
@@ -408,7 +496,9 @@ class _Trainer:
                                          batch_size=self.config.eval_batch_size, **settings)
         metrics = dict(figures, **settings, evaluated_at_epoch=current_epoch,
                        seconds=round(time.perf_counter() - start, 3))
+        crash_point("eval:computed")
         self.store.annotate_state(record["dir"], metrics=metrics)
+        crash_point("eval:annotated")
         logging.info("retrieval of %s (epoch %d): mAP %.4f, precision@%d %.4f, precision/recall "
                      "within radius %d %.4f / %.4f (%s Hamming, %s ties) in %.1f s", slot,
                      record["epoch"], figures["map"], self.config.top_k, figures["precision_at_k"],
@@ -427,6 +517,18 @@ class _Trainer:
         self.store.point("best_map", slot)
         return metrics
 
+    def evaluation_due(self, epoch: int) -> bool:
+        """Whether the periodic evaluation follows ``epoch`` (the final one is separate)."""
+        every = self.config.eval_every
+        return bool(every) and epoch % every == 0 and 0 < epoch < self.config.epochs
+
+    def periodic_evaluation(self, epoch: int) -> None:
+        """Evaluate ``best_loss`` after ``epoch``; idempotent (figures are cached per state),
+        so a resumed run simply redoes the evaluation a kill interrupted."""
+        metrics = self.consider_for_best_map("best_loss", epoch)
+        self.summary_scalars(epoch, {f"retrieval_best_loss/{k}": metrics[k]
+                                     for k in METRIC_KEYS})
+
     def summary_scalars(self, epoch: int, values: dict[str, float]) -> None:
         with self.writer.as_default():
             for tag, value in values.items():
@@ -441,11 +543,16 @@ class _Trainer:
         if self.store.has("last"):
             record = self.store.restore("last")
             start_epoch = int(self.epoch.numpy())
+            # The checkpoint holds the optimizer's learning rate: apply the one asked for.
+            self.optimizer.learning_rate = cfg.learning_rate
             logging.info("resuming %s from epoch %d (optimizer step %d)", cfg.model_dir,
                          start_epoch, int(self.optimizer.iterations.numpy()))
             if record["epoch"] != start_epoch:
-                raise RuntimeError(f"{self.store.directory}: index says epoch {record['epoch']}, "
-                                   f"checkpoint says {start_epoch}")
+                raise CheckpointError(f"{self.store.directory}: index says epoch "
+                                      f"{record['epoch']}, checkpoint says {start_epoch}")
+            restore_history_line(cfg.model_dir, record)
+            if self.evaluation_due(start_epoch):  # a kill may have cut this evaluation short
+                self.periodic_evaluation(start_epoch)
         best_loss = self.store.info("best_loss")
         best_loss_value = best_loss["loss"] if best_loss else math.inf
         last = self.store.info("last") or {}
@@ -462,22 +569,26 @@ class _Trainer:
             train_images += stats.images
             session_seconds += stats.seconds
             session_images += stats.images
+            self.check_state(epoch, last_good_epoch=epoch_index)
             self.epoch.assign(epoch)
             improved = stats.loss < best_loss_value
             slots = ["last", "best_loss"] if improved else ["last"]
             if improved:
                 best_loss_value = stats.loss
+            images_per_second = stats.images / max(stats.seconds, 1e-9)
+            history = {
+                "epoch": epoch, "loss": stats.loss, "loss_parts": stats.parts,
+                "accuracy": stats.accuracy, "test_loss": test.loss, "test_accuracy": test.accuracy,
+                "test_loss_parts": test.parts, "seconds": stats.seconds,
+                "images_per_second": images_per_second, "best_loss": improved}
             self.store.save(slots, {
                 "epoch": epoch, "loss": stats.loss, "loss_parts": stats.parts,
                 "accuracy": stats.accuracy, "test_loss": test.loss, "test_accuracy": test.accuracy,
                 "train_seconds": train_seconds, "train_images": train_images,
-                "optimizer_iterations": int(self.optimizer.iterations.numpy())})
-            images_per_second = stats.images / max(stats.seconds, 1e-9)
-            _append_history(cfg.model_dir, {
-                "epoch": epoch, "loss": stats.loss, "loss_parts": stats.parts,
-                "accuracy": stats.accuracy, "test_loss": test.loss, "test_accuracy": test.accuracy,
-                "test_loss_parts": test.parts, "seconds": stats.seconds,
-                "images_per_second": images_per_second, "best_loss": improved})
+                "optimizer_iterations": int(self.optimizer.iterations.numpy()),
+                "history": history})
+            crash_point("train:saved")
+            _append_history(cfg.model_dir, history)
             parts = ", ".join(f"{k} {v:.4f}" for k, v in stats.parts.items())
             logging.info("epoch %d/%d | train loss %.4f (%s) acc %.4f | test loss %.4f acc %.4f | "
                          "%.1f s, %.0f img/s%s", epoch, cfg.epochs, stats.loss, parts,
@@ -489,10 +600,9 @@ class _Trainer:
                        "perf/images_per_second": images_per_second}
             scalars.update({f"train/{k}": v for k, v in stats.parts.items()})
             scalars.update({f"test/{k}": v for k, v in test.parts.items()})
-            if (cfg.eval_every and epoch % cfg.eval_every == 0) and epoch < cfg.epochs:
-                metrics = self.consider_for_best_map("best_loss", epoch)
-                scalars.update({f"retrieval_best_loss/{k}": metrics[k] for k in METRIC_KEYS})
             self.summary_scalars(epoch, scalars)
+            if self.evaluation_due(epoch):
+                self.periodic_evaluation(epoch)
 
         final_epoch = int(self.epoch.numpy())
         for slot in ("best_loss", "last"):
@@ -501,6 +611,7 @@ class _Trainer:
                                                for k in METRIC_KEYS})
         report = self.report(train_seconds, train_images, session_seconds, session_images,
                              time.perf_counter() - wall_start)
+        crash_point("train:report")
         write_json_atomic(os.path.join(cfg.model_dir, METRICS), report)
         for slot in REPORTED_SLOTS:
             r = report[slot]
@@ -565,17 +676,11 @@ def train(method: HashingMethod, data: SplitData, config: TrainConfig) -> dict[s
         remove_stale_json_temps(config.model_dir)
         run_config = make_run_config(method, data, config)
         path = os.path.join(config.model_dir, RUN_CONFIG)
-        resuming = "last" in read_index(config.model_dir)["slots"]
-        if resuming and os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                old = json.load(f)
+        last = read_index(config.model_dir)["slots"].get("last")
+        if last is not None:
+            old = read_run_config_for_resume(path, config.model_dir)
             check_resumable(old, run_config, config.model_dir)
-            changed = {k: (old.get("train_config", {}).get(k), v)
-                       for k, v in run_config["train_config"].items()
-                       if old.get("train_config", {}).get(k) != v}
-            if changed:
-                logging.info("training settings changed since the run's start: %s", ", ".join(
-                    f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+            record_setting_changes(old, run_config, int(last["epoch"]))
             if old.get("created"):
                 run_config["created"] = old["created"]
         run_config.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))

@@ -1,0 +1,314 @@
+"""Training never deletes what it cannot prove stale and never keeps a wrong result.
+
+Each test is named after the promise it keeps (README, "Safety and errors").
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from common.saved_run import RunFolderError, evaluate_run, export_run, load_run
+from common.training import checkpoints, evaluate as evaluate_module
+from common.training import loop
+from common.training.data import load_split_data
+from common.training.loop import (RUN_CONFIG, NonFiniteStateError, RunConfigMismatchError,
+                                  TrainConfig, read_history, train)
+from dcbh_tf.method import DCBH
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """8 identities x (6 train + 2 test): 3 steps of 16 per epoch."""
+    return load_split_data("synthetic", str(tmp_path_factory.mktemp("rel") / "data"),
+                           synthetic_kwargs=dict(num_identities=8, train_per_identity=6,
+                                                 test_per_identity=2))
+
+
+@pytest.fixture
+def op_determinism():
+    yield
+    from tensorflow.python.framework import config as tf_config
+
+    if hasattr(tf_config, "disable_op_determinism"):
+        tf_config.disable_op_determinism()
+
+
+def _config(model_dir, epochs, **kwargs) -> TrainConfig:
+    settings = dict(batch_size=16, eval_every=0, log_every_steps=0)
+    settings.update(kwargs)
+    return TrainConfig(epochs=epochs, model_dir=str(model_dir), **settings)
+
+
+def _dcbh(**kwargs) -> DCBH:
+    return DCBH(num_bits=12, code_length=3, width_multiplier=0.0625, **kwargs)
+
+
+def _states(model_dir) -> dict[str, int]:
+    """State folder -> total bytes of its files (what a deletion would lose)."""
+    root = os.path.join(str(model_dir), "checkpoints")
+    return {e: sum(os.path.getsize(f) for f in glob.glob(os.path.join(root, e, "*")))
+            for e in os.listdir(root) if e.startswith("e")}
+
+
+def _slots(model_dir) -> dict[str, tuple[str, int]]:
+    index = checkpoints.read_index(str(model_dir))
+    return {s: (r["dir"], r["epoch"]) for s, r in index["slots"].items()}
+
+
+def _tensors(model_dir, slot) -> dict[str, np.ndarray]:
+    index = checkpoints.read_index(str(model_dir))
+    reader = tf.train.load_checkpoint(os.path.join(
+        str(model_dir), "checkpoints", index["slots"][slot]["dir"], "ckpt"))
+    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+            if n != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(data, tmp_path_factory):
+    """4 epochs, evaluated every epoch: three slots on (usually) different states."""
+    model_dir = tmp_path_factory.mktemp("evaluated") / "run"
+    train(_dcbh(), data, _config(model_dir, 4, eval_every=1))
+    return model_dir
+
+
+# --------------------------------------------------------------------------- index loss
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "names_a_missing_state"])
+def test_lost_index_is_rebuilt_from_the_intact_states_and_nothing_is_deleted(
+        evaluated_run, data, tmp_path, damage):
+    model_dir = tmp_path / "run"
+    shutil.copytree(evaluated_run, model_dir)
+    index_path = model_dir / "checkpoints" / "index.json"
+    before_slots = _slots(model_dir)
+    before_index = json.loads(index_path.read_text())
+    states = _states(model_dir)
+    if damage == "deleted":
+        index_path.unlink()
+    elif damage == "truncated":
+        index_path.write_text(index_path.read_text()[:40])
+    else:
+        broken = dict(before_index)
+        broken["slots"] = dict(broken["slots"], last=dict(broken["slots"]["last"],
+                                                          dir="e000099-gone"))
+        index_path.write_text(json.dumps(broken))
+
+    # Reading (export, evaluate) sees the same slots, with their evaluations.
+    rebuilt = checkpoints.read_index(str(model_dir))
+    assert {s: (r["dir"], r["epoch"]) for s, r in rebuilt["slots"].items()} == before_slots
+    assert rebuilt["slots"]["best_map"]["metrics"]["map"] == \
+        before_index["slots"]["best_map"]["metrics"]["map"]
+
+    # Training resumes from the last epoch (not epoch 1) and keeps every intact state.
+    report = train(_dcbh(), data, _config(model_dir, 4, eval_every=1))
+    assert report["epochs_completed"] == 4
+    assert _states(model_dir) == states
+    assert _slots(model_dir) == before_slots
+    assert [h["epoch"] for h in read_history(str(model_dir))] == [1, 2, 3, 4]
+    kept_aside = glob.glob(str(index_path) + ".damaged-*")
+    assert len(kept_aside) == (0 if damage == "deleted" else 1)
+
+
+def test_rebuilt_index_keeps_states_it_cannot_prove_stale(evaluated_run, tmp_path):
+    model_dir = tmp_path / "run"
+    shutil.copytree(evaluated_run, model_dir)
+    root = model_dir / "checkpoints"
+    last = checkpoints.read_index(str(model_dir))["slots"]["last"]["dir"]
+    shutil.copytree(root / last, root / "e000002-00000000")  # a state no rule picks:
+    info = json.loads((root / "e000002-00000000" / "info.json").read_text())
+    info.update(epoch=2, loss=1e9)                               # older, worse, not evaluated
+    (root / "e000002-00000000" / "info.json").write_text(json.dumps(info))
+    (root / "e000001-damaged").mkdir()
+    (root / "e000001-damaged" / "info.json").write_text('{"epoch": 1')
+    (root / "index.json").unlink()
+    store = checkpoints.CheckpointStore(str(model_dir))
+    index = store.index()
+    assert set(index["keep"]) == {"e000002-00000000", "e000001-damaged"}
+    store.clean()
+    assert (root / "e000002-00000000").is_dir() and (root / "e000001-damaged").is_dir()
+
+
+# --------------------------------------------------------------------------- history
+def test_no_history_line_is_lost_by_a_kill_between_checkpoint_and_history(
+        data, tmp_path, monkeypatch):
+    model_dir = tmp_path / "run"
+    real_append = loop._append_history
+
+    def killed_before_epoch_2_line(path, entry):
+        if entry["epoch"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+        real_append(path, entry)
+
+    monkeypatch.setattr(loop, "_append_history", killed_before_epoch_2_line)
+    with pytest.raises(KeyboardInterrupt):
+        train(_dcbh(), data, _config(model_dir, 3))
+    monkeypatch.undo()
+    assert _slots(model_dir)["last"][1] == 2  # the state was saved, its line not written
+    assert [h["epoch"] for h in read_history(str(model_dir))] == [1]
+    train(_dcbh(), data, _config(model_dir, 3))
+    history = read_history(str(model_dir))
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    saved = checkpoints.read_index(str(model_dir))["slots"]["last"]["history"]
+    assert history[2] == saved
+
+
+# --------------------------------------------------------------------------- diverged state
+class PoisonedStatistics(DCBH):
+    """DCBH whose batch-norm moving means become NaN at one (0-based) global step.
+
+    The training loss stays finite (training mode uses the batch's statistics), so
+    only a check of the state itself can notice.
+    """
+
+    def __init__(self, poison_step: int, **kwargs):
+        super().__init__(**kwargs)
+        self.poison_step = poison_step
+
+    def build_model(self, num_classes):
+        model = super().build_model(num_classes)
+        self.steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.targets = [v for v in model.non_trainable_variables if "moving_mean" in v.path]
+        return model
+
+    def before_optimizer_step(self, model, outputs, labels):
+        super().before_optimizer_step(model, outputs, labels)
+        poison = tf.equal(self.steps, self.poison_step)
+        for variable in self.targets:
+            variable.assign(tf.where(poison, tf.fill(tf.shape(variable), np.nan), variable))
+        self.steps.assign_add(1)
+
+
+def test_a_diverged_state_is_never_saved_as_good(data, tmp_path):
+    model_dir = tmp_path / "run"
+    method = PoisonedStatistics(5, num_bits=12, code_length=3, width_multiplier=0.0625)
+    with pytest.raises(NonFiniteStateError, match="after epoch 2 in .*moving_mean") as info:
+        train(method, data, _config(model_dir, 3))
+    assert info.value.last_good_epoch == 1
+    assert {epoch for _, epoch in _slots(model_dir).values()} == {1}
+    for slot in ("last", "best_loss"):
+        assert all(np.all(np.isfinite(t)) for t in _tensors(model_dir, slot).values()
+                   if t.dtype.kind == "f")
+
+
+# --------------------------------------------------------------------------- settings
+def test_a_resumed_run_applies_a_changed_learning_rate(data, tmp_path):
+    model_dir = tmp_path / "run"
+    train(_dcbh(), data, _config(model_dir, 1, learning_rate=1e-3))
+    lr_key = [k for k in _tensors(model_dir, "last") if "learning_rate" in k]
+    assert lr_key, "the optimizer's learning rate is part of the checkpoint"
+    assert _tensors(model_dir, "last")[lr_key[0]] == pytest.approx(1e-3)
+    train(_dcbh(), data, _config(model_dir, 2, learning_rate=2.5e-4))
+    assert _tensors(model_dir, "last")[lr_key[0]] == pytest.approx(2.5e-4)
+    run_config = json.loads((model_dir / RUN_CONFIG).read_text())
+    assert run_config["train_config"]["learning_rate"] == 2.5e-4
+    assert run_config["setting_changes"] == [
+        {"from_epoch": 2, "changed": {"epochs": [1, 2], "learning_rate": [1e-3, 2.5e-4]}}]
+
+
+def test_a_run_with_checkpoints_but_no_run_config_is_refused(data, tmp_path):
+    model_dir = tmp_path / "run"
+    train(_dcbh(), data, _config(model_dir, 1))
+    (model_dir / RUN_CONFIG).unlink()
+    states = _states(model_dir)
+    with pytest.raises(RunConfigMismatchError, match="run_config.json: missing"):
+        train(_dcbh(), data, _config(model_dir, 2))
+    assert _states(model_dir) == states
+
+
+# --------------------------------------------------------------------------- evaluation
+def test_resume_redoes_an_evaluation_a_kill_interrupted(data, tmp_path, monkeypatch,
+                                                        op_determinism):
+    def config(model_dir):
+        return _config(model_dir, 4, eval_every=2, deterministic=True, shuffle=True, seed=5)
+
+    train(_dcbh(), data, config(tmp_path / "straight"))
+    calls = []
+    real = loop.evaluate_retrieval
+
+    def killed_in_first_evaluation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt("simulated kill inside the epoch-2 evaluation")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate_retrieval", killed_in_first_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        train(_dcbh(), data, config(tmp_path / "killed"))
+    monkeypatch.undo()
+    assert "best_map" not in checkpoints.read_index(str(tmp_path / "killed"))["slots"]
+    train(_dcbh(), data, config(tmp_path / "killed"))
+
+    straight = checkpoints.read_index(str(tmp_path / "straight"))["slots"]
+    resumed = checkpoints.read_index(str(tmp_path / "killed"))["slots"]
+    for slot in ("last", "best_loss", "best_map"):
+        assert resumed[slot]["epoch"] == straight[slot]["epoch"], slot
+        for key in ("map", "precision_at_k", "evaluated_at_epoch"):
+            assert resumed[slot]["metrics"][key] == straight[slot]["metrics"][key], (slot, key)
+        a, b = _tensors(tmp_path / "straight", slot), _tensors(tmp_path / "killed", slot)
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=f"{slot} {name}")
+
+
+# --------------------------------------------------------------------------- damaged folders
+def test_nan_normalization_in_run_config_is_detected(evaluated_run, tmp_path):
+    model_dir = tmp_path / "run"
+    shutil.copytree(evaluated_run, model_dir)
+    config = json.loads((model_dir / RUN_CONFIG).read_text())
+    config["normalization"]["std"] = float("nan")
+    (model_dir / RUN_CONFIG).write_text(json.dumps(config))
+    with pytest.raises(RunFolderError, match="damaged normalization"):
+        export_run(DCBH, str(model_dir), str(tmp_path / "export"))
+    with pytest.raises(RunFolderError, match="damaged normalization"):
+        evaluate_run(DCBH, str(model_dir))
+    assert not (tmp_path / "export").exists()
+
+
+def test_nan_in_checkpoint_statistics_is_detected(evaluated_run, tmp_path):
+    model_dir = tmp_path / "run"
+    shutil.copytree(evaluated_run, model_dir)
+    run = load_run(DCBH, str(model_dir), "best_map")
+    stat = [v for v in run.model.non_trainable_variables if "moving_variance" in v.path][0]
+    stat.assign(tf.fill(tf.shape(stat), np.nan))
+    record = checkpoints.read_index(str(model_dir))["slots"]["best_map"]
+    tf.train.Checkpoint(model=run.model).write(
+        str(model_dir / "checkpoints" / record["dir"] / "ckpt"))
+    with pytest.raises(RunFolderError, match="non-finite values .*moving_variance"):
+        export_run(DCBH, str(model_dir), str(tmp_path / "export"))
+    with pytest.raises(RunFolderError, match="non-finite"):
+        evaluate_run(DCBH, str(model_dir))
+    assert not (tmp_path / "export").exists()
+
+
+def test_truncated_checkpoint_is_a_clear_error(evaluated_run, tmp_path):
+    model_dir = tmp_path / "run"
+    shutil.copytree(evaluated_run, model_dir)
+    record = checkpoints.read_index(str(model_dir))["slots"]["best_map"]
+    data_file = glob.glob(str(model_dir / "checkpoints" / record["dir"] / "ckpt.data-*"))[0]
+    with open(data_file, "r+b") as f:
+        f.truncate(os.path.getsize(data_file) // 2)
+    with pytest.raises(RunFolderError, match="damaged checkpoint"):
+        export_run(DCBH, str(model_dir), str(tmp_path / "export"))
+
+
+# --------------------------------------------------------------------------- permissions
+def test_run_outputs_are_readable_like_any_other_output(data, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        model_dir = tmp_path / "run"
+        train(_dcbh(), data, _config(model_dir, 1))
+    finally:
+        os.umask(previous)
+    state = checkpoints.read_index(str(model_dir))["slots"]["last"]["dir"]
+    folders = [model_dir / "checkpoints", model_dir / "checkpoints" / state]
+    files = [model_dir / RUN_CONFIG, model_dir / "metrics.json",
+             model_dir / "checkpoints" / "index.json", model_dir / "checkpoints" / state / "info.json",
+             model_dir / "checkpoints" / state / "metrics.json"]
+    for folder in folders:
+        assert oct(folder.stat().st_mode & 0o777) == oct(0o755), folder
+    for file in files:
+        assert oct(file.stat().st_mode & 0o777) == oct(0o644), file
