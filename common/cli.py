@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 from typing import Callable, Union
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from common import exits
 from common.data import DataFormatError
 from common.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, check_no_arguments, fail
 from common.training.data import DATASETS, load_split_data
@@ -75,6 +76,31 @@ MAX_STEPS_PER_EPOCH = flags.DEFINE_integer(
 
 flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be > 0")
 flags.register_validator("adam_epsilon", lambda v: v > 0, message="--adam_epsilon must be > 0")
+for _name in ("learning_rate", "adam_epsilon"):
+    exits.finite_flag(_name)
+exits.bound_flag("epochs", exits.MAX_EPOCHS, "a run that long never ends")
+exits.bound_flag("batch_size", exits.MAX_BATCH_SIZE, "a larger batch exhausts memory")
+exits.bound_flag("top_k", exits.MAX_TOP_K, "more than any database this project handles")
+exits.bound_flag("radius", exits.MAX_BITS, "codes are at most 1024 bits")
+exits.bound_flag("seed", exits.MAX_SEED, "numpy's seed range")
+exits.bound_flag("synthetic_seed", exits.MAX_SEED, "numpy's seed range")
+SYNTHETIC_DEFAULTS = {"synthetic_identities": 100, "synthetic_train_per_identity": 40,
+                      "synthetic_test_per_identity": 5}  # the generator's defaults
+
+
+@flags.multi_flags_validator(list(SYNTHETIC_DEFAULTS))
+def _synthetic_set_fits(values: dict) -> bool:
+    """Refuse a synthetic set too big for this machine before generating any of it."""
+    counts = {k: v if v is not None else SYNTHETIC_DEFAULTS[k] for k, v in values.items()}
+    images = counts["synthetic_identities"] * (counts["synthetic_train_per_identity"]
+                                              + counts["synthetic_test_per_identity"])
+    problem = exits.image_memory_error(images)
+    if problem:
+        raise flags.ValidationError(
+            f"the synthetic set is too large: --synthetic_identities x "
+            f"(--synthetic_train_per_identity + --synthetic_test_per_identity) = {problem}")
+    return True
+
 
 MethodOrFactory = Union["HashingMethod", Callable[[], "HashingMethod"]]  # noqa: F821
 
@@ -167,14 +193,16 @@ def run_training(method: MethodOrFactory) -> dict:
     return report
 
 
-def training_main(make_method: MethodOrFactory):
+def training_main(make_method: MethodOrFactory) -> Callable[[list[str]], None]:
     """The absl ``main`` of a method's train module."""
     def main(argv: list[str]) -> None:
         check_no_arguments(argv)
+        for flag in (MODEL_DIR, DATA_DIR):  # before data and TensorFlow load
+            exits.check_folder_flag(flag.name, flag.value)
         run_training(make_method)
     return main
 
 
-def run_app(main) -> None:
-    """Parse the flags and run ``main`` (console-script entry points call this)."""
-    app.run(main)
+def run_app(main: Callable[[list[str]], None]) -> None:
+    """Parse the flags and run ``main`` with one-line errors (see common.exits.run_main)."""
+    exits.run_main(main)

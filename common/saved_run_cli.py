@@ -13,8 +13,9 @@ import importlib
 import os
 from typing import Callable
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from common import exits
 from common.exits import EXIT_USAGE, check_no_arguments, fail
 
 MODEL_DIR = flags.DEFINE_string("model_dir", None, "Run folder written by the train command.")
@@ -23,7 +24,8 @@ CHECKPOINT = flags.DEFINE_enum(
     "Which saved state: best_map (highest evaluated mAP), best_loss (lowest epoch train "
     "loss, the original's choice) or last.")
 EXPORT_DIR = flags.DEFINE_string("export_dir", None,
-                                 "export: output folder (replaced atomically if it exists).")
+                                 "export: output folder: new, empty, or a previous export "
+                                 "(replaced atomically); anything else is refused.")
 HAMMING = flags.DEFINE_enum("hamming", "exact", ["exact", "legacy"],
                             "evaluate: exact Hamming, or the original evaluation's distorted one.")
 TIES = flags.DEFINE_enum("ties", "index", ["index", "expected"],
@@ -35,17 +37,18 @@ TRAIN_DIR = flags.DEFINE_string("train_dir", None,
 TEST_DIR = flags.DEFINE_string("test_dir", None,
                                "evaluate: test split folder (default: the one the run used).")
 OUTPUT = flags.DEFINE_string("output", None, "evaluate: also write the figures to this JSON file.")
+exits.bound_flag("top_k", exits.MAX_TOP_K, "more than any database this project handles")
+exits.bound_flag("radius", exits.MAX_BITS, "codes are at most 1024 bits")
 
 
 def _guarded(work):
-    """Run ``work()``; known failures become one ``error:`` line."""
-    from common.data import DataFormatError
-    from common.saved_run import RunFolderError
-
+    """Run ``work()``; bad input (run folder, data, files, a ValueError) becomes one
+    ``error:`` line with exit 2, the file named where the error knows it."""
     try:
         return work()
-    except (RunFolderError, DataFormatError, ValueError, OSError) as exc:
-        fail(str(exc), EXIT_USAGE)
+    except (ValueError, OSError) as exc:
+        known = exits.user_error(exc)
+        fail(known[0] if known else str(exc), EXIT_USAGE)
 
 
 def run_export(method_cls_factory) -> dict:
@@ -108,6 +111,8 @@ def export_main(module: str, name: str) -> Callable[[list[str]], None]:
     """The absl ``main`` of a method's export module (method class ``module.name``)."""
     def main(argv: list[str]) -> None:
         check_no_arguments(argv)
+        exits.check_folder_flag("export_dir", EXPORT_DIR.value)  # before TensorFlow loads
+        exits.check_loadable_export_flag("export_dir", EXPORT_DIR.value)
         run_export(class_loader(module, name))
     return main
 
@@ -116,10 +121,11 @@ def evaluate_main(module: str, name: str) -> Callable[[list[str]], None]:
     """The absl ``main`` of a method's evaluate module."""
     def main(argv: list[str]) -> None:
         check_no_arguments(argv)
+        exits.check_file_flag("output", OUTPUT.value)  # not after minutes of evaluation
         run_evaluate(class_loader(module, name))
     return main
 
 
 def run_app(main: Callable[[list[str]], None]) -> None:
-    """Parse the flags and run ``main`` (console-script entry points call this)."""
-    app.run(main)
+    """Parse the flags and run ``main`` with one-line errors (see common.exits.run_main)."""
+    exits.run_main(main)

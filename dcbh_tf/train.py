@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from common import cli
+from common import cli, exits
 
 NUM_BITS = flags.DEFINE_integer("num_bits", 48, "Code length in bits.", lower_bound=1)
 CODE_LENGTH = flags.DEFINE_integer("code_length", 6,
@@ -31,6 +31,11 @@ WIDTH_MULTIPLIER = flags.DEFINE_float("width_multiplier", 1.0,
                                       "Backbone width (1.0 = original; smaller for quick tests).")
 flags.register_validator("width_multiplier", lambda v: v > 0,
                          message="--width_multiplier must be > 0")
+exits.bound_flag("num_bits", exits.MAX_BITS, exits.WHY_BITS)
+exits.bound_flag("code_length", exits.MAX_UNITS_PER_BIT, exits.WHY_UNITS)
+exits.bound_flag("width_multiplier", exits.MAX_WIDTH_MULTIPLIER, exits.WHY_WIDTH)
+for _name in ("quantization_weight", "center_weight"):
+    exits.finite_flag(_name)
 flags.adopt_module_key_flags(cli)  # --helpshort lists the shared flags too
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from common import cli
+from common import cli, exits
 
 NUM_BITS = flags.DEFINE_integer("num_bits", 48, "Code length in bits.", lower_bound=1)
 FEATURE_UNITS = flags.DEFINE_integer("feature_units", 512,
@@ -34,6 +34,12 @@ WIDTH_MULTIPLIER = flags.DEFINE_float("width_multiplier", 1.0,
                                       "Backbone width (1.0 = DCBH's; smaller for quick runs).")
 flags.register_validator("width_multiplier", lambda v: v > 0,
                          message="--width_multiplier must be > 0")
+exits.bound_flag("num_bits", exits.MAX_BITS, exits.WHY_BITS)
+exits.bound_flag("feature_units", exits.MAX_HIDDEN_UNITS, exits.WHY_UNITS)
+exits.bound_flag("hash_hidden_units", exits.MAX_HIDDEN_UNITS, exits.WHY_UNITS)
+exits.bound_flag("width_multiplier", exits.MAX_WIDTH_MULTIPLIER, exits.WHY_WIDTH)
+for _name in ("quantization_weight", "feature_center_weight", "code_center_weight"):
+    exits.finite_flag(_name)
 flags.adopt_module_key_flags(cli)
 
 

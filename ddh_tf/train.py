@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from common import cli
+from common import cli, exits
 
 NUM_BITS = flags.DEFINE_integer("num_bits", 48, "Code length in bits.", lower_bound=1)
 SPLIT_NUM = flags.DEFINE_integer("split_num", 4, "Units per bit entering divide-and-encode.",
@@ -25,6 +25,10 @@ WEIGHT_DECAY = flags.DEFINE_enum("weight_decay", "l2", ["l2", "none"],
 WEIGHT_DECAY_SCALE = flags.DEFINE_float("weight_decay_scale", 1e-4,
                                         "Keras-1 l2 coefficient c (adds c * sum(w^2)).",
                                         lower_bound=0.0)
+exits.bound_flag("num_bits", exits.MAX_BITS, exits.WHY_BITS)
+exits.bound_flag("split_num", exits.MAX_UNITS_PER_BIT, exits.WHY_UNITS)
+for _name in ("quantization_weight", "weight_decay_scale"):
+    exits.finite_flag(_name)
 flags.adopt_module_key_flags(cli)
 
 

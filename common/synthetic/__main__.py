@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
 
+from common import exits
+from common.exits import check_no_arguments, fail
 from common.synthetic.generator import write_synthetic_dataset
 
 # `--out` has no default and is checked in main, so --help works without it.
@@ -26,22 +28,36 @@ _ROWS_PER_FILE = flags.DEFINE_integer("rows_per_file", 1000, "Rows per .pkl file
                                       lower_bound=1)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Replace .pkl files already in DIR/train and DIR/test.")
+exits.bound_flag("seed", exits.MAX_SEED, "numpy's seed range")
+
+
+@flags.multi_flags_validator(["num_identities", "train_per_identity", "test_per_identity"])
+def _set_fits(values: dict) -> bool:
+    """Refuse a set too big for this machine before generating any of it."""
+    images = values["num_identities"] * (values["train_per_identity"]
+                                         + values["test_per_identity"])
+    problem = exits.image_memory_error(images)
+    if problem:
+        raise flags.ValidationError(
+            "the data set is too large: --num_identities x (--train_per_identity + "
+            f"--test_per_identity) = {problem}")
+    return True
 
 
 def main(argv: list[str]) -> None:
     """Write the data set the flags describe and print where it went."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    check_no_arguments(argv)
     if not _OUT.value:
-        raise app.UsageError("--out is required (the folder to write train/ and test/ into)")
+        fail("--out is required (the folder to write train/ and test/ into)")
+    exits.check_folder_flag("out", _OUT.value)
     try:
         meta = write_synthetic_dataset(
             _OUT.value, num_identities=_NUM_IDENTITIES.value,
             train_per_identity=_TRAIN_PER_IDENTITY.value,
             test_per_identity=_TEST_PER_IDENTITY.value, seed=_SEED.value,
             rows_per_file=_ROWS_PER_FILE.value, overwrite=_OVERWRITE.value)
-    except FileExistsError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    except (FileExistsError, ValueError) as exc:
+        fail(str(exc))
     print(f"wrote synthetic data set to {os.path.abspath(_OUT.value)}: "
           f"train {meta['train_images']} images, test {meta['test_images']} images, "
           f"{meta['num_identities']} identities "
@@ -50,8 +66,8 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    """Console entry point (``face-hash-synthetic``)."""
-    app.run(main)
+    """Console entry point (``face-hash-synthetic``); one-line errors: common.exits.run_main."""
+    exits.run_main(main)
 
 
 if __name__ == "__main__":
