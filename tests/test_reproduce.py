@@ -12,6 +12,7 @@ import pytest
 
 from common.metrics import retrieval_metrics
 from common.reproduce import cells as cells_module
+from common.reproduce import isolation
 from common.reproduce.cells import CELL_FILE, CODES_FILE, CellSettingsError, cell_dir
 from common.reproduce.curves import ranking
 from common.reproduce.figures import GRID_FIGURE, PK_FIGURE, PR_FIGURE
@@ -112,6 +113,7 @@ def test_resume_reuses_finished_cells_and_runs_only_missing_ones(finished, data,
         raise AssertionError("a finished deep cell was trained again")
 
     monkeypatch.setattr(cells_module, "_deep_codes", no_training)
+    monkeypatch.setattr(isolation, "run_cell_process", no_training)
     again = reproduce(_config(out), data)
     for key in cells:
         assert again[key]["figures"] == cells[key]["figures"]

@@ -5,14 +5,17 @@
     ./run.sh reproduce --dataset synthetic --bits 12,48 --methods dcbh,itq --epochs 5 --out /tmp/r
 
 Re-running the same command resumes: finished cells are reused, an interrupted deep
-cell continues from its last completed epoch. ``--epochs 2000`` is the original schedule.
+cell continues from its last completed epoch. Every deep cell runs in a fresh process
+(``python -m common.reproduce.run_cell``, the command kept in its ``cell.json``).
+``--epochs 2000`` is the original schedule.
 """
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
-from common.exits import check_no_arguments, fail
+from common import exits
+from common.exits import EXIT_INTERRUPTED, check_no_arguments, fail
 
 DATASET = flags.DEFINE_enum("dataset", "synthetic",
                             ["youtube_faces", "facescrub", "folder", "synthetic"],
@@ -23,22 +26,47 @@ TEST_DIR = flags.DEFINE_string("test_dir", None, "Test split folder (--dataset f
 METHODS = flags.DEFINE_list("methods", ["dcbh", "ddch", "ddh", "itq", "lsh"],
                             "Methods (rows of the table).")
 BITS = flags.DEFINE_list("bits", ["12", "24", "36", "48"], "Code lengths (columns).")
-EPOCHS = flags.DEFINE_integer("epochs", 100, "Epochs per deep cell (the original: 2000).")
-BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Batch size of the deep methods.")
+EPOCHS = flags.DEFINE_integer("epochs", 100, "Epochs per deep cell (the original: 2000).",
+                              lower_bound=1)
+BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Batch size of the deep methods.",
+                                  lower_bound=1)
 SHUFFLE = flags.DEFINE_bool("shuffle", True, "Reshuffle every epoch (seeded).")
-SEED = flags.DEFINE_integer("seed", 0, "Seed of training and of the baselines.")
-EVAL_EVERY = flags.DEFINE_integer("eval_every", 10, "Evaluation period of the deep methods.")
+SEED = flags.DEFINE_integer("seed", 0, "Seed of training and of the baselines.",
+                            lower_bound=0)
+EVAL_EVERY = flags.DEFINE_integer("eval_every", 10, "Evaluation period of the deep methods.",
+                                  lower_bound=0)
 WIDTH = flags.DEFINE_float("width_multiplier", 1.0, "Backbone width of DCBH and DDCH.")
 CHECKPOINT = flags.DEFINE_enum("checkpoint", "best_map", ["best_map", "best_loss", "last"],
                                "Which state of each deep run is tabulated.")
 TIES = flags.DEFINE_enum("ties", "index", ["index", "expected"], "Tie rule of the figures.")
+DETERMINISTIC = flags.DEFINE_bool("deterministic", False,
+                                  "Deterministic TensorFlow ops in every deep cell (a re-run "
+                                  "gives bit-identical codes on the same machine and software).")
 OUT = flags.DEFINE_string("out", None, "Output folder (results.md, results.csv, PNGs, cells/).")
+exits.bound_flag("epochs", exits.MAX_EPOCHS, "a run that long never ends")
+exits.bound_flag("batch_size", exits.MAX_BATCH_SIZE, "a larger batch exhausts memory")
+flags.register_validator("width_multiplier", lambda v: v > 0,
+                         message="--width_multiplier must be > 0")
+exits.bound_flag("width_multiplier", exits.MAX_WIDTH_MULTIPLIER, exits.WHY_WIDTH)
+exits.bound_flag("seed", exits.MAX_SEED, "numpy's seed range")
+
+
+@flags.validator("bits", message=f"--bits must be integers from 1 to {exits.MAX_BITS} "
+                                 f"({exits.WHY_BITS})")
+def _bits_in_range(values: list[str]) -> bool:
+    """Every code length a whole number the methods can build."""
+    try:
+        return bool(values) and all(1 <= int(v) <= exits.MAX_BITS for v in values)
+    except ValueError:
+        return False
 
 
 def main(argv: list[str]) -> None:
+    """Run every cell the flags name and write the tables; bad input: one ``error:`` line."""
     check_no_arguments(argv)
     if not OUT.value:
         fail("--out is required")
+    exits.check_folder_flag("out", OUT.value)
     try:
         bits = [int(b) for b in BITS.value]
     except ValueError:
@@ -48,23 +76,32 @@ def main(argv: list[str]) -> None:
 
     from common.reproduce.harness import ReproduceConfig, reproduce
     from common.reproduce.cells import CellSettingsError
+    from common.reproduce.isolation import CellProcessError
 
     config = ReproduceConfig(out=OUT.value, methods=METHODS.value, bits=bits, epochs=EPOCHS.value,
                              batch_size=BATCH_SIZE.value, shuffle=SHUFFLE.value, seed=SEED.value,
                              eval_every=EVAL_EVERY.value, width_multiplier=WIDTH.value,
-                             checkpoint=CHECKPOINT.value, ties=TIES.value)
+                             checkpoint=CHECKPOINT.value, ties=TIES.value,
+                             deterministic=DETERMINISTIC.value)
     try:
         config.validate()
         data = load_split_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value)
         reproduce(config, data)
     except (DataFormatError, CellSettingsError, ValueError, OSError) as exc:
-        fail(str(exc))
+        known = exits.user_error(exc)
+        fail(known[0] if known else str(exc))
+    except CellProcessError as exc:  # the cell's log is above: one line here
+        fail(exc.headline, exc.returncode if exc.returncode in (exits.EXIT_USAGE,
+                                                                exits.EXIT_FAILED) else 1)
+    except KeyboardInterrupt:
+        fail("interrupted; re-run the same command to resume (finished cells are kept)",
+             EXIT_INTERRUPTED)
     print(f"results: {OUT.value}/results.md, {OUT.value}/results.csv")
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app.run(main)
+    """Console-script entry point (one-line errors: common.exits.run_main)."""
+    exits.run_main(main)
 
 
 if __name__ == "__main__":

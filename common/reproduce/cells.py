@@ -2,8 +2,13 @@
 
 A cell lives in ``OUT/cells/<method>_<bits>/``: ``run/`` (the training run folder of a
 deep method, resumable), ``codes.npz`` (query and database codes with labels) and,
-written last and atomically, ``cell.json`` (figures, curves, settings, time). A cell
-with a ``cell.json`` for the same settings is done and never redone.
+written last and atomically, ``cell.json`` (figures, curves, settings, time, and the
+command that re-runs the cell alone). A cell with a ``cell.json`` for the same settings
+is done and never redone.
+
+:func:`run_cell` works in the calling process: the harness calls it for the baselines
+and, through ``python -m common.reproduce.run_cell``, in a fresh process per deep cell
+(common/reproduce/isolation.py says why).
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ CODES_FILE = "codes.npz"
 HAMMINGS = ("exact", "legacy")
 
 
+# Settings added after cells were first written, with the value those cells were made with.
+LATER_SETTINGS = {"deterministic": False}
+
+
 class CellSettingsError(ValueError):
     """A finished cell in the output folder was made with other settings."""
 
@@ -42,6 +51,25 @@ def read_cell(out: str, method: str, bits: int) -> dict[str, Any] | None:
         return json.load(f)
 
 
+def finished_cell(out: str, method: str, bits: int,
+                  settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The cell's ``cell.json`` if it is done with these settings, None if not done.
+
+    Raises:
+        CellSettingsError: it is done, with other settings.
+    """
+    done = read_cell(out, method, bits)
+    if done is None:
+        return None
+    made_with = {**LATER_SETTINGS, **done["settings"]}
+    if made_with != settings:
+        changed = sorted(k for k in {*settings, *made_with} if made_with.get(k) != settings.get(k))
+        raise CellSettingsError(
+            f"{cell_dir(out, method, bits)} was made with other settings ({', '.join(changed)}"
+            "); use a new --out, or the same settings to resume")
+    return done
+
+
 def _deep_codes(method_name: str, bits: int, data, settings: dict[str, Any], folder: str):
     from common.saved_run import load_run
     from common.training.evaluate import compute_codes
@@ -51,7 +79,7 @@ def _deep_codes(method_name: str, bits: int, data, settings: dict[str, Any], fol
     config = TrainConfig(epochs=settings["epochs"], model_dir=os.path.join(folder, "run"),
                          batch_size=settings["batch_size"], shuffle=settings["shuffle"],
                          seed=settings["seed"], eval_every=settings["eval_every"],
-                         log_every_steps=0)
+                         deterministic=settings.get("deterministic", False), log_every_steps=0)
     train(method, data, config)
     run = load_run(type(method), config.model_dir, settings["checkpoint"])
     queries = compute_codes(run.model, run.method, data.test_images)
@@ -70,15 +98,15 @@ def _baseline_codes(method_name: str, bits: int, data, settings: dict[str, Any])
         "method_config": {"method": method_name, "num_bits": bits, "seed": settings["seed"]}}
 
 
-def run_cell(out: str, method: str, bits: int, data, settings: dict[str, Any]) -> dict[str, Any]:
-    """Train/fit, code and evaluate one cell unless it is already done; returns cell.json."""
-    done = read_cell(out, method, bits)
+def run_cell(out: str, method: str, bits: int, data, settings: dict[str, Any],
+             command: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train/fit, code and evaluate one cell here unless it is already done; returns cell.json.
+
+    ``command`` (common.reproduce.isolation.command_record) is recorded in cell.json:
+    the command line that re-runs this cell alone.
+    """
+    done = finished_cell(out, method, bits, settings)
     if done is not None:
-        if done["settings"] != settings:
-            changed = sorted(k for k in settings if done["settings"].get(k) != settings[k])
-            raise CellSettingsError(
-                f"{cell_dir(out, method, bits)} was made with other settings ({', '.join(changed)}"
-                "); use a new --out, or the same settings to resume")
         logging.info("%s %d bits: done earlier, skipped", method, bits)
         return done
     folder = cell_dir(out, method, bits)
@@ -100,7 +128,8 @@ def run_cell(out: str, method: str, bits: int, data, settings: dict[str, Any]) -
     curves = {"radius": radius_curve(*args, bits),
               "precision_at_k": precision_at_k_curve(*args, ties=settings["ties"])}
     cell = {"method": method, "bits": bits, "settings": settings, "figures": figures,
-            "curves": curves, "wall_seconds": time.perf_counter() - start, **extra}
+            "curves": curves, "wall_seconds": time.perf_counter() - start, **extra,
+            "command": command}
     write_json_atomic(os.path.join(folder, CELL_FILE), cell)
     logging.info("%s %d bits: mAP %.4f (exact) / %.4f (legacy) in %.0f s", method, bits,
                  figures["exact"]["map"], figures["legacy"]["map"], cell["wall_seconds"])

@@ -10,8 +10,9 @@ from typing import Any
 
 from absl import logging
 
+from common.reproduce import isolation
 from common.reproduce import methods as registry
-from common.reproduce.cells import run_cell
+from common.reproduce.cells import finished_cell, run_cell
 from common.reproduce.figures import write_figures
 from common.reproduce.report import results_csv, results_markdown
 from common.training.checkpoints import run_lock
@@ -24,7 +25,11 @@ ORIGINAL_EPOCHS = 2000
 
 @dataclass(kw_only=True)
 class ReproduceConfig:
-    """What to run. Deep methods share the training settings; baselines use the seed."""
+    """What to run. Deep methods share the training settings; baselines use the seed.
+
+    ``deterministic`` switches TensorFlow's op determinism on in every deep cell's
+    process (bit-identical re-runs on the same machine and software).
+    """
 
     out: str
     methods: list[str] = field(default_factory=lambda: ["dcbh", "ddch", "ddh", "itq", "lsh"])
@@ -39,6 +44,7 @@ class ReproduceConfig:
     top_k: int = 50
     radius: int = 2
     ties: str = "index"
+    deterministic: bool = False
 
     def validate(self) -> None:
         self.methods = registry.check_methods(self.methods)
@@ -70,21 +76,65 @@ def cell_settings(config: ReproduceConfig, data) -> dict[str, Any]:
     return settings
 
 
+def cpu_model() -> str:
+    """The CPU's model name (a re-run is bit-identical only on the same CPU type)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def environment() -> dict[str, Any]:
     import keras
     import numpy as np
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    return {"machine": f"{platform.machine()} {platform.processor() or ''}, "
+    return {"machine": f"{platform.machine()} {cpu_model()}, "
                        f"{os.cpu_count()} CPUs, GPU: {', '.join(g.name for g in gpus) or 'none'}",
             "python": platform.python_version(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "numpy": np.__version__,
             "written": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
+def run_isolated_cell(config: ReproduceConfig, method: str, bits: int, data,
+                      settings: dict[str, Any]) -> dict[str, Any]:
+    """One cell, so that no other cell's state can reach it; returns its cell.json.
+
+    A finished cell is reused; a deep one runs in a fresh process (its recorded
+    command); a baseline runs here: it is a pure function of the data, the bit length
+    and its own seeded numpy generator (no global state, no TensorFlow), and a
+    process of its own would cost more than the fit (TensorFlow import, data reload).
+    """
+    try:
+        command = isolation.command_record(
+            isolation.cell_argv(config, method, bits, data.description))
+    except ValueError:  # data not loaded by load_split_data: baselines only (see reproduce)
+        command = None
+    done = finished_cell(config.out, method, bits, settings)
+    if done is not None:
+        logging.info("%s %d bits: done earlier, skipped", method, bits)
+        return done
+    if not registry.is_deep(method):
+        return run_cell(config.out, method, bits, data, settings, command)
+    assert command is not None, "reproduce() checks that a child can load the data"
+    isolation.run_cell_process(command["argv"], f"{method} {bits} bits")
+    cell = finished_cell(config.out, method, bits, settings)
+    if cell is None:
+        raise isolation.CellProcessError(f"{method} {bits} bits", 0,
+                                         ["error: it exited 0 without writing its cell.json"],
+                                         command["shell"])
+    return cell
+
+
 def reproduce(config: ReproduceConfig, data) -> dict[tuple[str, int], dict]:
     """Run (or reuse) every cell, then write results.md, results.csv and the figures.
+
+    Each deep cell runs in a process of its own (see :func:`run_isolated_cell`).
 
     Args:
         config: methods, bit lengths, training settings, output folder.
@@ -94,6 +144,8 @@ def reproduce(config: ReproduceConfig, data) -> dict[tuple[str, int], dict]:
         {(method, bits): cell record (see common.reproduce.cells)}.
     """
     config.validate()
+    if any(registry.is_deep(m) for m in config.methods):
+        isolation.data_flags(data.description)  # a child must be able to load the data
     os.makedirs(config.out, exist_ok=True)
     settings = cell_settings(config, data)
     cells = {}
@@ -102,7 +154,7 @@ def reproduce(config: ReproduceConfig, data) -> dict[tuple[str, int], dict]:
         for i, (method, bits) in enumerate(((m, b) for m in config.methods for b in config.bits),
                                            start=1):
             logging.info("cell %d/%d: %s, %d bits", i, total, method, bits)
-            cells[method, bits] = run_cell(config.out, method, bits, data, settings)
+            cells[method, bits] = run_isolated_cell(config, method, bits, data, settings)
         figures = write_figures(config.out, cells, config.methods, config.bits, data)
         if not figures:
             logging.warning("matplotlib is not installed: no figures (pip install -e '.[plots]')")

@@ -9,7 +9,7 @@ from typing import Any
 
 from common.metrics import METRIC_KEYS
 from common.reproduce.cells import HAMMINGS
-from common.reproduce.methods import DISPLAY_NAMES
+from common.reproduce.methods import DISPLAY_NAMES, is_deep
 
 METRIC_TITLES = {
     "map": "mAP",
@@ -19,6 +19,21 @@ METRIC_TITLES = {
 }
 HAMMING_TITLES = {"exact": "exact Hamming distance",
                   "legacy": "original evaluation's legacy distance (bit 7 of every byte lost)"}
+# What re-runs of one cell were measured to give (common/reproduce/isolation.py runs each
+# deep cell alone; see README "Reproducing the table").
+RERUN_MEASURED = (
+    "Measured 2026-12-01 on a 2-vCPU AMD EPYC machine without GPU (TensorFlow 2.21.0, "
+    "Keras 3.15.1), each cell's command run twice in fresh processes, also under heavy load "
+    "from other jobs: the same per-epoch losses to the last bit and identical codes, without "
+    "`--deterministic` (DCBH and DDH at 48 bits on LFW, 3 epochs, evaluated every epoch; DDH "
+    "at 12 bits on synthetic faces) and with it (DCBH 48 bits on LFW; DDH 12 bits synthetic). "
+    "What does change the numbers: `--deterministic` itself (TensorFlow then picks other CPU "
+    "kernels: DCBH 48 bits on LFW, epoch-1 loss 11.4194 with it, 11.4111 without; so it is a "
+    "cell setting: cells finished without it are not reused with it), the number of CPU "
+    "threads (1 instead of 2 gave other codes after 2 epochs), and presumably another CPU "
+    "type, a GPU or other software versions. Such a change makes a re-run another sample of "
+    "training noise: expect differences of the order of the seed-to-seed spread (DCBH at 48 "
+    "bits on LFW, 30 epochs: mAP 0.355 to 0.395 over seeds 0 to 2, docs/RESULTS.md).")
 CSV_FIELDS = ("method", "bits", "hamming", "ties", *METRIC_KEYS, "wall_seconds", "checkpoint",
               "state_epoch")
 
@@ -41,6 +56,37 @@ def table(cells: dict[tuple[str, int], dict], methods, bits, metric: str, hammin
             row.append(f"**{text}**" if value == best[b] and len(methods) > 1 else text)
         lines.append(f"| {DISPLAY_NAMES.get(m, m)} | " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def reproducibility(cells, settings: dict[str, Any], environment: dict[str, Any]) -> str:
+    """How each cell was run, and how far a re-run of its recorded command may differ."""
+    unisolated = [f"{m}_{b}" for (m, b) in sorted(cells)
+                  if is_deep(m) and not cells[m, b].get("command")]
+    text = ("Every deep cell ran in a process of its own (`python -m "
+            "common.reproduce.run_cell ...`; the exact command is `command` in "
+            "`cells/<method>_<bits>/cell.json`), so its figures depend on its settings and "
+            "data only, never on the cells run before it. ITQ and LSH are numpy functions of "
+            "the data, the bit length and their own seeded generator; they ran in the "
+            "harness's process. Re-running a cell's command with another `--out` re-runs it "
+            "alone (with the same `--out` it reuses the finished cell).")
+    if unisolated:
+        text += (" Exception, cells made by an earlier harness in one process with other "
+                 f"cells (they record no command): {', '.join(unisolated)}.")
+    gpu = "GPU: none" not in str(environment.get("machine", ""))
+    same = ("on the same machine type (CPU or GPU model, thread count) with the same "
+            "software versions")
+    if settings.get("deterministic"):
+        text += ("\n\nThese cells ran with `--deterministic` (TensorFlow op determinism): "
+                 f"re-running a cell's command {same} gives bit-identical codes, hence the "
+                 "same figures.")
+    elif gpu:
+        text += ("\n\nThese cells ran without `--deterministic` on a GPU, where TensorFlow "
+                 "promises no repeatable results (not measured here): a re-run may differ from "
+                 "the first epochs on. Use `--deterministic` for bit-identical re-runs.")
+    else:
+        text += ("\n\nThese cells ran without `--deterministic`, on CPU: re-running a cell's "
+                 f"command {same} gave bit-identical codes even so (measured below).")
+    return text + "\n\n" + RERUN_MEASURED
 
 
 def results_markdown(cells, methods, bits, settings: dict[str, Any], environment: dict[str, Any],
@@ -68,6 +114,7 @@ def results_markdown(cells, methods, bits, settings: dict[str, Any], environment
     for m in methods:
         row = [f"{cells[m, b]['wall_seconds']:.0f}" if (m, b) in cells else "-" for b in bits]
         out.write(f"| {DISPLAY_NAMES.get(m, m)} | " + " | ".join(row) + " |\n")
+    out.write(f"\n## Reproducibility\n\n{reproducibility(cells, settings, environment)}\n")
     if figures:
         out.write("\n## Figures\n\n")
         for path in figures:

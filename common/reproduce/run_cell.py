@@ -1,0 +1,103 @@
+"""Run exactly one cell of the table, alone, in this process.
+
+    python -m common.reproduce.run_cell --out runs/table --method dcbh --bits 48 \
+        --dataset folder --train_dir /data/lfw/train --test_dir /data/lfw/test \
+        --epochs 150 --batch_size 64 --width_multiplier 0.25 --eval_every 10
+
+The harness (``python -m common.reproduce``) starts one such process per deep cell, so
+no cell inherits another's state (common/reproduce/isolation.py), and records the
+command in the cell's ``cell.json`` ("command"). Running that command again reuses the
+finished cell; with another ``--out`` it re-runs the cell from scratch, alone. Flags
+have the harness's names and defaults, plus ``--method``, ``--bits``, ``--top_k``,
+``--radius`` and the synthetic set's generator settings.
+
+Never import this module from another: its absl flags would clash with the harness's.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from common import exits
+from common.reproduce.isolation import CONFIG_FLAGS, SYNTHETIC_FLAGS, watch_parent
+
+OUT = flags.DEFINE_string("out", None, "The table's output folder (the cell goes to "
+                                       "OUT/cells/<method>_<bits>/).")
+METHOD = flags.DEFINE_enum("method", None, ["dcbh", "ddch", "ddh", "itq", "lsh"], "The method.")
+BITS = flags.DEFINE_integer("bits", None, "The code length.", lower_bound=1,
+                            upper_bound=exits.MAX_BITS)
+DATASET = flags.DEFINE_enum("dataset", "synthetic",
+                            ["youtube_faces", "facescrub", "folder", "synthetic"], "Data set.")
+DATA_DIR = flags.DEFINE_string("data_dir", None, "Parent folder of the split folders.")
+TRAIN_DIR = flags.DEFINE_string("train_dir", None, "Train split folder.")
+TEST_DIR = flags.DEFINE_string("test_dir", None, "Test split folder.")
+SYNTHETIC = {key: flags.DEFINE_integer(f"synthetic_{key}", None,
+                                       f"Synthetic set: generator's {key} (checked against "
+                                       "an existing set; generates it where absent).")
+             for key in SYNTHETIC_FLAGS}
+flags.DEFINE_integer("epochs", 100, "Epochs of a deep cell.", lower_bound=1,
+                     upper_bound=exits.MAX_EPOCHS)
+flags.DEFINE_integer("batch_size", 256, "Batch size of a deep cell.", lower_bound=1,
+                     upper_bound=exits.MAX_BATCH_SIZE)
+flags.DEFINE_bool("shuffle", True, "Reshuffle every epoch (seeded).")
+flags.DEFINE_integer("seed", 0, "Seed of training and of the baselines.", lower_bound=0,
+                     upper_bound=exits.MAX_SEED)
+flags.DEFINE_integer("eval_every", 10, "Evaluation period of a deep cell.", lower_bound=0)
+flags.DEFINE_float("width_multiplier", 1.0, "Backbone width of DCBH and DDCH.")
+flags.register_validator("width_multiplier", lambda v: v > 0,
+                         message="--width_multiplier must be > 0")
+exits.bound_flag("width_multiplier", exits.MAX_WIDTH_MULTIPLIER, exits.WHY_WIDTH)
+flags.DEFINE_enum("checkpoint", "best_map", ["best_map", "best_loss", "last"],
+                  "Which state of the deep run is tabulated.")
+flags.DEFINE_integer("top_k", 50, "K of precision@K.", lower_bound=1)
+flags.DEFINE_integer("radius", 2, "Hamming radius of precision/recall.", lower_bound=0)
+flags.DEFINE_enum("ties", "index", ["index", "expected"], "Tie rule of the figures.")
+flags.DEFINE_bool("deterministic", False, "Deterministic TensorFlow ops (bit-identical reruns).")
+flags.mark_flags_as_required(["out", "method", "bits"])
+_MISSING = [name for name in CONFIG_FLAGS if name not in flags.FLAGS]
+assert not _MISSING, f"run_cell defines no flag for the cell settings {_MISSING}"
+
+
+def main(argv: list[str]) -> None:
+    """Load the data, run (or reuse) the one cell, write its cell.json."""
+    exits.check_no_arguments(argv)
+    exits.check_folder_flag("out", OUT.value)
+    from absl import logging
+
+    from common.training.data import load_split_data  # no TensorFlow: bad data fails fast
+
+    logging.set_verbosity(logging.INFO)
+    watch_parent()
+    synthetic = {k: f.value for k, f in SYNTHETIC.items() if f.value is not None}
+    try:
+        data = load_split_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value,
+                               synthetic_kwargs=synthetic or None)
+    except ValueError as exc:  # "folder" without its folders, or the data's own errors
+        known = exits.user_error(exc)
+        exits.fail(known[0] if known else str(exc))
+    from common.reproduce.cells import cell_dir, run_cell
+    from common.reproduce.harness import ReproduceConfig, cell_settings
+    from common.reproduce.isolation import cell_argv, command_record
+    from common.training.checkpoints import run_lock
+
+    config = ReproduceConfig(out=OUT.value, methods=[METHOD.value], bits=[BITS.value],
+                             **{name: flags.FLAGS[name].value for name in CONFIG_FLAGS})
+    try:
+        config.validate()
+    except ValueError as exc:
+        exits.fail(str(exc))
+    command = command_record(cell_argv(config, METHOD.value, BITS.value, data.description))
+    with run_lock(cell_dir(config.out, METHOD.value, BITS.value)):
+        cell = run_cell(config.out, METHOD.value, BITS.value, data, cell_settings(config, data),
+                        command)
+    print(f"{METHOD.value} {BITS.value} bits: mAP {cell['figures']['exact']['map']:.4f} "
+          f"(exact Hamming); {cell_dir(config.out, METHOD.value, BITS.value)}")
+
+
+def run() -> None:
+    """Entry point (one-line errors, SIGTERM as an interrupt: common.exits.run_main)."""
+    exits.run_main(main)
+
+
+if __name__ == "__main__":
+    run()
