@@ -227,7 +227,7 @@ def record_setting_changes(old: dict[str, Any], new: dict[str, Any], epoch: int)
     """
     before = old.get("train_config", {})
     changed = {k: [before.get(k), v] for k, v in new["train_config"].items()
-               if before.get(k) != v}
+               if before.get(k) != v and k != "model_dir"}  # a moved folder trains the same
     history = list(old.get("setting_changes", []))
     if changed:
         history.append({"from_epoch": epoch + 1, "changed": changed})
