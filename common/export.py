@@ -22,6 +22,7 @@ from typing import Any
 
 import keras
 
+from common import interrupts
 from common.data.preprocess import SCALE, STD_EPSILON, Normalization
 from common.encoder import Encoder, check_images, load_encoder  # noqa: F401 (re-exported)
 from common.export_folder import (EXPORT_FILES, EXPORT_INFO, FORMAT, FORMAT_KEY,  # noqa: F401
@@ -99,7 +100,9 @@ def export_model(model: keras.Model, normalization: Normalization, export_dir: s
     """
     export_dir = check_export_dir(export_dir)
     os.makedirs(os.path.dirname(export_dir), exist_ok=True)
-    with export_lock(export_dir):
+    # SIGINT/SIGTERM are honoured between the write and the swap, never inside TensorFlow's
+    # SavedModel writer (common.interrupts): an interrupted export leaves the old one in place.
+    with export_lock(export_dir), interrupts.deferred():
         recover_locked(export_dir)
         check_export_dir(export_dir)  # again: it may have changed before we held the lock
         remove_stale(export_dir)
@@ -107,6 +110,7 @@ def export_model(model: keras.Model, normalization: Normalization, export_dir: s
         try:
             _write_export(tmp, model, normalization, codes_output, info, save_keras)
             crash_point("export:written")
+            interrupts.check()
             put_in_place(tmp, export_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from common import interrupts
 from common.method import CODES, HashingMethod
 from common.metrics import retrieval_metrics
 
@@ -47,8 +48,10 @@ def compute_codes(model, method: HashingMethod, images: np.ndarray,
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     fn = _predictor(model, method)
-    parts = [fn(tf.convert_to_tensor(images[i:i + batch_size], tf.float32)).numpy()
-             for i in range(0, len(images), batch_size)]
+    parts = []
+    for i in range(0, len(images), batch_size):
+        interrupts.check()  # inside training's deferred signals: stop between batches
+        parts.append(fn(tf.convert_to_tensor(images[i:i + batch_size], tf.float32)).numpy())
     if not parts:
         return np.zeros((0, int(model.outputs[list(method.output_names).index(CODES)].shape[-1])),
                         np.float32)

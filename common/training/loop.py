@@ -40,6 +40,7 @@ from tensorflow.core.framework import summary_pb2
 from common.data.pipeline import ArrayPipeline
 from common.method import LOGITS, HashingMethod
 from common.metrics import HAMMING_MODES, METRIC_KEYS, TIE_MODES
+from common import interrupts
 from common.faults import crash_point
 from common.training.checkpoints import (CheckpointError, CheckpointStore, read_index,
                                          remove_stale_json_temps, run_lock, write_json_atomic)
@@ -425,6 +426,7 @@ class _Trainer:
         for step, (batch_images, batch_labels) in enumerate(self.pipeline.epoch(epoch_index)):
             if step >= total:
                 break
+            interrupts.check()  # a stop request ends the epoch here, before its state is saved
             values = self.train_step(batch_images, batch_labels)
             # Read the previous step's figures only now, so the device queue never drains.
             if pending is not None:
@@ -457,6 +459,7 @@ class _Trainer:
         sums, images, steps = None, 0, 0
         start = time.perf_counter()
         for batch_images, batch_labels in self.test_pipeline.epoch(0):
+            interrupts.check()
             values = self.test_step(batch_images, batch_labels).numpy().astype(np.float64)
             sums = values if sums is None else sums + values
             images += int(batch_labels.shape[0])
@@ -561,6 +564,7 @@ class _Trainer:
         session_seconds, session_images = 0.0, 0
 
         for epoch_index in range(start_epoch, cfg.epochs):
+            interrupts.check()
             epoch = epoch_index + 1
             epoch_start = time.perf_counter()
             stats = self.train_epoch(epoch_index, last_good_epoch=epoch_index)
@@ -693,6 +697,7 @@ def train(method: HashingMethod, data: SplitData, config: TrainConfig) -> dict[s
         previous_policy = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy(_precision_policy(config.mixed_precision))
         try:
-            return _Trainer(method, data, config).run()
+            with interrupts.deferred():  # SIGINT/SIGTERM stop between steps, never inside TF
+                return _Trainer(method, data, config).run()
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)

@@ -1,0 +1,61 @@
+"""SIGINT/SIGTERM during training stop at a safe point (common.interrupts)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from common import interrupts
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_inside_deferred_is_raised_only_by_check(sig):
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with interrupts.deferred():
+        os.kill(os.getpid(), sig)
+        time.sleep(0.05)  # the handler has run: it must not have raised
+        with pytest.raises(KeyboardInterrupt, match=signal.Signals(sig).name):
+            interrupts.check()
+        interrupts.check()  # the request is consumed
+        # a second signal would now end the process: the default action is installed
+        assert signal.getsignal(sig) == signal.SIG_DFL
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_check_without_a_signal_does_nothing():
+    with interrupts.deferred():
+        interrupts.check()
+    interrupts.check()
+
+
+def test_a_signal_during_an_export_leaves_the_previous_export(tmp_path, monkeypatch):
+    """SIGTERM while the SavedModel is written: the swap is cancelled, nothing is left."""
+    import numpy as np
+
+    from common import export
+    from common.data.preprocess import Normalization
+    from common.method import CODES
+    from dcbh_tf.method import DCBH
+
+    method = DCBH(num_bits=12, code_length=3, width_multiplier=0.0625)
+    model = method.build_model(4)
+    codes_output = list(method.output_names).index(CODES)
+    norm = Normalization(mean=100.0, std=50.0)
+    target = tmp_path / "exp"
+    export.export_model(model, norm, str(target), codes_output, info={"first": True})
+    real_write = export._write_export
+
+    def write_then_signal(*args, **kwargs):
+        real_write(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the export is not yet in place
+
+    monkeypatch.setattr(export, "_write_export", write_then_signal)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        export.export_model(model, norm, str(target), codes_output, info={"first": False})
+    assert export.load_encoder(str(target)).info["first"] is True
+    assert sorted(os.listdir(tmp_path)) == ["exp"]
+    codes = export.load_encoder(str(target))(np.zeros((2, 32, 32, 3), np.uint8))["codes"]
+    assert codes.shape == (2, 12)
