@@ -23,7 +23,6 @@ import io
 import json
 import math
 import os
-import re
 import signal
 import sys
 import traceback
@@ -121,19 +120,6 @@ def check_file_flag(flag: str, path: str | None) -> None:
     if os.path.isdir(path):
         fail(f"--{flag} {path}: is a folder, not a file")
     _check_parents(flag, path)
-
-
-def check_loadable_export_flag(flag: str, path: str | None) -> None:
-    """Refuse an export folder TensorFlow could never load back.
-
-    Why: ``tf.saved_model.load`` reads the variables through a file *pattern*, so
-    a path holding a ``[...]`` group or a backslash is "not found" once written.
-    """
-    full = os.path.abspath(path) if path else ""
-    if "\\" in full or re.search(r"\[[^/]*\]", full):
-        fail(f"--{flag} {path}: TensorFlow cannot load a SavedModel from a path with "
-             "'[...]' or a backslash in it (it reads the path as a file pattern); "
-             "choose another name")
 
 
 def _check_parents(flag: str, path: str) -> None:

@@ -131,6 +131,11 @@ def _summary(labels: list[str], limit: int = 6) -> str:
 
 def _refusal(export_dir: str) -> str | None:
     """Why ``export_dir`` (absolute) must not be replaced, or None when it may be."""
+    if "\\" in export_dir or re.search(r"\[[^/]*\]", export_dir):
+        # tf.saved_model.load reads the variables through a file *pattern*: such an
+        # export would be written, then never load again.
+        return ("holds '[...]' or a backslash, which TensorFlow reads as a file pattern: "
+                "the SavedModel could never be loaded back")
     if os.path.islink(export_dir):
         return "is a symbolic link"
     if not os.path.lexists(export_dir):

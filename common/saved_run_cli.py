@@ -112,7 +112,6 @@ def export_main(module: str, name: str) -> Callable[[list[str]], None]:
     def main(argv: list[str]) -> None:
         check_no_arguments(argv)
         exits.check_folder_flag("export_dir", EXPORT_DIR.value)  # before TensorFlow loads
-        exits.check_loadable_export_flag("export_dir", EXPORT_DIR.value)
         run_export(class_loader(module, name))
     return main
 

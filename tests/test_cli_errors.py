@@ -175,7 +175,7 @@ def test_evaluate_on_a_file_as_model_dir_gives_one_error_line(tmp_path):
 def test_export_dir_tensorflow_cannot_load_is_refused(tmp_path):
     result = _cli("dcbh_tf.export", ["--model_dir", str(tmp_path), "--export_dir",
                                      str(tmp_path / "model[v2]")], tmp_path, timeout=120)
-    _assert_one_error(result, 2, "--export_dir", "model[v2]")
+    _assert_one_error(result, 2, "model[v2]", "file pattern")  # refused before loading the run
 
 
 # ------------------------------------------------------------------------ signals

@@ -123,6 +123,12 @@ def test_export_refuses_a_file(trained, tmp_path):
     _refused(trained, tmp_path / "model.bin", "is a file, not a folder")
 
 
+@pytest.mark.parametrize("name", ["exp[1]", "back\\slash"])
+def test_export_refuses_a_folder_tensorflow_could_not_load_back(trained, tmp_path, name):
+    _refused(trained, tmp_path / name, "file pattern: the SavedModel could never be loaded")
+    assert not (tmp_path / name).exists()
+
+
 def test_export_refuses_a_symlink_even_to_a_previous_export(trained, tmp_path):
     _export(trained, tmp_path / "real")
     os.symlink(tmp_path / "real", tmp_path / "link")
