@@ -10,17 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from typing import Any
 
 JSON_TMP_SUFFIX = ".json-tmp"
 
 
-def current_umask() -> int:
-    """The process umask (read by setting and restoring it: there is no getter)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _fresh_name(parent: str, prefix: str, suffix: str = "") -> str:
+    """A path in ``parent`` that no one uses yet (random, as ``tempfile`` names its files)."""
+    return os.path.join(parent, f"{prefix}{secrets.token_hex(6)}{suffix}")
 
 
 def fsync_path(path: str) -> None:
@@ -39,20 +37,29 @@ def fsync_path(path: str) -> None:
 
 
 def make_temp_dir(prefix: str, parent: str) -> str:
-    """``tempfile.mkdtemp`` with the mode ``mkdir`` would give (0777 & ~umask), not 0700."""
-    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
-    os.chmod(path, 0o777 & ~current_umask())
-    return path
+    """A new folder ``parent/<prefix><random>`` with the mode ``mkdir`` gives (0777 less the
+    umask, applied by the kernel), not ``tempfile.mkdtemp``'s 0700."""
+    while True:
+        path = _fresh_name(parent, prefix)
+        try:
+            os.mkdir(path, 0o777)
+            return path
+        except FileExistsError:
+            continue
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
     """Write JSON to ``path`` so that readers see the old or the new file, never a part."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=JSON_TMP_SUFFIX,
-                               dir=folder)
+    while True:  # mode 0666 less the umask, as open() gives (mkstemp would give 0600)
+        tmp = _fresh_name(folder, f".{os.path.basename(path)}.", JSON_TMP_SUFFIX)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, sort_keys=True, allow_nan=True)
             f.write("\n")

@@ -23,13 +23,13 @@ from typing import Any
 import keras
 
 from common import interrupts
+from common.atomic_files import make_temp_dir
 from common.data.preprocess import SCALE, STD_EPSILON, Normalization
 from common.encoder import Encoder, check_images, load_encoder  # noqa: F401 (re-exported)
 from common.export_folder import (EXPORT_FILES, EXPORT_INFO, FORMAT, FORMAT_KEY,  # noqa: F401
                                   KERAS_FILE, ExportBusyError, ExportDirError,
-                                  check_export_dir, export_lock, fsync_tree, mkdir_like_mkdir,
-                                  put_in_place, recover_export, recover_locked, remove_stale,
-                                  sibling)
+                                  check_export_dir, export_lock, fsync_tree,
+                                  put_in_place, recover_export, recover_locked, remove_stale)
 from common.faults import crash_point
 from common.serving import (ANY_SIZE_SIGNATURE, IMAGE_SHAPE, SIGNATURE,  # noqa: F401
                             any_size_serving_function, pack_codes, pack_codes_numpy,
@@ -106,7 +106,8 @@ def export_model(model: keras.Model, normalization: Normalization, export_dir: s
         recover_locked(export_dir)
         check_export_dir(export_dir)  # again: it may have changed before we held the lock
         remove_stale(export_dir)
-        tmp = mkdir_like_mkdir(sibling(export_dir, "tmp"))
+        # .NAME.tmp-<12 hex>: the name remove_stale recognises as this export's own
+        tmp = make_temp_dir(f".{os.path.basename(export_dir)}.tmp-", os.path.dirname(export_dir))
         try:
             _write_export(tmp, model, normalization, codes_output, info, save_keras)
             crash_point("export:written")

@@ -261,12 +261,6 @@ def _siblings(export_dir: str, kind: str) -> list[str]:
     return found
 
 
-def mkdir_like_mkdir(path: str) -> str:
-    """Make ``path`` with mode 0o777 less the umask (``mkdtemp`` would make it 0700)."""
-    os.mkdir(path, 0o777)
-    return path
-
-
 @contextlib.contextmanager
 def export_lock(export_dir: str) -> Iterator[None]:
     """Hold an exclusive lock on ``.NAME.lock`` beside ``export_dir``; removed on release.
