@@ -47,6 +47,10 @@ BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Batch size (the original: 
                                   lower_bound=1)
 LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 ADAM_EPSILON = flags.DEFINE_float("adam_epsilon", 1e-8, "Adam epsilon (TF1's default 1e-8).")
+SPARSE_ADAM = flags.DEFINE_enum(
+    "sparse_adam", "tf1", ["tf1", "keras"],
+    "Adam on a sparse gradient with repeated rows (the centers'): tf1 sums the rows first, as "
+    "the original's Adam did; keras is Keras 3's per-row second moment.")
 SHUFFLE = flags.DEFINE_bool("shuffle", False,
                             "Reshuffle the train split every epoch (the original kept file order).")
 SEED = flags.DEFINE_integer("seed", 0, "Random seed (weights, shuffles).", lower_bound=0)
@@ -164,6 +168,7 @@ def run_training(method: MethodOrFactory) -> dict:
     config = TrainConfig(
         epochs=EPOCHS.value, model_dir=model_dir, batch_size=BATCH_SIZE.value,
         learning_rate=LEARNING_RATE.value, adam_epsilon=ADAM_EPSILON.value,
+        sparse_adam=SPARSE_ADAM.value,
         shuffle=SHUFFLE.value, seed=SEED.value, eval_every=EVAL_EVERY.value,
         hamming=HAMMING.value, ties=TIES.value, top_k=TOP_K.value, radius=RADIUS.value,
         mixed_precision=MIXED_PRECISION.value, jit_compile=JIT_COMPILE.value,

@@ -42,6 +42,10 @@ TIES = flags.DEFINE_enum("ties", "index", ["index", "expected"], "Tie rule of th
 DETERMINISTIC = flags.DEFINE_bool("deterministic", False,
                                   "Deterministic TensorFlow ops in every deep cell (a re-run "
                                   "gives bit-identical codes on the same machine and software).")
+SPARSE_ADAM = flags.DEFINE_enum(
+    "sparse_adam", "tf1", ["tf1", "keras"],
+    "Adam on the centers' repeated rows in every deep cell: tf1 sums them first, as the "
+    "original's Adam did; keras is Keras 3's per-row update (the tables before 2026-12).")
 OUT = flags.DEFINE_string("out", None, "Output folder (results.md, results.csv, PNGs, cells/).")
 exits.bound_flag("epochs", exits.MAX_EPOCHS, "a run that long never ends")
 exits.bound_flag("batch_size", exits.MAX_BATCH_SIZE, "a larger batch exhausts memory")
@@ -82,7 +86,7 @@ def main(argv: list[str]) -> None:
                              batch_size=BATCH_SIZE.value, shuffle=SHUFFLE.value, seed=SEED.value,
                              eval_every=EVAL_EVERY.value, width_multiplier=WIDTH.value,
                              checkpoint=CHECKPOINT.value, ties=TIES.value,
-                             deterministic=DETERMINISTIC.value)
+                             deterministic=DETERMINISTIC.value, sparse_adam=SPARSE_ADAM.value)
     try:
         config.validate()
         data = load_split_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value)

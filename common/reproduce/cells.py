@@ -32,7 +32,8 @@ HAMMINGS = ("exact", "legacy")
 
 
 # Settings added after cells were first written, with the value those cells were made with.
-LATER_SETTINGS = {"deterministic": False}
+# Settings added later, with the value a cell made before them had.
+LATER_SETTINGS = {"deterministic": False, "sparse_adam": "keras"}
 
 
 class CellSettingsError(ValueError):
@@ -79,7 +80,8 @@ def _deep_codes(method_name: str, bits: int, data, settings: dict[str, Any], fol
     config = TrainConfig(epochs=settings["epochs"], model_dir=os.path.join(folder, "run"),
                          batch_size=settings["batch_size"], shuffle=settings["shuffle"],
                          seed=settings["seed"], eval_every=settings["eval_every"],
-                         deterministic=settings.get("deterministic", False), log_every_steps=0)
+                         deterministic=settings.get("deterministic", False),
+                         sparse_adam=settings.get("sparse_adam", "keras"), log_every_steps=0)
     train(method, data, config)
     run = load_run(type(method), config.model_dir, settings["checkpoint"])
     queries = compute_codes(run.model, run.method, data.test_images)

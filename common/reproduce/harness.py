@@ -28,7 +28,8 @@ class ReproduceConfig:
     """What to run. Deep methods share the training settings; baselines use the seed.
 
     ``deterministic`` switches TensorFlow's op determinism on in every deep cell's
-    process (bit-identical re-runs on the same machine and software).
+    process (bit-identical re-runs on the same machine and software). ``sparse_adam``
+    is the deep cells' Adam on the centers' repeated rows (common.training.sparse_gradients).
     """
 
     out: str
@@ -45,6 +46,7 @@ class ReproduceConfig:
     radius: int = 2
     ties: str = "index"
     deterministic: bool = False
+    sparse_adam: str = "tf1"
 
     def validate(self) -> None:
         self.methods = registry.check_methods(self.methods)
@@ -61,6 +63,8 @@ class ReproduceConfig:
         if self.checkpoint not in ("best_map", "best_loss", "last"):
             raise ValueError(f"checkpoint must be best_map, best_loss or last, got "
                              f"{self.checkpoint!r}")
+        if self.sparse_adam not in ("tf1", "keras"):
+            raise ValueError(f"sparse_adam must be tf1 or keras, got {self.sparse_adam!r}")
         if self.ties not in ("index", "expected"):
             raise ValueError(f"ties must be index or expected, got {self.ties!r}")
 

@@ -27,7 +27,7 @@ from typing import Any, Iterable, TextIO
 CHILD_MODULE = "common.reproduce.run_cell"
 # The ReproduceConfig fields a cell's command passes as flags (all but out, methods, bits).
 CONFIG_FLAGS = ("epochs", "batch_size", "shuffle", "seed", "eval_every", "width_multiplier",
-                "checkpoint", "top_k", "radius", "ties", "deterministic")
+                "checkpoint", "top_k", "radius", "ties", "deterministic", "sparse_adam")
 # SplitData.description["synthetic"] keys passed as --synthetic_<key>.
 SYNTHETIC_FLAGS = ("num_identities", "train_per_identity", "test_per_identity", "seed")
 PARENT_PID_ENV = "FACE_HASHING_REPRODUCE_PARENT"  # set for a child the harness started

@@ -53,6 +53,8 @@ flags.DEFINE_integer("top_k", 50, "K of precision@K.", lower_bound=1)
 flags.DEFINE_integer("radius", 2, "Hamming radius of precision/recall.", lower_bound=0)
 flags.DEFINE_enum("ties", "index", ["index", "expected"], "Tie rule of the figures.")
 flags.DEFINE_bool("deterministic", False, "Deterministic TensorFlow ops (bit-identical reruns).")
+flags.DEFINE_enum("sparse_adam", "tf1", ["tf1", "keras"],
+                  "Adam on the centers' repeated rows: tf1 (the original's) or keras.")
 flags.mark_flags_as_required(["out", "method", "bits"])
 _MISSING = [name for name in CONFIG_FLAGS if name not in flags.FLAGS]
 assert not _MISSING, f"run_cell defines no flag for the cell settings {_MISSING}"

@@ -46,12 +46,15 @@ from common.training.checkpoints import (CheckpointError, CheckpointStore, read_
                                          remove_stale_json_temps, run_lock, write_json_atomic)
 from common.training.data import SplitData
 from common.training.evaluate import evaluate_retrieval
+from common.training.sparse_gradients import (BEFORE_THE_OPTION, ORIGINAL_SPARSE_ADAM,
+                                              SPARSE_ADAM_MODES, gradients_for_adam)
 
 RUN_CONFIG = "run_config.json"
 METRICS = "metrics.json"
 HISTORY = "history.jsonl"
 TENSORBOARD = "tensorboard"
 REPORTED_SLOTS = ("last", "best_loss", "best_map")
+TRAIN_SETTINGS_BEFORE_THEY_EXISTED = {"sparse_adam": BEFORE_THE_OPTION}
 
 
 @dataclass(kw_only=True)
@@ -64,6 +67,9 @@ class TrainConfig:
         batch_size: examples per step (original 256; the last batch holds the rest).
         learning_rate: Adam's step size (original 1e-3).
         adam_epsilon: Adam's epsilon; 1e-8 is TF1's default (Keras' is 1e-7).
+        sparse_adam: how Adam takes a sparse gradient with repeated rows (the centers'):
+            "tf1" sums the rows first, as the original's Adam did; "keras" is Keras 3's
+            per-row update (common.training.sparse_gradients).
         shuffle: reshuffle every epoch (seeded by (seed, epoch)); the original did not.
         seed: seeds weights initialisation and shuffles.
         eval_every: evaluate retrieval every this many epochs (0 = only at the end).
@@ -81,6 +87,7 @@ class TrainConfig:
     batch_size: int = 256
     learning_rate: float = 1e-3
     adam_epsilon: float = 1e-8
+    sparse_adam: str = ORIGINAL_SPARSE_ADAM
     shuffle: bool = False
     seed: int = 0
     eval_every: int = 100
@@ -103,6 +110,8 @@ class TrainConfig:
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
             (self.adam_epsilon > 0, f"adam_epsilon must be > 0, got {self.adam_epsilon}"),
+            (self.sparse_adam in SPARSE_ADAM_MODES,
+             f"sparse_adam must be one of {SPARSE_ADAM_MODES}, got {self.sparse_adam!r}"),
             (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
             (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
             (self.hamming in HAMMING_MODES,
@@ -226,7 +235,8 @@ def record_setting_changes(old: dict[str, Any], new: dict[str, Any], epoch: int)
     set after the optimizer's state is restored), so a change is recorded with the
     epoch from which it applies, never logged while the old value stays in use.
     """
-    before = old.get("train_config", {})
+    # Settings added later: what a run made before them did.
+    before = {**TRAIN_SETTINGS_BEFORE_THEY_EXISTED, **old.get("train_config", {})}
     changed = {k: [before.get(k), v] for k, v in new["train_config"].items()
                if before.get(k) != v and k != "model_dir"}  # a moved folder trains the same
     history = list(old.get("setting_changes", []))
@@ -313,7 +323,8 @@ def make_optimizer(config: TrainConfig, policy: str, variables) -> keras.optimiz
     return optimizer
 
 
-def _make_steps(model, method: HashingMethod, optimizer, jit_compile: bool):
+def _make_steps(model, method: HashingMethod, optimizer, jit_compile: bool,
+                sparse_adam: str = ORIGINAL_SPARSE_ADAM):
     """(train_step, test_step, part_names): each step returns [loss, *parts, correct]."""
     variables = model.trainable_variables
     names: list[str] = []
@@ -333,7 +344,7 @@ def _make_steps(model, method: HashingMethod, optimizer, jit_compile: bool):
         with tf.GradientTape() as tape:
             outputs, loss, parts, correct = forward(images, labels, True)
             scaled = optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, variables)
+        grads = gradients_for_adam(tape.gradient(scaled, variables), sparse_adam)
         # DCBH's direct center update comes before the optimizer step, as in the original.
         method.before_optimizer_step(model, outputs, labels)
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
@@ -380,7 +391,7 @@ class _Trainer:
         self.store = CheckpointStore(config.model_dir, model=self.model, optimizer=self.optimizer,
                                      epoch=self.epoch)
         self.train_step, self.test_step, self.names = _make_steps(
-            self.model, method, self.optimizer, config.jit_compile)
+            self.model, method, self.optimizer, config.jit_compile, config.sparse_adam)
         self.pipeline = ArrayPipeline(data.train_images, data.train_labels, config.batch_size,
                                       shuffle=config.shuffle, seed=config.seed)
         self.test_pipeline = ArrayPipeline(data.test_images, data.test_labels, config.batch_size)
