@@ -215,7 +215,7 @@ def _exchange(a: str, b: str) -> bool:
     return _rename_with_flags(a, b, _RENAME_EXCHANGE)
 
 
-def _rename_noreplace(src: str, dst: str) -> None:
+def rename_noreplace(src: str, dst: str) -> None:
     """Rename ``src`` to a ``dst`` that must not exist (never replaces a folder)."""
     if _rename_with_flags(src, dst, _RENAME_NOREPLACE):
         return
@@ -315,7 +315,7 @@ def recover_locked(export_dir: str) -> bool:
     if not complete:
         return False
     newest = max(complete, key=lambda p: os.stat(os.path.join(p, EXPORT_INFO)).st_mtime_ns)
-    _rename_noreplace(newest, export_dir)
+    rename_noreplace(newest, export_dir)
     _fsync_path(os.path.dirname(export_dir))
     return True
 
@@ -344,29 +344,36 @@ def remove_stale(export_dir: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def put_in_place(tmp: str, export_dir: str) -> None:
-    """Make the complete ``tmp`` export ``export_dir``, never leaving it missing
-    (exchange) or only briefly so and recoverably (fallback); then drop the old one."""
-    parent = os.path.dirname(export_dir)
-    if not os.path.lexists(export_dir):
-        _rename_noreplace(tmp, export_dir)
+def swap_in_place(tmp: str, target: str, crash_prefix: str) -> None:
+    """Make the complete folder ``tmp`` the folder ``target``, never leaving it missing
+    (exchange) or only briefly so and recoverably (fallback: the old one waits aside
+    as ``sibling(target, "old")``); then drop the old one. ``crash_prefix`` names the
+    fault-injection points (``PREFIX:swapped``, ``PREFIX:aside``)."""
+    parent = os.path.dirname(target)
+    if not os.path.lexists(target):
+        rename_noreplace(tmp, target)
         _fsync_path(parent)
-        crash_point("export:swapped")
+        crash_point(f"{crash_prefix}:swapped")
         return
-    if _exchange(tmp, export_dir):
+    if _exchange(tmp, target):
         _fsync_path(parent)
-        crash_point("export:swapped")
-        shutil.rmtree(tmp, ignore_errors=True)  # now the previous export
+        crash_point(f"{crash_prefix}:swapped")
+        shutil.rmtree(tmp, ignore_errors=True)  # now the previous folder
         return
-    old = sibling(export_dir, "old")
-    os.rename(export_dir, old)
-    crash_point("export:aside")
+    old = sibling(target, "old")
+    os.rename(target, old)
+    crash_point(f"{crash_prefix}:aside")
     try:
-        os.rename(tmp, export_dir)
+        os.rename(tmp, target)
     except BaseException:
-        if not os.path.lexists(export_dir):
-            os.rename(old, export_dir)
+        if not os.path.lexists(target):
+            os.rename(old, target)
         raise
     _fsync_path(parent)
-    crash_point("export:swapped")
+    crash_point(f"{crash_prefix}:swapped")
     shutil.rmtree(old, ignore_errors=True)
+
+
+def put_in_place(tmp: str, export_dir: str) -> None:
+    """Make the complete ``tmp`` export ``export_dir`` (see :func:`swap_in_place`)."""
+    swap_in_place(tmp, export_dir, "export")

@@ -19,7 +19,7 @@ from numba.extending import intrinsic
 
 
 @intrinsic
-def _popcount64(typingctx, value):
+def popcount64(typingctx, value):
     """LLVM's ctpop on a uint64 (a single instruction where the CPU has popcnt)."""
     sig = types.uint64(types.uint64)
 
@@ -33,7 +33,7 @@ def _popcount64(typingctx, value):
 def _distance(q, d_words, k):
     dist = 0
     for w in range(d_words.shape[1]):
-        dist += _popcount64(q[w] ^ d_words[k, w])
+        dist += popcount64(q[w] ^ d_words[k, w])
     return dist
 
 

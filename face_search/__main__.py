@@ -1,0 +1,160 @@
+"""The face search command line: build a gallery index, add, remove, query, info.
+
+    python -m face_search build --model exports/dcbh --gallery data/synthetic/train --index IDX
+    python -m face_search add --index IDX --gallery more_photos/
+    python -m face_search remove --index IDX --ids 17,18 [--identities "Jane Doe"]
+    python -m face_search query --index IDX --top_k 5 [--radius 3] [--format json] PHOTOS...
+    python -m face_search info --index IDX
+    python -m face_search serve --index IDX [--host 127.0.0.1] [--port 8080] [--max_upload_mb 10]
+
+Bad input stops with one ``error:`` line and exit code 2 (``common.exits``); a bad photo
+among many is reported and skipped. The work is in :mod:`face_search.api`.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from common import exits
+from common.exits import fail
+
+COMMANDS = ("build", "add", "remove", "query", "info", "serve")
+
+INDEX = flags.DEFINE_string("index", None, "Index folder (build: new, empty, or an index, "
+                            "replaced atomically).")
+MODEL = flags.DEFINE_string("model", None, "Export folder or training run folder (build: "
+                            "required; add/query: default the model the index records).")
+CHECKPOINT = flags.DEFINE_enum("checkpoint", None, ["best_map", "best_loss", "last"],
+                               "Slot of a run folder given as --model (default best_map).")
+GALLERY = flags.DEFINE_list("gallery", [], "build/add: photo galleries (DIR/<identity>/"
+                            "<photo>), photo folders, photos or pickle folders.")
+KIND = flags.DEFINE_enum("kind", "exact", ["exact", "mih"], "build: exact (flat scan) or mih "
+                         "(multi-index hashing, exact and sub-linear on large galleries).")
+IDS = flags.DEFINE_list("ids", [], "remove: gallery ids.")
+IDENTITIES = flags.DEFINE_list("identities", [], "remove: every item of these identities.")
+TOP_K = flags.DEFINE_integer("top_k", 10, "query: hits per query (with --radius: at most "
+                             "this many, 0 = all).", lower_bound=0)
+RADIUS = flags.DEFINE_integer("radius", None, "query: every item within this Hamming "
+                              "distance instead of the top k.", lower_bound=0)
+FORMAT = flags.DEFINE_enum("format", "table", ["table", "json"], "query: output format.")
+PROGRESS = flags.DEFINE_boolean("progress", True, "build/add/query: a progress line on "
+                                "stderr every few seconds.")
+HOST = flags.DEFINE_string("host", "127.0.0.1", "serve: address to listen on (anyone who can "
+                           "reach it can search the gallery).")
+PORT = flags.DEFINE_integer("port", 8080, "serve: port (0: any free port).", lower_bound=0,
+                            upper_bound=65535)
+MAX_UPLOAD_MB = flags.DEFINE_float("max_upload_mb", 10.0, "serve: largest photo upload, MB.",
+                                   lower_bound=0.001, upper_bound=1024.0)
+DETECTOR = flags.DEFINE_enum("detector", "auto", ["auto", "mtcnn", "center"], "serve: face "
+                             "detector for uploads (auto: mtcnn when installed).")
+exits.bound_flag("top_k", exits.MAX_TOP_K, "more than any gallery this project handles")
+exits.bound_flag("radius", exits.MAX_BITS, "codes are at most 1024 bits")
+
+
+def _guarded(work):
+    """``work()``; bad input becomes one ``error:`` line with exit 2."""
+    try:
+        return work()
+    except (ValueError, OSError) as exc:
+        known = exits.user_error(exc)
+        fail(known[0] if known else str(exc))
+
+
+def _need(flag, name: str) -> str:
+    if not flag.value:
+        fail(f"--{name} is required for this command")
+    return flag.value
+
+
+def build() -> None:
+    from face_search import api, report
+    exits.check_folder_flag("index", INDEX.value)
+    result = _guarded(lambda: api.build_index(
+        _need(MODEL, "model"), GALLERY.value or fail("--gallery is required"),
+        _need(INDEX, "index"), KIND.value, CHECKPOINT.value or "best_map",
+        progress=PROGRESS.value))
+    print("\n".join(report.gallery_lines(result, "indexed")))
+
+
+def add() -> None:
+    from face_search import api, report
+    result = _guarded(lambda: api.add_to_index(
+        _need(INDEX, "index"), GALLERY.value or fail("--gallery is required"), MODEL.value,
+        CHECKPOINT.value, progress=PROGRESS.value))
+    print("\n".join(report.gallery_lines(result, "added")))
+
+
+def remove() -> None:
+    from face_search import api
+    try:
+        ids = [int(i) for i in IDS.value]
+    except ValueError:
+        fail(f"--ids must be integers, got {','.join(IDS.value)}")
+    if not ids and not IDENTITIES.value:
+        fail("give --ids and/or --identities to remove")
+    removed = _guarded(lambda: api.remove_from_index(_need(INDEX, "index"), ids,
+                                                     IDENTITIES.value))
+    print(f"removed {removed:,} faces from {INDEX.value}")
+
+
+def query(inputs: list[str]) -> None:
+    from face_search import api, report
+    if not inputs:
+        fail("give the photos, photo folders or pickle folders to search for")
+    if RADIUS.value is None and TOP_K.value < 1:
+        fail("--top_k must be >= 1 (0 means 'all' only with --radius)")
+    index_dir = _need(INDEX, "index")
+    from face_search.inputs import plan
+    _guarded(lambda: plan(inputs, gallery=False))  # a wrong path fails before the model loads
+
+    def work():
+        searcher = api.FaceSearcher(index_dir, MODEL.value, CHECKPOINT.value)
+        return searcher, searcher.search_paths(inputs, TOP_K.value, RADIUS.value,
+                                               progress=PROGRESS.value)
+
+    searcher, results = _guarded(work)
+    if FORMAT.value == "json":
+        print(report.query_json(results, {"index": searcher.index_dir,
+                                          "num_bits": searcher.index.num_bits,
+                                          "top_k": TOP_K.value, "radius": RADIUS.value}))
+    else:
+        print(report.query_table(results))
+
+
+def info() -> None:
+    import json
+    from face_search import api
+    print(json.dumps(_guarded(lambda: api.index_summary(_need(INDEX, "index"))), indent=2))
+
+
+def serve() -> None:
+    from face_search import server
+    from face_search.web_api import MAX_TOP_K
+    index_dir = _need(INDEX, "index")
+    if not 1 <= TOP_K.value <= MAX_TOP_K:
+        fail(f"--top_k must be in 1..{MAX_TOP_K} for serve, got {TOP_K.value}")
+    _guarded(lambda: server.serve(index_dir, MODEL.value, CHECKPOINT.value, DETECTOR.value,
+                                  HOST.value, PORT.value, int(MAX_UPLOAD_MB.value * 2**20),
+                                  TOP_K.value))
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) < 2 or argv[1] not in COMMANDS:
+        fail(f"give a command: {', '.join(COMMANDS)} (python -m face_search COMMAND --help)"
+             + (f"; got {argv[1]!r}" if len(argv) > 1 else ""))
+    command, rest = argv[1], argv[2:]
+    if command != "query" and rest:
+        fail(f"unexpected arguments: {' '.join(rest)} (all settings of {command} are --flags)")
+    if command == "query":
+        query(rest)
+    else:
+        {"build": build, "add": add, "remove": remove, "info": info, "serve": serve}[command]()
+
+
+def run() -> None:
+    """Console-script entry point (``face-search``)."""
+    exits.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,168 @@
+"""The face search as Python functions: build, add, remove, search (the CLI calls these).
+
+Each function takes folders and paths, does the whole job and returns a report; the
+command line only parses flags and prints. See the package docstring for examples.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from common import interrupts
+from face_search import inputs, store
+from face_search.encoder import CodeEncoder, encoder_for_index
+from face_search.errors import UnknownIdError
+from face_search.index import GalleryIndex
+from face_search.progress import Progress
+from face_search.searcher import FaceSearcher, QueryResult  # noqa: F401 (part of the API)
+
+
+@dataclass
+class GalleryReport:
+    """What a build or an add did."""
+
+    index_dir: str
+    added: int
+    total: int
+    identities: int
+    num_bits: int
+    kind: str
+    seconds: float
+    skipped: list[inputs.Skipped] = field(default_factory=list)
+    ids: np.ndarray | None = None
+
+
+def _add_galleries(index: GalleryIndex, encoder: CodeEncoder, galleries: Sequence[str],
+                   report: inputs.InputReport, progress: Progress | None,
+                   preparer: Any = None) -> np.ndarray:
+    """Encode every usable face of ``galleries`` into ``index``; returns the new ids.
+
+    Labels: pickle rows keep theirs; a photo gets its identity's label in the index, or
+    for a new identity one more than the largest label so far.
+    """
+    units, skipped = inputs.plan(list(galleries), gallery=True)
+    report.skipped += skipped
+    if progress is not None:
+        progress.total_inputs = len(units)
+    book = index.identity_labels()
+    next_label = int(index.labels.max()) + 1 if len(index) else 0
+    codes, identities, labels, sources = [], [], [], []
+    with interrupts.deferred():  # Ctrl-C between batches, never inside TensorFlow
+        for batch in inputs.read_batches(units, report, preparer, progress):
+            interrupts.check()
+            codes.append(encoder.encode_faces(batch.faces))
+            for identity, label in zip(batch.identities, batch.labels):
+                if label is None:
+                    if identity not in book:
+                        book[identity] = next_label
+                    label = book[identity]
+                book.setdefault(identity, int(label))
+                next_label = max(next_label, int(label) + 1)
+                labels.append(int(label))
+            identities += batch.identities
+            sources += batch.sources
+            if progress is not None:
+                progress.advance(faces=len(batch.sources))
+        interrupts.check()
+    if not codes:
+        return np.zeros(0, np.int64)
+    return index.add_columns(np.concatenate(codes), identities, labels, sources)
+
+
+def build_index(model: str | CodeEncoder, galleries: Sequence[str], index_dir: str,
+                kind: str = "exact", checkpoint: str = "best_map", progress: bool = False,
+                preparer: Any = None) -> GalleryReport:
+    """Encode every face of ``galleries`` with ``model`` and save a new index to ``index_dir``.
+
+    Args:
+        model: an export folder, a run folder, or a :class:`CodeEncoder`.
+        galleries: photo galleries, photo folders, photo files or pickle folders.
+        index_dir: output folder: new, empty, or an index (replaced atomically).
+        kind: "exact" (flat scan) or "mih" (multi-index hashing; exact too).
+        checkpoint: the slot of a run folder.
+        progress: print a progress line to stderr every few seconds.
+        preparer: a ``common.faces.FacePreparer`` to reuse (photos only).
+    """
+    start = time.perf_counter()
+    index_dir = store.check_index_dir(index_dir)  # refuse before minutes of encoding
+    encoder = model if isinstance(model, CodeEncoder) else CodeEncoder.from_path(model, checkpoint)
+    index = GalleryIndex.create(encoder.num_bits, kind)
+    index.model = encoder.describe()
+    report = inputs.InputReport()
+    meter = Progress("build") if progress else None
+    ids = _add_galleries(index, encoder, galleries, report, meter, preparer)
+    if meter is not None:
+        meter.print_line(final=True)
+    index.save(index_dir)
+    return GalleryReport(index_dir, len(ids), len(index), len(index.identity_counts()),
+                         index.num_bits, index.kind, time.perf_counter() - start,
+                         report.skipped, ids)
+
+
+def add_to_index(index_dir: str, galleries: Sequence[str], model: str | CodeEncoder | None = None,
+                 checkpoint: str | None = None, progress: bool = False,
+                 preparer: Any = None) -> GalleryReport:
+    """Add the faces of ``galleries`` to the index in ``index_dir`` (same model checked)."""
+    start = time.perf_counter()
+    with store.locked(index_dir) as path:
+        index = GalleryIndex.load(path)
+        encoder = encoder_for_index(index, model, path, checkpoint)
+        report = inputs.InputReport()
+        meter = Progress("add") if progress else None
+        ids = _add_galleries(index, encoder, galleries, report, meter, preparer)
+        if meter is not None:
+            meter.print_line(final=True)
+        index.save(path)
+    return GalleryReport(path, len(ids), len(index), len(index.identity_counts()),
+                         index.num_bits, index.kind, time.perf_counter() - start,
+                         report.skipped, ids)
+
+
+def remove_from_index(index_dir: str, ids: Iterable[int] = (),
+                      identities: Iterable[str] = ()) -> int:
+    """Remove items by gallery id and/or identity; returns how many were removed.
+
+    Raises:
+        UnknownIdError: an id is not in the index, or an identity has no item
+            (nothing is removed).
+    """
+    with store.locked(index_dir) as path:
+        index = GalleryIndex.load(path)
+        chosen = [np.asarray(list(ids), np.int64)]
+        for name in identities:
+            found = index.ids_of_identities([name])
+            if not len(found):
+                raise UnknownIdError(f"identity {name!r} has no item in the index")
+            chosen.append(found)
+        removed = index.remove(np.concatenate(chosen))
+        if removed:
+            index.save(path)
+    return removed
+
+
+def search(queries: str | Sequence[str] | np.ndarray, index: str | GalleryIndex,
+           model: str | CodeEncoder | None = None, top_k: int = 10,
+           radius: int | None = None, preparer: Any = None) -> list[QueryResult]:
+    """Search ``queries`` (paths, or uint8 (N, 32, 32, 3) faces) in ``index`` (a folder or a
+    :class:`GalleryIndex`) with ``model`` (default: the model the index records)."""
+    searcher = FaceSearcher(index, model, preparer=preparer)
+    if isinstance(queries, np.ndarray):
+        return searcher.search_faces(queries, top_k, radius)
+    return searcher.search_paths([queries] if isinstance(queries, str) else list(queries),
+                                 top_k, radius)
+
+
+def index_summary(index_dir: str) -> dict[str, Any]:
+    """What an index folder holds (count, bits, kind, identities, model) without loading
+    the model."""
+    index = GalleryIndex.load(index_dir)  # IndexFolderError when missing or damaged
+    manifest = store.read_manifest(os.path.abspath(index_dir)) or {}
+    counts = index.identity_counts()
+    return {"index_dir": os.path.abspath(index_dir), "count": len(index),
+            "num_bits": index.num_bits, "kind": index.kind, "next_id": index.next_id,
+            "identities": len(counts), "model": index.model, "saved_at": manifest.get("saved_at")}

@@ -1,0 +1,160 @@
+"""Faces to packed codes with a trained model, from an export or from a run folder.
+
+Why both: an export is what a deployment ships; a run folder is what a researcher has
+right after training. Both give the same codes (the export bakes in the run's train-split
+normalisation; tested). Every encoder carries a fingerprint, the SHA-256 of its codes for
+a fixed set of probe images, which an index records so that faces are never compared
+with codes of another model (a retrained model at the same path included).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from face_search.errors import ModelPathError
+
+BATCH = 256
+_PROBE_SEED = 20_240_613
+_PROBES = 32
+
+
+def _probe_images() -> np.ndarray:
+    """Fixed uint8 images (noise at several contrasts) whose codes identify a model."""
+    rng = np.random.default_rng(_PROBE_SEED)
+    noise = rng.random((_PROBES, 32, 32, 3))
+    contrast = np.linspace(0.1, 1.0, _PROBES)[:, None, None, None]
+    return np.clip(np.rint(127.5 + (noise - 0.5) * 255 * contrast), 0, 255).astype(np.uint8)
+
+
+def model_kind(path: str) -> str:
+    """"export" or "run" for the folder ``path``.
+
+    Raises:
+        ModelPathError: missing, or neither kind.
+    """
+    from common.export_folder import has_marker, recover_export
+    from common.training.loop import RUN_CONFIG
+
+    path = os.path.abspath(path)
+    recover_export(path)  # a previous export a killed export left aside
+    if not os.path.isdir(path):
+        raise ModelPathError(f"{path}: no such folder (--model takes an export folder or a "
+                             "training run folder)")
+    if has_marker(path) and os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return "export"
+    if os.path.isfile(os.path.join(path, RUN_CONFIG)):
+        return "run"
+    raise ModelPathError(f"{path}: neither an export (export_info.json and saved_model.pb, "
+                         f"written by an export command) nor a training run folder "
+                         f"({RUN_CONFIG}, written by a train command)")
+
+
+class CodeEncoder:
+    """uint8 faces (N, 32, 32, 3) -> packed codes uint8 (N, ceil(bits/8)), LSB first."""
+
+    def __init__(self, path: str, kind: str, num_bits: int,
+                 encode: Callable[[np.ndarray], np.ndarray], details: dict[str, Any]) -> None:
+        self.path = path
+        self.kind = kind
+        self.num_bits = int(num_bits)
+        self._encode = encode
+        self._details = details
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def from_path(cls, path: str, checkpoint: str = "best_map") -> "CodeEncoder":
+        """Load an export folder or a run folder (``checkpoint``: the run's slot).
+
+        Raises:
+            ModelPathError: neither kind; RunFolderError / ExportDirError when damaged.
+        """
+        path = os.path.abspath(path)
+        if model_kind(path) == "export":
+            return cls._from_export(path)
+        return cls._from_run(path, checkpoint)
+
+    @classmethod
+    def _from_export(cls, path: str) -> "CodeEncoder":
+        from common.encoder import load_encoder
+
+        encoder = load_encoder(path)
+        info = encoder.info
+        details = {"method": (info.get("method") or {}).get("method"),
+                   "checkpoint": (info.get("checkpoint") or {}).get("slot"),
+                   "epoch": (info.get("checkpoint") or {}).get("epoch")}
+        return cls(path, "export", encoder.num_bits, lambda x: encoder(x)["packed"], details)
+
+    @classmethod
+    def _from_run(cls, path: str, checkpoint: str) -> "CodeEncoder":
+        from common.reproduce.methods import DEEP_METHODS, deep_method_class
+        from common.saved_run import RunFolderError, load_run, read_run_config
+        from common.training.evaluate import compute_codes
+
+        name = read_run_config(path)["method"].get("method")
+        if name not in DEEP_METHODS:
+            raise RunFolderError(f"{path}: unknown method {name!r} in its run config")
+        run = load_run(deep_method_class(name), path, checkpoint)
+        num_bits = int(run.model.outputs[run.codes_output].shape[-1])
+
+        def encode(faces: np.ndarray) -> np.ndarray:
+            relaxed = compute_codes(run.model, run.method, run.normalization.apply(faces))
+            return np.packbits(relaxed >= 0, axis=1, bitorder="little")  # sign, 0 -> +1
+
+        details = {"method": name, "checkpoint": checkpoint, "epoch": run.record.get("epoch")}
+        return cls(path, "run", num_bits, encode, details)
+
+    def encode_faces(self, faces: np.ndarray) -> np.ndarray:
+        """Packed codes of uint8 (N, 32, 32, 3) faces (ValueError for anything else)."""
+        from common.encoder import check_images
+
+        faces = check_images(faces)
+        if not len(faces):
+            return np.zeros((0, -(-self.num_bits // 8)), np.uint8)
+        parts = [self._encode(faces[i:i + BATCH]) for i in range(0, len(faces), BATCH)]
+        return np.ascontiguousarray(np.concatenate(parts), dtype=np.uint8)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the codes of the fixed probe images (same model, same fingerprint)."""
+        if self._fingerprint is None:
+            codes = self.encode_faces(_probe_images())
+            self._fingerprint = hashlib.sha256(codes.tobytes()).hexdigest()
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        """What an index records about the model that made its codes."""
+        return {"path": self.path, "kind": self.kind, "num_bits": self.num_bits,
+                "fingerprint": self.fingerprint, **self._details}
+
+    def check_matches(self, record: dict[str, Any] | None, index_path: str) -> None:
+        """ModelPathError unless this encoder makes the codes ``record`` describes."""
+        if not record:
+            return
+        if int(record.get("num_bits", -1)) != self.num_bits:
+            raise ModelPathError(f"{self.path}: makes {self.num_bits}-bit codes, the index "
+                                 f"{index_path} holds {record.get('num_bits')}-bit codes")
+        if record.get("fingerprint") != self.fingerprint:
+            raise ModelPathError(
+                f"{self.path}: not the model the index {index_path} was built with "
+                f"({record.get('path')}): its codes differ, and codes of different models "
+                "cannot be compared; rebuild the index with this model")
+
+
+def encoder_for_index(index: Any, model: str | CodeEncoder | None, index_dir: str,
+                      checkpoint: str | None = None) -> CodeEncoder:
+    """The encoder for a GalleryIndex: ``model`` (a path or an encoder) or the model the
+    index records, checked to make the index's codes (ModelPathError otherwise)."""
+    if isinstance(model, CodeEncoder):
+        encoder = model
+    else:
+        record = index.model or {}
+        path = model or record.get("path")
+        if not path:
+            raise ModelPathError(f"{index_dir}: the index records no model; give --model")
+        encoder = CodeEncoder.from_path(path, checkpoint or record.get("checkpoint") or "best_map")
+    encoder.check_matches(index.model, index_dir)
+    return encoder

@@ -1,0 +1,25 @@
+"""Errors of the face search a user's input can cause (all ``ValueError``: exit 2)."""
+
+
+class SearchInputError(ValueError):
+    """Base of the errors below."""
+
+
+class IndexFolderError(SearchInputError):
+    """An index folder is missing, damaged, not an index, or may not be replaced."""
+
+
+class IndexBusyError(IndexFolderError):
+    """Another process is writing the same index folder."""
+
+
+class ModelPathError(SearchInputError):
+    """``--model`` is neither an export nor a run folder, or encodes other codes."""
+
+
+class GalleryInputError(SearchInputError):
+    """A gallery or query input cannot be read at all (not: one bad photo among many)."""
+
+
+class UnknownIdError(SearchInputError):
+    """Gallery ids asked for that the index does not hold."""

@@ -1,0 +1,278 @@
+"""An index folder on disk: written whole or not at all, never losing the previous one.
+
+Layout (format ``face-search-index/1``): ``index.json`` (the marker, bit count, kind,
+next gallery id, the model that made the codes, and the size and SHA-256 of every other
+file), ``codes.npy``, ``ids.npy``, ``labels.npy``, ``identity_codes.npy``,
+``identity_names.json``, ``sources.npy`` (UTF-8 bytes) and ``source_ends.npy``.
+
+The rules are the exports' (``common.export_folder``): the new index is written into
+``.NAME.tmp-<hex>`` beside the target, fsynced, and swapped in with one
+``renameat2(RENAME_EXCHANGE)``; where the filesystem cannot exchange, the old index is
+renamed aside (``.NAME.old-<hex>``) first and put back by the next save or load if a
+kill left the folder missing. A lock (``.NAME.lock``) refuses a second writer. Only a
+new folder, an empty one or an index (the marker and only the files above) may be
+replaced. Loading checks every file against its recorded size and hash, so a damaged
+index is refused with the file named instead of answering wrong results.
+
+Crash points (``common.faults``): ``index:written`` (temporary folder complete, nothing
+swapped), ``index:aside`` (fallback only: the old index aside, the new one not yet in
+place), ``index:swapped`` (new index in place, the old one not yet removed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import time
+from typing import Any, Iterator
+
+import numpy as np
+
+from common import interrupts
+from common.atomic_files import fsync_path, make_temp_dir
+# The exports' rename primitives: the same atomic exchange and no-replace rename.
+from common.export_folder import fsync_tree, rename_noreplace, swap_in_place
+from common.faults import crash_point
+from face_search.errors import IndexBusyError, IndexFolderError
+
+INDEX_JSON = "index.json"
+FORMAT = "face-search-index/1"
+ARRAY_FILES = ("codes", "ids", "labels", "identity_codes", "sources", "source_ends")
+NAMES_FILE = "identity_names.json"
+INDEX_FILES = frozenset({INDEX_JSON, NAMES_FILE, *(f"{name}.npy" for name in ARRAY_FILES)})
+_held: set[str] = set()  # index folders whose lock this process holds
+
+
+# ------------------------------------------------------------ which folders we may replace
+def read_manifest(folder: str) -> dict[str, Any] | None:
+    """``index.json`` if it is one of ours, else None."""
+    try:
+        with open(os.path.join(folder, INDEX_JSON), encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if isinstance(manifest, dict) and manifest.get("format") == FORMAT:
+        return manifest
+    return None
+
+
+def _foreign(folder: str) -> list[str]:
+    """Entries of ``folder`` that a save does not write (or that are not plain files)."""
+    return sorted(name + ("/" if os.path.isdir(os.path.join(folder, name)) else "")
+                  for name in os.listdir(folder)
+                  if name not in INDEX_FILES
+                  or not stat.S_ISREG(os.lstat(os.path.join(folder, name)).st_mode))
+
+
+def _refusal(path: str) -> str | None:
+    """Why the absolute ``path`` must not be replaced by an index, or None."""
+    if os.path.islink(path):
+        return "is a symbolic link"
+    if not os.path.lexists(path):
+        return None
+    if not os.path.isdir(path):
+        return "is a file, not a folder"
+    real = os.path.realpath(path)
+    if os.path.dirname(real) == real:
+        return "is the filesystem root"
+    with contextlib.suppress(OSError):
+        cwd = os.path.realpath(os.getcwd())
+        if cwd == real or cwd.startswith(real.rstrip(os.sep) + os.sep):
+            return "is or contains the current directory"
+    foreign = _foreign(path)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        return f"not an index folder: holds {shown}"
+    if os.listdir(path) and read_manifest(path) is None:
+        return f"not an index folder: no {INDEX_JSON} with \"format\": \"{FORMAT}\""
+    return None
+
+
+def check_index_dir(folder: str) -> str:
+    """The absolute ``folder`` if an index may be written there (IndexFolderError if not)."""
+    path = os.path.abspath(folder)
+    why = _refusal(path)
+    if why:
+        raise IndexFolderError(f"{path}: {why}; choose a new or empty folder, or an index "
+                               "(it is replaced)")
+    return path
+
+
+# ------------------------------------------------------------------------ the lock
+@contextlib.contextmanager
+def locked(folder: str) -> Iterator[str]:
+    """Hold ``.NAME.lock`` beside ``folder`` (re-entrant in this process); yields the
+    absolute path. Hold it around load-change-save so no other writer interleaves.
+
+    Raises:
+        IndexBusyError: another process holds it.
+    """
+    path = os.path.abspath(folder)
+    if path in _held:
+        yield path
+        return
+    import fcntl
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    lock_path = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock")
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise IndexBusyError(f"{path}: another process is writing this index (it holds "
+                                 f"{lock_path}); wait for it to finish") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    _held.add(path)
+    try:
+        yield path
+    finally:
+        _held.discard(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def _siblings(path: str, kind: str) -> list[str]:
+    """This index's own ``.NAME.<kind>-<12 hex>`` folders (real folders only)."""
+    parent = os.path.dirname(path)
+    pattern = re.compile(rf"\.{re.escape(os.path.basename(path))}\.{kind}-[0-9a-f]{{12}}")
+    return [os.path.join(parent, n) for n in sorted(os.listdir(parent))
+            if pattern.fullmatch(n) and stat.S_ISDIR(os.lstat(os.path.join(parent, n)).st_mode)]
+
+
+def _recover(path: str) -> None:
+    """With the lock held: put back the newest complete aside copy if ``path`` is missing."""
+    if os.path.lexists(path) or not os.path.isdir(os.path.dirname(path)):
+        return
+    complete = [p for p in _siblings(path, "old") if read_manifest(p) and not _foreign(p)]
+    if complete:
+        newest = max(complete, key=lambda p: os.stat(os.path.join(p, INDEX_JSON)).st_mtime_ns)
+        rename_noreplace(newest, path)
+        fsync_path(os.path.dirname(path))
+
+
+# ------------------------------------------------------------------------ writing
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_files(index, folder: str) -> None:
+    """Every file of the index into the empty ``folder``, flushed."""
+    arrays = index.arrays()
+    files = {}
+    for name in ARRAY_FILES:
+        file = os.path.join(folder, f"{name}.npy")
+        np.save(file, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+    with open(os.path.join(folder, NAMES_FILE), "w", encoding="utf-8") as f:
+        json.dump(arrays["identity_names"], f, ensure_ascii=False)
+    for name in sorted(INDEX_FILES - {INDEX_JSON}):
+        file = os.path.join(folder, name)
+        files[name] = {"bytes": os.path.getsize(file), "sha256": _sha256(file)}
+    manifest = {"format": FORMAT, "num_bits": index.num_bits, "kind": index.kind,
+                "count": len(index), "next_id": int(index.next_id), "model": index.model,
+                "identities": len(index.identity_counts()),
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files}
+    with open(os.path.join(folder, INDEX_JSON), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True, ensure_ascii=False)
+        f.write("\n")
+    fsync_tree(folder)
+
+
+def _put_in_place(tmp: str, path: str) -> None:
+    """Make the complete ``tmp`` the index at ``path``; never leave it missing for good."""
+    swap_in_place(tmp, path, "index")
+
+
+def save_index(index, folder: str) -> str:
+    """Write ``index`` to ``folder`` atomically (module docstring). Returns the absolute path.
+
+    Raises:
+        IndexFolderError: ``folder`` is something an index may not replace.
+        IndexBusyError: another process is writing it.
+    """
+    path = check_index_dir(folder)
+    with locked(path), interrupts.deferred():
+        _recover(path)
+        check_index_dir(path)  # again, now that we hold the lock
+        for stale in _siblings(path, "tmp") + _siblings(path, "old"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = make_temp_dir(f".{os.path.basename(path)}.tmp-", os.path.dirname(path))
+        try:
+            _write_files(index, tmp)
+            crash_point("index:written")
+            interrupts.check()
+            _put_in_place(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return path
+
+
+# ------------------------------------------------------------------------ reading
+def _read_checked(folder: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Every data file, checked against the manifest's sizes and hashes."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != INDEX_FILES - {INDEX_JSON}:
+        raise IndexFolderError(f"{os.path.join(folder, INDEX_JSON)}: damaged (file list)")
+    arrays: dict[str, Any] = {}
+    for name, record in sorted(files.items()):
+        file = os.path.join(folder, name)
+        if not os.path.isfile(file):
+            raise IndexFolderError(f"{file}: missing; the index is incomplete")
+        if os.path.getsize(file) != record.get("bytes") or _sha256(file) != record.get("sha256"):
+            raise IndexFolderError(f"{file}: damaged (size or SHA-256 differs from "
+                                   f"{INDEX_JSON}); rebuild the index")
+        key = name.rsplit(".", 1)[0]
+        if name == NAMES_FILE:
+            with open(file, encoding="utf-8") as f:
+                arrays[key] = json.load(f)
+        else:
+            arrays[key] = np.load(file, allow_pickle=False)
+    if not isinstance(arrays["identity_names"], list) or not all(
+            isinstance(n, str) for n in arrays["identity_names"]):
+        raise IndexFolderError(f"{os.path.join(folder, NAMES_FILE)}: not a list of names")
+    return arrays
+
+
+def load_index(folder: str):
+    """The :class:`face_search.index.GalleryIndex` saved in ``folder``.
+
+    Raises:
+        IndexFolderError: missing, not an index, or damaged (the file is named).
+    """
+    from face_search.index import GalleryIndex
+
+    path = os.path.abspath(folder)
+    if not os.path.lexists(path) and os.path.isdir(os.path.dirname(path)) and \
+            _siblings(path, "old"):
+        with locked(path):
+            _recover(path)
+    if not os.path.isdir(path):
+        raise IndexFolderError(f"{path}: no such index folder")
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise IndexFolderError(f"{path}: not an index (no {INDEX_JSON} with \"format\": "
+                               f"\"{FORMAT}\")")
+    arrays = _read_checked(path, manifest)
+    try:
+        return GalleryIndex.from_arrays(manifest["num_bits"], manifest["kind"],
+                                        manifest["next_id"], manifest.get("model"), arrays)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IndexFolderError(f"{path}: damaged index ({exc})") from None
