@@ -74,6 +74,13 @@ DETERMINISTIC = flags.DEFINE_bool(
     "deterministic", False, "Deterministic TensorFlow ops: bit-exact reruns and resumes (slower).")
 LOG_EVERY_STEPS = flags.DEFINE_integer("log_every_steps", 100,
                                        "Progress line every N steps (0: none).", lower_bound=0)
+DISTRIBUTION = flags.DEFINE_enum(
+    "distribution", "default", ["default", "mirrored"],
+    "default: one device; mirrored: one replica per local GPU (or per --cpu_devices CPU "
+    "device), --batch_size being the global batch (README, 'Several GPUs').")
+CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", None, "Split the CPU into N logical devices (to try --distribution "
+    "mirrored without GPUs).", lower_bound=1, upper_bound=64)
 MAX_STEPS_PER_EPOCH = flags.DEFINE_integer(
     "max_steps_per_epoch", None, "Cut every epoch short after N steps (smoke runs).",
     lower_bound=1)
@@ -153,6 +160,12 @@ def run_training(method: MethodOrFactory) -> dict:
             (called after flags and data are checked, so that a bad flag is reported
             before the method's module pulls in TensorFlow).
     """
+    if CPU_DEVICES.value:  # before TensorFlow's first op
+        from common.training.distribution import DistributionError, configure_cpu_devices
+        try:
+            configure_cpu_devices(CPU_DEVICES.value)
+        except DistributionError as exc:
+            fail(str(exc))
     data = load_data_from_flags()
     from common.method import HashingMethod  # TensorFlow from here on
     from common.training.checkpoints import CheckpointError, RunLockedError
@@ -172,7 +185,8 @@ def run_training(method: MethodOrFactory) -> dict:
         shuffle=SHUFFLE.value, seed=SEED.value, eval_every=EVAL_EVERY.value,
         hamming=HAMMING.value, ties=TIES.value, top_k=TOP_K.value, radius=RADIUS.value,
         mixed_precision=MIXED_PRECISION.value, jit_compile=JIT_COMPILE.value,
-        deterministic=DETERMINISTIC.value, log_every_steps=LOG_EVERY_STEPS.value,
+        deterministic=DETERMINISTIC.value, distribution=DISTRIBUTION.value,
+        log_every_steps=LOG_EVERY_STEPS.value,
         max_steps_per_epoch=MAX_STEPS_PER_EPOCH.value)
     try:
         config.validate()

@@ -39,6 +39,18 @@ class HashingMethod:
         """Weighted loss parts (float32 scalars); their sum is the training cost."""
         raise NotImplementedError
 
+    def loss_reductions(self) -> dict[str, str]:
+        """How each loss part depends on the batch: "mean", "sum" or "none".
+
+        Distributed training (common.training.distribution) needs it to make the
+        replicas' parts add up to the global batch's: a batch mean is weighted by
+        the replica's share of the batch, a batch sum is kept, a part that does not
+        depend on the batch (weight decay) is split evenly. Every part of
+        :meth:`loss_terms` must be named.
+        """
+        raise NotImplementedError(f"{self.name} does not say how its loss parts depend on "
+                                  "the batch (loss_reductions), so it cannot be distributed")
+
     def before_optimizer_step(self, model: keras.Model, outputs: dict[str, tf.Tensor],
                               labels: tf.Tensor) -> None:
         """State updates applied every training step before the optimizer's."""
@@ -71,7 +83,16 @@ def check_settings(checks) -> None:
             raise ValueError(message)
 
 
+def batch_mean(values: tf.Tensor) -> tf.Tensor:
+    """Mean of all ``values``; 0 for an empty batch (a replica may get none).
+
+    Bit for bit ``tf.reduce_mean`` otherwise (the same sum, divided by the count).
+    """
+    values = tf.convert_to_tensor(values)
+    return tf.math.divide_no_nan(tf.reduce_sum(values), tf.cast(tf.size(values), values.dtype))
+
+
 def sparse_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Softmax cross-entropy with integer labels, mean over the batch."""
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+    return batch_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32)))

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from common.method import HashingMethod, check_settings, sparse_cross_entropy
+from common.method import HashingMethod, batch_mean, check_settings, sparse_cross_entropy
 from common.layers.center_loss import REDUCTIONS as CENTER_REDUCTIONS
 from common.regularization import (ORIGINAL_SCALE, WEIGHT_DECAY_MODES, decayed_kernels,
                                    weight_decay_loss)
@@ -83,11 +83,16 @@ class DCBH(HashingMethod):
         return {
             "classification": sparse_cross_entropy(labels, outputs["logits"]),
             "center_classification": sparse_cross_entropy(labels, outputs["center_logits"]),
-            "quantization": self.quantization_weight * tf.reduce_mean(
+            "quantization": self.quantization_weight * batch_mean(
                 tf.abs(QUANTIZATION_TARGET - tf.abs(codes))),
             "center": self.center_weight * center_layer.loss(outputs["features"], labels),
             "regularization": weight_decay_loss(kernels, self.weight_decay, self.weight_decay_scale),
         }
+
+    def loss_reductions(self) -> dict[str, str]:
+        return {"classification": "mean", "center_classification": "mean",
+                "quantization": "mean", "center": self.center_reduction,
+                "regularization": "none"}
 
     def before_optimizer_step(self, model, outputs, labels):
         model.get_layer("center_loss").apply_center_update(outputs["features"], labels)

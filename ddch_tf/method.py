@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from common.layers.center_loss import REDUCTIONS as CENTER_REDUCTIONS
-from common.method import HashingMethod, check_settings, sparse_cross_entropy
+from common.method import HashingMethod, batch_mean, check_settings, sparse_cross_entropy
 from common.regularization import (ORIGINAL_SCALE, WEIGHT_DECAY_MODES, decayed_kernels,
                                    weight_decay_loss)
 from ddch_tf.model import OUTPUT_NAMES, build_ddch
@@ -88,7 +88,7 @@ class DDCH(HashingMethod):
         return {
             "classification": sparse_cross_entropy(labels, outputs["logits"]),
             "feature_classification": sparse_cross_entropy(labels, outputs["feature_logits"]),
-            "quantization": self.quantization_weight * tf.reduce_mean(
+            "quantization": self.quantization_weight * batch_mean(
                 tf.square(tf.abs(relaxed) - 1.0)),
             "feature_center": self.feature_center_weight * model.get_layer(
                 "feature_center").loss(outputs["features"], labels),
@@ -96,6 +96,11 @@ class DDCH(HashingMethod):
                 outputs["codes"], labels),
             "regularization": weight_decay_loss(kernels, self.weight_decay, self.weight_decay_scale),
         }
+
+    def loss_reductions(self) -> dict[str, str]:
+        return {"classification": "mean", "feature_classification": "mean",
+                "quantization": "mean", "feature_center": self.center_reduction,
+                "code_center": self.center_reduction, "regularization": "none"}
 
     def before_optimizer_step(self, model, outputs, labels):
         model.get_layer("feature_center").apply_center_update(outputs["features"], labels)

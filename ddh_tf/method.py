@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from common.method import HashingMethod, check_settings, sparse_cross_entropy
+from common.method import HashingMethod, batch_mean, check_settings, sparse_cross_entropy
 from common.regularization import weight_decay_loss
 from ddh_tf.model import OUTPUT_NAMES, build_ddh
 
@@ -77,11 +77,14 @@ class DDH(HashingMethod):
         # Keras-1 l2(c) adds c * sum(w^2); common's "l2" is TF1's scale * sum(w^2) / 2.
         return {
             "classification": sparse_cross_entropy(labels, outputs["logits"]),
-            "quantization": self.quantization_weight * tf.reduce_mean(
+            "quantization": self.quantization_weight * batch_mean(
                 tf.abs(tf.abs(codes) - 1.0)),
             "regularization": weight_decay_loss(kernels, self.weight_decay,
                                                 2.0 * self.weight_decay_scale),
         }
+
+    def loss_reductions(self) -> dict[str, str]:
+        return {"classification": "mean", "quantization": "mean", "regularization": "none"}
 
     def before_optimizer_step(self, model, outputs, labels):
         """Nothing: DDH keeps no state outside the optimizer (no centers)."""

@@ -62,6 +62,10 @@ class ArrayPipeline:
         self._images = tf.convert_to_tensor(images, dtype=tf.float32)
         self._labels = tf.convert_to_tensor(np.asarray(labels, dtype=np.int64))
 
+    def tensors(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """The split as held in memory: (images float32, labels int64)."""
+        return self._images, self._labels
+
     def steps_per_epoch(self) -> int:
         """Number of batches in one epoch."""
         full, rest = divmod(self.num_examples, self.batch_size)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from common.replica_ops import replica_sum
+
 REDUCTIONS = ("sum", "mean")
 
 
@@ -50,7 +52,9 @@ class CenterLoss(keras.layers.Layer):
     def build(self, input_shape):
         self.centers = self.add_weight(
             name="centers", shape=(self.num_classes, int(input_shape[-1])),
-            initializer="glorot_uniform", trainable=self.trainable_centers)
+            initializer="glorot_uniform", trainable=self.trainable_centers,
+            # replicas apply the same (all-reduced) direct update: take it once
+            aggregation="only_first_replica")
         super().build(input_shape)
 
     def call(self, inputs):
@@ -66,19 +70,24 @@ class CenterLoss(keras.layers.Layer):
         labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)   # (batch,) or (batch, 1)
         diff = features - tf.gather(centers, labels)
         total = 0.5 * tf.reduce_sum(tf.square(diff))
-        if self.reduction == "mean":
-            total = total / tf.cast(tf.shape(features)[0], total.dtype)
+        if self.reduction == "mean":  # 0 for an empty batch (a replica may get none)
+            total = tf.math.divide_no_nan(total, tf.cast(tf.shape(features)[0], total.dtype))
         return total
 
     def center_update(self, features, labels):
-        """The amount the direct update subtracts from the centers, (num_classes, dim)."""
+        """The amount the direct update subtracts from the centers, (num_classes, dim).
+
+        Under tf.distribute the counts and the sums are those of the global batch
+        (all-reduced over the replicas), so every replica computes the single-device
+        update; without replicas both all-reduces are the identity.
+        """
         labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
         features = tf.cast(tf.stop_gradient(features), self.centers.dtype)
         centers = tf.convert_to_tensor(self.centers)
-        counts = tf.math.bincount(labels, minlength=self.num_classes, maxlength=self.num_classes,
-                                  dtype=centers.dtype)
+        counts = replica_sum(tf.math.bincount(labels, minlength=self.num_classes,
+                                              maxlength=self.num_classes, dtype=centers.dtype))
         diff = (tf.gather(centers, labels) - features) / (1.0 + tf.gather(counts, labels))[:, None]
-        return tf.math.unsorted_segment_sum(diff, labels, self.num_classes)
+        return replica_sum(tf.math.unsorted_segment_sum(diff, labels, self.num_classes))
 
     def apply_center_update(self, features, labels):
         """Apply the direct update to the centers (call before the optimizer step)."""

@@ -45,6 +45,9 @@ from common.faults import crash_point
 from common.training.checkpoints import (CheckpointError, CheckpointStore, read_index,
                                          remove_stale_json_temps, run_lock, write_json_atomic)
 from common.training.data import SplitData
+from common.training.distribution import (DISTRIBUTIONS, distributed_epoch, distributed_steps,
+                                          make_strategy, replica_loss_scale, replica_sum,
+                                          synchronize_batch_norm)
 from common.training.evaluate import evaluate_retrieval
 from common.training.sparse_gradients import (BEFORE_THE_OPTION, ORIGINAL_SPARSE_ADAM,
                                               SPARSE_ADAM_MODES, gradients_for_adam)
@@ -77,6 +80,9 @@ class TrainConfig:
         mixed_precision: mixed_float16 on GPU (with loss scaling), mixed_bfloat16 on CPU.
         jit_compile: XLA-compile the training step.
         deterministic: deterministic TensorFlow ops (bit-exact reruns and resumes).
+        distribution: "default" (one device) or "mirrored" (the local GPUs, or the
+            logical CPU devices); ``batch_size`` is the global batch
+            (common.training.distribution).
         log_every_steps: progress line every this many steps (0 = none).
         max_steps_per_epoch: cut epochs short (tests, smoke runs).
         eval_batch_size: batch size when computing codes.
@@ -98,6 +104,7 @@ class TrainConfig:
     mixed_precision: bool = False
     jit_compile: bool = False
     deterministic: bool = False
+    distribution: str = "default"
     log_every_steps: int = 100
     max_steps_per_epoch: int | None = None
     eval_batch_size: int = 1024
@@ -113,6 +120,10 @@ class TrainConfig:
             (self.sparse_adam in SPARSE_ADAM_MODES,
              f"sparse_adam must be one of {SPARSE_ADAM_MODES}, got {self.sparse_adam!r}"),
             (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
+            (self.distribution in DISTRIBUTIONS,
+             f"distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}"),
+            (not (self.jit_compile and self.distribution != "default"),
+             "jit_compile is not supported with a distribution other than default (yet)"),
             (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
             (self.hamming in HAMMING_MODES,
              f"hamming must be one of {HAMMING_MODES}, got {self.hamming!r}"),
@@ -323,32 +334,66 @@ def make_optimizer(config: TrainConfig, policy: str, variables) -> keras.optimiz
     return optimizer
 
 
+def _replica_scaled(method: HashingMethod, names: list[str], parts: list, labels) -> list:
+    """The parts of one replica, scaled so that the replicas' sum is the global batch's."""
+    reductions = method.loss_reductions()
+    unnamed = [k for k in names if k not in reductions]
+    if unnamed:
+        raise ValueError(f"{method.name}.loss_reductions() does not name the loss parts "
+                         f"{unnamed}: it cannot be trained with a distribution")
+    local = tf.cast(tf.shape(labels)[0], tf.float32)
+    total = replica_sum(local)
+    replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+    return [p * replica_loss_scale(reductions[k], local, total, replicas)
+            for k, p in zip(names, parts)]
+
+
 def _make_steps(model, method: HashingMethod, optimizer, jit_compile: bool,
-                sparse_adam: str = ORIGINAL_SPARSE_ADAM):
-    """(train_step, test_step, part_names): each step returns [loss, *parts, correct]."""
+                sparse_adam: str = ORIGINAL_SPARSE_ADAM, strategy=None, batch_spec=None):
+    """(train_step, test_step, part_names).
+
+    The train step returns [loss, *parts, correct, images] of the (global) batch; with
+    a ``strategy`` it takes the distributed batch (``batch_spec``: its element spec)
+    and sums the replicas' figures. The test step returns [loss, *parts, correct] on
+    one device.
+    """
     variables = model.trainable_variables
     names: list[str] = []
 
-    def forward(images, labels, training):
+    def forward(images, labels, training, distributed=False):
         outputs = method.named_outputs(model(images, training=training))
         terms = method.loss_terms(model, outputs, labels)
         names[:] = list(terms)  # at trace time: the order of the parts in the result
         parts = [tf.cast(v, tf.float32) for v in terms.values()]
+        if distributed:
+            parts = _replica_scaled(method, names, parts, labels)
         loss = tf.add_n(parts)
         predicted = tf.argmax(outputs[LOGITS], axis=-1, output_type=tf.int64)
         correct = tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int64)), tf.float32))
         return outputs, loss, parts, correct
 
-    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
-    def train_step(images, labels):
+    def replica_train_step(images, labels):
         with tf.GradientTape() as tape:
-            outputs, loss, parts, correct = forward(images, labels, True)
+            outputs, loss, parts, correct = forward(images, labels, True, strategy is not None)
             scaled = optimizer.scale_loss(loss)
         grads = gradients_for_adam(tape.gradient(scaled, variables), sparse_adam)
         # DCBH's direct center update comes before the optimizer step, as in the original.
         method.before_optimizer_step(model, outputs, labels)
+        # Keras sums the replicas' gradients (each replica's loss is its share).
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-        return tf.stack([loss, *parts, correct])
+        return tf.stack([loss, *parts, correct, tf.cast(tf.shape(labels)[0], tf.float32)])
+
+    if strategy is None:
+        train_step = tf.function(replica_train_step, jit_compile=jit_compile,
+                                 reduce_retracing=True)
+    else:
+        # One trace for every batch (the chunks' sizes unknown when tracing): replicas
+        # traced with different sizes build different graphs whose collectives no
+        # longer pair up.
+        @tf.function(input_signature=list(batch_spec))
+        def train_step(images, labels):
+            per_replica = strategy.run(replica_train_step, args=(images, labels))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     @tf.function(reduce_retracing=True)
     def test_step(images, labels):
@@ -382,24 +427,39 @@ def _summarise(sums: np.ndarray | None, steps: int, images: int, names: list[str
 class _Trainer:
     """State of one ``train`` call (kept small: the public API is :func:`train`)."""
 
-    def __init__(self, method: HashingMethod, data: SplitData, config: TrainConfig):
+    def __init__(self, method: HashingMethod, data: SplitData, config: TrainConfig,
+                 strategy: tf.distribute.Strategy | None = None):
         self.method, self.data, self.config = method, data, config
-        self.model = method.build_model(data.num_classes)
-        self.policy = keras.mixed_precision.global_policy().name
-        self.optimizer = make_optimizer(config, self.policy, self.model.trainable_variables)
+        self.strategy = strategy
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            self.model = method.build_model(data.num_classes)
+            if strategy is not None:  # global-batch statistics, as on one device
+                synchronize_batch_norm(self.model)
+            self.policy = keras.mixed_precision.global_policy().name
+            self.optimizer = make_optimizer(config, self.policy, self.model.trainable_variables)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.store = CheckpointStore(config.model_dir, model=self.model, optimizer=self.optimizer,
                                      epoch=self.epoch)
-        self.train_step, self.test_step, self.names = _make_steps(
-            self.model, method, self.optimizer, config.jit_compile, config.sparse_adam)
         self.pipeline = ArrayPipeline(data.train_images, data.train_labels, config.batch_size,
                                       shuffle=config.shuffle, seed=config.seed)
+        self.train_step, self.test_step, self.names = _make_steps(
+            self.model, method, self.optimizer, config.jit_compile, config.sparse_adam, strategy,
+            self.batch_spec())
         self.test_pipeline = ArrayPipeline(data.test_images, data.test_labels, config.batch_size)
         self.writer = tf.summary.create_file_writer(os.path.join(config.model_dir, TENSORBOARD))
+
+    def batch_spec(self):
+        """Element spec of the distributed batches (None on one device)."""
+        if self.strategy is None:
+            return None
+        return distributed_epoch(self.strategy, self.pipeline, 0, max_batches=1).element_spec
 
     # ------------------------------------------------------------- one epoch
     def steps_per_epoch(self) -> int:
         steps = self.pipeline.steps_per_epoch()
+        if self.strategy is not None:  # a last batch smaller than the replicas is skipped
+            steps = distributed_steps(self.pipeline.num_examples, self.pipeline.batch_size,
+                                      self.strategy.num_replicas_in_sync)
         if self.config.max_steps_per_epoch:
             steps = min(steps, self.config.max_steps_per_epoch)
         return steps
@@ -413,8 +473,9 @@ class _Trainer:
 
         def consume(item):
             nonlocal sums, images, steps
-            step, values, n = item
+            step, values = item
             values = values.numpy().astype(np.float64)
+            n, values = int(values[-1]), values[:-1]
             if not np.all(np.isfinite(values[:-1])):
                 parts = ", ".join(f"{k} {v:.4g}" for k, v in zip(self.names, values[1:-1]))
                 kept = (f"the last good checkpoint (epoch {last_good_epoch}) is kept in "
@@ -434,7 +495,9 @@ class _Trainer:
                              epoch_index + 1, cfg.epochs, steps, total, sums[0] / steps,
                              images / max(now - start, 1e-9))
 
-        for step, (batch_images, batch_labels) in enumerate(self.pipeline.epoch(epoch_index)):
+        batches = (self.pipeline.epoch(epoch_index) if self.strategy is None else
+                   distributed_epoch(self.strategy, self.pipeline, epoch_index, total))
+        for step, (batch_images, batch_labels) in enumerate(batches):
             if step >= total:
                 break
             interrupts.check()  # a stop request ends the epoch here, before its state is saved
@@ -442,7 +505,7 @@ class _Trainer:
             # Read the previous step's figures only now, so the device queue never drains.
             if pending is not None:
                 consume(pending)
-            pending = (step, values, int(batch_labels.shape[0]))
+            pending = (step, values)
         if pending is not None:
             consume(pending)
         return _summarise(sums, steps, images, self.names, time.perf_counter() - start)
@@ -686,10 +749,13 @@ def train(method: HashingMethod, data: SplitData, config: TrainConfig) -> dict[s
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
     """
     config.validate()
+    # First: a multi-worker strategy must exist before TensorFlow runs any op.
+    strategy = make_strategy(config.distribution) if config.distribution != "default" else None
     os.makedirs(config.model_dir, exist_ok=True)
     with run_lock(config.model_dir):
         remove_stale_json_temps(config.model_dir)
         run_config = make_run_config(method, data, config)
+        run_config["replicas"] = strategy.num_replicas_in_sync if strategy is not None else 1
         path = os.path.join(config.model_dir, RUN_CONFIG)
         last = read_index(config.model_dir)["slots"].get("last")
         if last is not None:
@@ -709,6 +775,6 @@ def train(method: HashingMethod, data: SplitData, config: TrainConfig) -> dict[s
         keras.mixed_precision.set_global_policy(_precision_policy(config.mixed_precision))
         try:
             with interrupts.deferred():  # SIGINT/SIGTERM stop between steps, never inside TF
-                return _Trainer(method, data, config).run()
+                return _Trainer(method, data, config, strategy).run()
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)

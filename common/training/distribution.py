@@ -1,0 +1,200 @@
+"""Training on several devices of one machine with TensorFlow's own ``tf.distribute``.
+
+``mirrored`` only, for now: several machines (``multi_worker``) is not available yet.
+
+Why the loop needs more than ``strategy.run``: a distributed step must equal the
+single-device step on the same global batch, and three things of these methods are
+not plain Keras:
+
+* the loss parts are batch means (cross-entropies, quantization), batch sums (the
+  original's center loss) or batch-free (weight decay): each replica scales its part
+  so that the replicas' sum is the global-batch value (:func:`replica_loss_scale`),
+  and Keras' optimizer sums the replicas' gradients;
+* the centers' direct update divides by the count of a label in the whole batch:
+  :func:`replica_sum` all-reduces counts and per-class sums
+  (``common.layers.center_loss``);
+* batch norm normalises with the statistics of the whole batch: every
+  BatchNormalization layer computes them over the replicas, in two passes as one
+  device does (:func:`synchronize_batch_norm`, :func:`global_batch_moments`).
+
+Data (:func:`replica_index_batches`): every global batch of the single-device order is
+cut into one contiguous chunk per replica (sizes differing by at most one). The one
+difference from a single device: an epoch's last batch with fewer examples than
+replicas is skipped (at most replicas - 1 examples an epoch): a replica with an
+empty chunk broke the collective all-reduce of Keras' synchronized batch norm
+("Shape mismatch in the collective instance"). Each worker builds only its own
+replicas' chunks from its own copy of the split, so no worker holds more than one
+split.
+
+``default`` keeps the single-device path: its scale factors are exactly 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from common.replica_ops import replica_sum  # noqa: F401  (re-exported: the loop's steps use it)
+
+DISTRIBUTIONS = ("default", "mirrored")  # multi_worker: not yet (issue 14)
+LOSS_REDUCTIONS = ("mean", "sum", "none")  # batch mean, batch sum, independent of the batch
+
+
+class DistributionError(ValueError):
+    """A distribution setting that cannot work here (named, with the reason)."""
+
+
+def configure_cpu_devices(count: int) -> None:
+    """Split the CPU into ``count`` logical devices (to run ``mirrored`` without GPUs).
+
+    Must run before TensorFlow initialises its devices, i.e. before any op.
+    """
+    if count < 1:
+        raise DistributionError(f"cpu_devices must be >= 1, got {count}")
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+    except RuntimeError as exc:
+        if len(tf.config.list_logical_devices("CPU")) != count:
+            raise DistributionError(
+                f"cannot split the CPU into {count} devices: TensorFlow has already "
+                f"initialised its devices ({exc})") from None
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The strategy ``name`` stands for.
+
+    * default: TensorFlow's default (one device, no replicas).
+    * mirrored: one replica per local GPU; without GPUs, one per logical CPU device
+      (see :func:`configure_cpu_devices`).
+    """
+    if name not in DISTRIBUTIONS:
+        raise DistributionError(f"distribution must be one of {DISTRIBUTIONS}, got {name!r}")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def replica_loss_scale(kind: str, local_count: tf.Tensor, global_count: tf.Tensor,
+                       num_replicas: int) -> tf.Tensor:
+    """Factor that makes the replicas' scaled parts sum to the global-batch part.
+
+    ``mean``: n_local / n_global; ``sum``: 1; ``none`` (the same on every replica,
+    e.g. weight decay): 1 / replicas. All exactly 1 on one device.
+    """
+    if kind == "mean":
+        return tf.math.divide_no_nan(local_count, global_count)
+    if kind == "sum":
+        return tf.constant(1.0)
+    if kind == "none":
+        return tf.constant(1.0 / num_replicas)
+    raise ValueError(f"loss reduction must be one of {LOSS_REDUCTIONS}, got {kind!r}")
+
+
+def global_batch_moments(inputs: tf.Tensor, axes) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mean and (biased) variance over the global batch, in two passes as on one device.
+
+    Keras' ``synchronized=True`` computes the variance as E[x^2] - E[x]^2, which loses
+    most digits in a channel whose mean is large against its spread (seen here: 4%
+    off in a batch-norm gamma gradient at the first step); this all-reduces the sum,
+    then the squared deviations from the global mean, like ``tf.nn.moments``.
+    Without replicas it is ``tf.nn.moments``.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return tf.nn.moments(inputs, axes)
+    x = tf.convert_to_tensor(inputs)
+    count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
+    total = replica_sum(count)
+    mean = tf.math.divide_no_nan(replica_sum(tf.reduce_sum(x, axes)), total)
+    squares = tf.reduce_sum(tf.math.squared_difference(x, mean), axes)
+    return mean, tf.math.divide_no_nan(replica_sum(squares), total)
+
+
+def synchronize_batch_norm(model) -> int:
+    """Make every BatchNormalization layer of ``model`` use global-batch statistics.
+
+    Returns the number of layers switched. Outside a replica context (inference,
+    one device) the layers compute exactly what they did before.
+    """
+    import keras
+
+    count = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            def moments(inputs, mask, layer=layer):
+                if mask is not None:
+                    raise ValueError(f"{layer.name}: masked batch norm cannot be distributed")
+                return global_batch_moments(inputs, layer._reduction_axes)
+            layer._moments = moments
+            count += 1
+    return count
+
+
+def replica_index_batches(order: np.ndarray, batch_size: int, num_replicas: int,
+                          first_replica: int, local_replicas: int,
+                          max_batches: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """This worker's chunks of every global batch: (flat indices, chunk sizes).
+
+    Global batch b holds ``order[b*batch_size:(b+1)*batch_size]``; it is cut into
+    ``num_replicas`` contiguous chunks (``np.array_split``); this worker keeps the
+    chunks of replicas ``first_replica .. first_replica + local_replicas - 1``, in
+    replica order, batch after batch. A last batch smaller than ``num_replicas`` is
+    skipped (see :func:`distributed_steps`).
+    """
+    flat, sizes = [], []
+    steps = distributed_steps(len(order), batch_size, num_replicas)
+    for b, start in enumerate(range(0, steps * batch_size, batch_size)):
+        if max_batches is not None and b >= max_batches:
+            break
+        chunks = np.array_split(order[start:start + batch_size], num_replicas)
+        for chunk in chunks[first_replica:first_replica + local_replicas]:
+            flat.append(chunk)
+            sizes.append(len(chunk))
+    flat_indices = np.concatenate(flat) if flat else np.zeros(0, np.int64)
+    return flat_indices.astype(np.int64), np.asarray(sizes, np.int64)
+
+
+def distributed_steps(num_examples: int, batch_size: int, num_replicas: int) -> int:
+    """Steps of an epoch: every global batch, but a last one smaller than the replicas."""
+    full, rest = divmod(num_examples, batch_size)
+    return full + (1 if rest >= num_replicas else 0)
+
+
+def distributed_epoch(strategy: tf.distribute.Strategy, pipeline, epoch: int,
+                      max_batches: int | None = None):
+    """The distributed dataset of epoch ``epoch``: one PerReplica chunk per replica per step.
+
+    Args:
+        strategy: a mirrored strategy.
+        pipeline: a :class:`common.data.pipeline.ArrayPipeline` (global batch size, order).
+        epoch: 0-based epoch (fixes the order, as on one device).
+        max_batches: stop after this many global batches.
+    """
+    from common.data.pipeline import epoch_order
+
+    order = epoch_order(pipeline.num_examples, epoch, pipeline.shuffle, pipeline.seed)
+    num_replicas = strategy.num_replicas_in_sync
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        local = num_replicas // context.num_input_pipelines
+        flat, sizes = replica_index_batches(order, pipeline.batch_size, num_replicas,
+                                            context.input_pipeline_id * local, local,
+                                            max_batches)
+        chunks = tf.RaggedTensor.from_row_lengths(flat, sizes)
+        images, labels = pipeline.tensors()
+
+        def gather(index):
+            return tf.gather(images, index), tf.gather(labels, index)
+
+        ds = tf.data.Dataset.from_tensor_slices(chunks).map(gather)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.OFF)  # the chunks are this worker's already
+        return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+    return strategy.distribute_datasets_from_function(
+        dataset_fn, tf.distribute.InputOptions(experimental_fetch_to_device=True))
