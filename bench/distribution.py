@@ -29,7 +29,7 @@ flags.DEFINE_integer("num_bits", 48, "code length")
 FLAGS = flags.FLAGS
 
 _WORKER = r"""
-import json, statistics, sys, time
+import json, shutil, statistics, sys, tempfile, time
 distribution, batch, steps, warmup, width, bits = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
 from common.training.distribution import configure_cpu_devices, distributed_epoch, make_strategy
 if distribution == "mirrored":
@@ -47,7 +47,7 @@ data = SplitData(images, labels, images[:batch], labels[:batch], 100, Normalizat
 keras.utils.set_random_seed(0)
 strategy = make_strategy(distribution) if distribution != "default" else None
 trainer = _Trainer(DCBH(num_bits=bits, width_multiplier=width), data,
-                   TrainConfig(epochs=1, model_dir="/tmp/unused-bench-distribution",
+                   TrainConfig(epochs=1, model_dir=tempfile.mkdtemp(),
                                batch_size=batch, distribution=distribution), strategy)
 batches = (trainer.pipeline.epoch(0) if strategy is None
            else distributed_epoch(strategy, trainer.pipeline, 0))
@@ -57,6 +57,7 @@ for i, (x, y) in enumerate(batches):
     trainer.train_step(x, y).numpy()
     if i >= warmup:
         times.append(time.perf_counter() - start)
+shutil.rmtree(trainer.config.model_dir, ignore_errors=True)
 print(json.dumps({"seconds_per_step": statistics.median(times), "replicas":
                   strategy.num_replicas_in_sync if strategy else 1}))
 """
