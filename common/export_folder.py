@@ -44,7 +44,7 @@ import re
 import secrets
 import shutil
 import stat
-from typing import Iterator
+from typing import Callable, Iterator
 
 from common.atomic_files import fsync_path as _fsync_path
 from common.faults import crash_point
@@ -241,18 +241,19 @@ def sibling(export_dir: str, kind: str) -> str:
     return os.path.join(os.path.dirname(export_dir), f".{name}.{kind}-{token}")
 
 
-def _sibling_pattern(export_dir: str, kind: str) -> re.Pattern:
-    """Names of this ``export_dir``'s own ``kind`` siblings (``tmp`` also matches the
-    ``tempfile.mkdtemp`` names of the exports before this module took its own)."""
-    name = re.escape(os.path.basename(export_dir))
-    legacy = r"|[a-z0-9_]{8}" if kind == "tmp" else ""
+def _sibling_pattern(target: str, kind: str, legacy_tmp: bool) -> re.Pattern:
+    """Names of ``target``'s own ``kind`` siblings (``legacy_tmp``: ``tmp`` also matches
+    the ``tempfile.mkdtemp`` names of the exports before this module took its own)."""
+    name = re.escape(os.path.basename(target))
+    legacy = r"|[a-z0-9_]{8}" if legacy_tmp and kind == "tmp" else ""
     return re.compile(rf"\.{name}\.{kind}-(?:[0-9a-f]{{{_TOKEN_HEX}}}{legacy})")
 
 
-def _siblings(export_dir: str, kind: str) -> list[str]:
-    """Existing real folders (no links) named like ``export_dir``'s ``kind`` siblings."""
-    parent = os.path.dirname(export_dir)
-    pattern = _sibling_pattern(export_dir, kind)
+def siblings(target: str, kind: str, legacy_tmp: bool = False) -> list[str]:
+    """Existing real folders (no links) named like ``target``'s ``kind`` siblings
+    (``.NAME.<kind>-<12 hex>``, as :func:`sibling` and ``make_temp_dir`` name them)."""
+    parent = os.path.dirname(target)
+    pattern = _sibling_pattern(target, kind, legacy_tmp)
     found = []
     for name in sorted(os.listdir(parent)):
         path = os.path.join(parent, name)
@@ -261,28 +262,31 @@ def _siblings(export_dir: str, kind: str) -> list[str]:
     return found
 
 
+def _siblings(export_dir: str, kind: str) -> list[str]:
+    """An export's own siblings (older exports' temporary names included)."""
+    return siblings(export_dir, kind, legacy_tmp=True)
+
+
 @contextlib.contextmanager
-def export_lock(export_dir: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``.NAME.lock`` beside ``export_dir``; removed on release.
+def folder_lock(target: str, busy: Callable[[str], Exception]) -> Iterator[None]:
+    """Hold an exclusive lock on ``.NAME.lock`` beside ``target``; removed on release.
 
     Raises:
-        ExportBusyError: another process holds it.
+        the exception ``busy(lock_path)`` builds: another process holds it.
     """
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
         yield
         return
-    lock_path = os.path.join(os.path.dirname(export_dir),
-                             f".{os.path.basename(export_dir)}.lock")
+    lock_path = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.lock")
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise ExportBusyError(f"{export_dir}: another export to this folder is running "
-                                  f"(it holds {lock_path}); wait for it to finish") from None
+            raise busy(lock_path) from None
         # The holder before us may have unlinked the file: lock the one that is named.
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
@@ -299,6 +303,13 @@ def export_lock(export_dir: str) -> Iterator[None]:
         os.close(fd)
 
 
+def export_lock(export_dir: str):
+    """:func:`folder_lock` for an export (ExportBusyError when another export holds it)."""
+    return folder_lock(export_dir, lambda lock_path: ExportBusyError(
+        f"{export_dir}: another export to this folder is running (it holds {lock_path}); "
+        "wait for it to finish"))
+
+
 def _is_complete_export(folder: str) -> bool:
     """A folder holding a whole export of this project (marker, SavedModel, variables)."""
     return (has_marker(folder) and not _foreign_entries(folder)
@@ -306,18 +317,25 @@ def _is_complete_export(folder: str) -> bool:
             and os.path.isfile(os.path.join(folder, "variables", "variables.index")))
 
 
+def put_back_newest_aside(target: str, complete: Callable[[str], bool], marker: str) -> bool:
+    """With the lock held: if ``target`` is missing, rename back the newest ``.NAME.old-*``
+    copy that ``complete`` accepts (newest by its ``marker`` file's time). Returns whether
+    one was restored."""
+    if os.path.lexists(target):
+        return False
+    candidates = [p for p in siblings(target, "old") if complete(p)]
+    if not candidates:
+        return False
+    newest = max(candidates, key=lambda p: os.stat(os.path.join(p, marker)).st_mtime_ns)
+    rename_noreplace(newest, target)
+    _fsync_path(os.path.dirname(target))
+    return True
+
+
 def recover_locked(export_dir: str) -> bool:
     """With the lock held: if ``export_dir`` is missing, rename the newest complete aside
-    copy back. Returns whether one was restored."""
-    if os.path.lexists(export_dir):
-        return False
-    complete = [p for p in _siblings(export_dir, "old") if _is_complete_export(p)]
-    if not complete:
-        return False
-    newest = max(complete, key=lambda p: os.stat(os.path.join(p, EXPORT_INFO)).st_mtime_ns)
-    rename_noreplace(newest, export_dir)
-    _fsync_path(os.path.dirname(export_dir))
-    return True
+    export back. Returns whether one was restored."""
+    return put_back_newest_aside(export_dir, _is_complete_export, EXPORT_INFO)
 
 
 def recover_export(export_dir: str) -> bool:

@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import stat
 import time
@@ -34,9 +33,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from common import interrupts
-from common.atomic_files import fsync_path, make_temp_dir
+from common.atomic_files import make_temp_dir
 # The exports' rename primitives: the same atomic exchange and no-replace rename.
-from common.export_folder import fsync_tree, rename_noreplace, swap_in_place
+from common.export_folder import (folder_lock, fsync_tree, put_back_newest_aside, siblings,
+                                  swap_in_place)
 from common.faults import crash_point
 from face_search.errors import IndexBusyError, IndexFolderError
 
@@ -116,52 +116,22 @@ def locked(folder: str) -> Iterator[str]:
     if path in _held:
         yield path
         return
-    import fcntl
-
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    lock_path = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock")
-    while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    with folder_lock(path, lambda lock_path: IndexBusyError(
+            f"{path}: another process is writing this index (it holds {lock_path}); wait for "
+            "it to finish")):
+        _held.add(path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise IndexBusyError(f"{path}: another process is writing this index (it holds "
-                                 f"{lock_path}); wait for it to finish") from None
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    _held.add(path)
-    try:
-        yield path
-    finally:
-        _held.discard(path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock_path)
-        os.close(fd)
-
-
-def _siblings(path: str, kind: str) -> list[str]:
-    """This index's own ``.NAME.<kind>-<12 hex>`` folders (real folders only)."""
-    parent = os.path.dirname(path)
-    pattern = re.compile(rf"\.{re.escape(os.path.basename(path))}\.{kind}-[0-9a-f]{{12}}")
-    return [os.path.join(parent, n) for n in sorted(os.listdir(parent))
-            if pattern.fullmatch(n) and stat.S_ISDIR(os.lstat(os.path.join(parent, n)).st_mode)]
+            yield path
+        finally:
+            _held.discard(path)
 
 
 def _recover(path: str) -> None:
     """With the lock held: put back the newest complete aside copy if ``path`` is missing."""
-    if os.path.lexists(path) or not os.path.isdir(os.path.dirname(path)):
-        return
-    complete = [p for p in _siblings(path, "old") if read_manifest(p) and not _foreign(p)]
-    if complete:
-        newest = max(complete, key=lambda p: os.stat(os.path.join(p, INDEX_JSON)).st_mtime_ns)
-        rename_noreplace(newest, path)
-        fsync_path(os.path.dirname(path))
+    if os.path.isdir(os.path.dirname(path)):
+        put_back_newest_aside(path, lambda p: bool(read_manifest(p)) and not _foreign(p),
+                              INDEX_JSON)
 
 
 # ------------------------------------------------------------------------ writing
@@ -211,7 +181,7 @@ def save_index(index, folder: str) -> str:
     with locked(path), interrupts.deferred():
         _recover(path)
         check_index_dir(path)  # again, now that we hold the lock
-        for stale in _siblings(path, "tmp") + _siblings(path, "old"):
+        for stale in siblings(path, "tmp") + siblings(path, "old"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = make_temp_dir(f".{os.path.basename(path)}.tmp-", os.path.dirname(path))
         try:
@@ -261,7 +231,7 @@ def load_index(folder: str):
 
     path = os.path.abspath(folder)
     if not os.path.lexists(path) and os.path.isdir(os.path.dirname(path)) and \
-            _siblings(path, "old"):
+            siblings(path, "old"):
         with locked(path):
             _recover(path)
     if not os.path.isdir(path):
