@@ -74,6 +74,22 @@ def _add_galleries(index: GalleryIndex, encoder: CodeEncoder, galleries: Sequenc
     return index.add_columns(np.concatenate(codes), identities, labels, sources)
 
 
+def _add_and_save(index: GalleryIndex, encoder: CodeEncoder, galleries: Sequence[str],
+                  path: str, progress_label: str | None, preparer: Any,
+                  start: float) -> GalleryReport:
+    """Add ``galleries`` to ``index`` (a progress line on stderr when ``progress_label``),
+    save it to ``path`` and report (build and add share this tail)."""
+    report = inputs.InputReport()
+    meter = Progress(progress_label) if progress_label else None
+    ids = _add_galleries(index, encoder, galleries, report, meter, preparer)
+    if meter is not None:
+        meter.print_line(final=True)
+    index.save(path)
+    return GalleryReport(path, len(ids), len(index), len(index.identity_counts()),
+                         index.num_bits, index.kind, time.perf_counter() - start,
+                         report.skipped, ids)
+
+
 def build_index(model: str | CodeEncoder, galleries: Sequence[str], index_dir: str,
                 kind: str = "exact", checkpoint: str = "best_map", progress: bool = False,
                 preparer: Any = None) -> GalleryReport:
@@ -93,15 +109,8 @@ def build_index(model: str | CodeEncoder, galleries: Sequence[str], index_dir: s
     encoder = model if isinstance(model, CodeEncoder) else CodeEncoder.from_path(model, checkpoint)
     index = GalleryIndex.create(encoder.num_bits, kind)
     index.model = encoder.describe()
-    report = inputs.InputReport()
-    meter = Progress("build") if progress else None
-    ids = _add_galleries(index, encoder, galleries, report, meter, preparer)
-    if meter is not None:
-        meter.print_line(final=True)
-    index.save(index_dir)
-    return GalleryReport(index_dir, len(ids), len(index), len(index.identity_counts()),
-                         index.num_bits, index.kind, time.perf_counter() - start,
-                         report.skipped, ids)
+    return _add_and_save(index, encoder, galleries, index_dir, "build" if progress else None,
+                         preparer, start)
 
 
 def add_to_index(index_dir: str, galleries: Sequence[str], model: str | CodeEncoder | None = None,
@@ -112,15 +121,8 @@ def add_to_index(index_dir: str, galleries: Sequence[str], model: str | CodeEnco
     with store.locked(index_dir) as path:
         index = GalleryIndex.load(path)
         encoder = encoder_for_index(index, model, path, checkpoint)
-        report = inputs.InputReport()
-        meter = Progress("add") if progress else None
-        ids = _add_galleries(index, encoder, galleries, report, meter, preparer)
-        if meter is not None:
-            meter.print_line(final=True)
-        index.save(path)
-    return GalleryReport(path, len(ids), len(index), len(index.identity_counts()),
-                         index.num_bits, index.kind, time.perf_counter() - start,
-                         report.skipped, ids)
+        return _add_and_save(index, encoder, galleries, path, "add" if progress else None,
+                             preparer, start)
 
 
 def remove_from_index(index_dir: str, ids: Iterable[int] = (),
