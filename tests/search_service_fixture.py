@@ -3,7 +3,8 @@ the web service and its page.
 
 Why a cached builder instead of a fixture: the server tests and the browser test need the
 same model and index; building them once per test process (about 15 s: a 2-epoch DCBH on
-6 synthetic identities, as tests/test_search_cli.py does) keeps both files fast.
+6 synthetic identities, :func:`train_tiny_export`, which tests/test_search_cli.py uses too)
+keeps both files fast.
 """
 
 from __future__ import annotations
@@ -31,25 +32,32 @@ def raw_faces(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.rint(to_nhwc(x)), 0, 255).astype(np.uint8), y
 
 
-@functools.cache
-def tiny_index() -> Path:
-    """A folder with data/{train,test} (6 identities), export/ (12-bit DCBH) and index/
-    (the train faces, then two photos of PHOTO_IDENTITY: photos/.../keep.png, gone.png)."""
-    from common.faces import FacePreparer
+def train_tiny_export(root: Path) -> None:
+    """root/data/{train,test} (6 synthetic identities), root/run (a 2-epoch 12-bit DCBH
+    with a narrow backbone) and root/export (its best_map state): about 15 s."""
     from common.saved_run import export_run
     from common.training.data import load_split_data
     from common.training.loop import TrainConfig, train
     from dcbh_tf.method import DCBH
-    from face_search import api
 
-    root = Path(tempfile.mkdtemp(prefix="face-search-service-"))
-    atexit.register(shutil.rmtree, root, True)
     data = load_split_data("synthetic", str(root / "data"), synthetic_kwargs=dict(
         num_identities=6, train_per_identity=8, test_per_identity=3))
     train(DCBH(num_bits=12, code_length=3, width_multiplier=0.0625), data,
           TrainConfig(epochs=2, model_dir=str(root / "run"), batch_size=16, eval_every=0,
                       log_every_steps=0))
     export_run(DCBH, str(root / "run"), str(root / "export"), "best_map")
+
+
+@functools.cache
+def tiny_index() -> Path:
+    """A folder with data/{train,test} (6 identities), export/ (12-bit DCBH) and index/
+    (the train faces, then two photos of PHOTO_IDENTITY: photos/.../keep.png, gone.png)."""
+    from common.faces import FacePreparer
+    from face_search import api
+
+    root = Path(tempfile.mkdtemp(prefix="face-search-service-"))
+    atexit.register(shutil.rmtree, root, True)
+    train_tiny_export(root)
     api.build_index(str(root / "export"), [str(root / "data" / "train")], str(root / "index"))
     faces, _ = raw_faces(root / "data" / "test")
     photos = root / "photos" / PHOTO_IDENTITY

@@ -16,14 +16,11 @@ import pytest
 from common.data.pickle_folder import write_pickle_folder
 from common.data.preprocess import to_rows
 from common.encoder import load_encoder
-from common.saved_run import export_run
-from common.training.data import load_split_data
-from common.training.loop import TrainConfig, train
-from dcbh_tf.method import DCBH
 from face_search import api
 from face_search.encoder import CodeEncoder
 from face_search.errors import ModelPathError, UnknownIdError
 from face_search.index import GalleryIndex
+from search_service_fixture import raw_faces, train_tiny_export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
@@ -34,20 +31,8 @@ HAS_FACES = os.path.exists(os.path.join(ROOT, "common", "faces", "__init__.py"))
 def model(tmp_path_factory):
     """A 2-epoch DCBH run (12 bits, narrow backbone) on 6 synthetic identities, exported."""
     root = tmp_path_factory.mktemp("search")
-    data = load_split_data("synthetic", str(root / "data"), synthetic_kwargs=dict(
-        num_identities=6, train_per_identity=8, test_per_identity=3))
-    train(DCBH(num_bits=12, code_length=3, width_multiplier=0.0625), data,
-          TrainConfig(epochs=2, model_dir=str(root / "run"), batch_size=16, eval_every=0,
-                      log_every_steps=0))
-    export_run(DCBH, str(root / "run"), str(root / "export"), "best_map")
+    train_tiny_export(root)
     return root
-
-
-def raw_faces(folder) -> tuple[np.ndarray, np.ndarray]:
-    from common.data.pickle_folder import load_pickle_folder
-    from common.data.preprocess import to_nhwc
-    x, y = load_pickle_folder(str(folder))
-    return np.clip(np.rint(to_nhwc(x)), 0, 255).astype(np.uint8), y
 
 
 def reference_knn(queries, codes, bits, k):
