@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from common.replica_ops import replica_sum  # noqa: F401  (re-exported: the loop's steps use it)
+from common.replica_ops import replica_sum
 
 DISTRIBUTIONS = ("default", "mirrored")  # multi_worker: not yet (issue 14)
 LOSS_REDUCTIONS = ("mean", "sum", "none")  # batch mean, batch sum, independent of the batch

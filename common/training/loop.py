@@ -42,11 +42,12 @@ from common.method import LOGITS, HashingMethod
 from common.metrics import HAMMING_MODES, METRIC_KEYS, TIE_MODES
 from common import interrupts
 from common.faults import crash_point
+from common.replica_ops import replica_sum
 from common.training.checkpoints import (CheckpointError, CheckpointStore, read_index,
                                          remove_stale_json_temps, run_lock, write_json_atomic)
 from common.training.data import SplitData
 from common.training.distribution import (DISTRIBUTIONS, distributed_epoch, distributed_steps,
-                                          make_strategy, replica_loss_scale, replica_sum,
+                                          make_strategy, replica_loss_scale,
                                           synchronize_batch_norm)
 from common.training.evaluate import evaluate_retrieval
 from common.training.sparse_gradients import (BEFORE_THE_OPTION, ORIGINAL_SPARSE_ADAM,
