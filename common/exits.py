@@ -30,6 +30,8 @@ from typing import Any, Callable, NoReturn
 
 from absl import app, flags
 
+from common.tf_startup import quiet_tensorflow_startup
+
 EXIT_USAGE = 2        # bad flags, bad data, a run folder that does not fit
 EXIT_FAILED = 1       # the work itself failed (e.g. non-finite loss), or a bug
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (both raise KeyboardInterrupt)
@@ -283,5 +285,6 @@ def run_main(main: Callable[[list[str]], Any], argv: list[str] | None = None) ->
     SIGTERM is an interrupt (exit 130, temporary files removed by ``finally``
     blocks); any other escaping exception goes through :func:`report`.
     """
+    quiet_tensorflow_startup()  # TensorFlow's start-up notices, whenever it is imported
     install_sigterm_handler()
     app.run(guarded(main), argv=argv, flags_parser=parse_flags_or_fail)
