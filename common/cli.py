@@ -75,9 +75,10 @@ DETERMINISTIC = flags.DEFINE_bool(
 LOG_EVERY_STEPS = flags.DEFINE_integer("log_every_steps", 100,
                                        "Progress line every N steps (0: none).", lower_bound=0)
 DISTRIBUTION = flags.DEFINE_enum(
-    "distribution", "default", ["default", "mirrored"],
+    "distribution", "default", ["default", "mirrored", "multi_worker"],
     "default: one device; mirrored: one replica per local GPU (or per --cpu_devices CPU "
-    "device), --batch_size being the global batch (README, 'Several GPUs').")
+    "device); multi_worker: the workers the TF_CONFIG variable names, each with its GPUs. "
+    "--batch_size is the global batch (README, 'Several GPUs', 'Several machines').")
 CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", None, "Split the CPU into N logical devices (to try --distribution "
     "mirrored without GPUs).", lower_bound=1, upper_bound=64)
@@ -160,10 +161,15 @@ def run_training(method: MethodOrFactory) -> dict:
             (called after flags and data are checked, so that a bad flag is reported
             before the method's module pulls in TensorFlow).
     """
-    if CPU_DEVICES.value:  # before TensorFlow's first op
-        from common.training.distribution import DistributionError, configure_cpu_devices
+    # Before TensorFlow's first op: the CPU split, then a multi-worker strategy.
+    if CPU_DEVICES.value or DISTRIBUTION.value == "multi_worker":
+        from common.training.distribution import (DistributionError, configure_cpu_devices,
+                                                  make_strategy)
         try:
-            configure_cpu_devices(CPU_DEVICES.value)
+            if CPU_DEVICES.value:
+                configure_cpu_devices(CPU_DEVICES.value)
+            if DISTRIBUTION.value == "multi_worker":
+                make_strategy("multi_worker")  # train() gets this one back
         except DistributionError as exc:
             fail(str(exc))
     data = load_data_from_flags()
@@ -192,9 +198,9 @@ def run_training(method: MethodOrFactory) -> dict:
         config.validate()
     except ValueError as exc:
         fail(str(exc))
-    logging.info("training %s on %s (%d classes, %d train / %d test images) into %s",
-                 method.name, DATASET.value, data.num_classes, len(data.train_labels),
-                 len(data.test_labels), model_dir)
+    print(f"training {method.name} on {DATASET.value} ({data.num_classes} classes, "
+          f"{len(data.train_labels)} train / {len(data.test_labels)} test images) into "
+          f"{model_dir}", flush=True)
     try:
         report = train(method, data, config)
     except RunConfigMismatchError as exc:
@@ -208,6 +214,13 @@ def run_training(method: MethodOrFactory) -> dict:
         fail(str(exc))
     except CheckpointError as exc:
         fail(f"cannot resume from {model_dir}: {exc}")
+    except ValueError as exc:  # DistributionError: e.g. workers that see different folders
+        fail(str(exc))
+    if "worker" in report:  # a multi_worker run's other workers: the chief reports
+        print(f"worker {report['worker']['type']} {report['worker'].get('index', 0)}: "
+              f"trained to epoch {report['epochs_completed']}; the chief wrote the run to "
+              f"{model_dir}")
+        return report
     _print_report(report, model_dir)
     return report
 

@@ -190,15 +190,15 @@ def test_sigterm_during_training_is_an_interrupt(run_folder, tmp_path):
         cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
     try:
-        for line in proc.stderr:
+        for line in proc.stdout:  # the epoch lines a person reads
             seen.append(line)
             if "epoch 2/" in line:  # a state is saved: training is under way
                 break
         proc.send_signal(signal.SIGTERM)
-        _, rest = proc.communicate(timeout=120)
+        rest, errors = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    result = subprocess.CompletedProcess(proc.args, proc.returncode, "", "".join(seen) + rest)
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, "".join(seen) + rest, errors)
     _assert_one_error(result, exits.EXIT_INTERRUPTED, "interrupted", str(model_dir), "resume")
     checkpoints = os.listdir(model_dir / "checkpoints")
     assert not [e for e in checkpoints if e.startswith(".tmp-")], checkpoints

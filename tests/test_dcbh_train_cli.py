@@ -78,7 +78,7 @@ def test_train_end_to_end_on_tiny_synthetic_data(tmp_path):
     result = _run([*common, "--epochs", "1", "--num_bits", "12", "--code_length", "4"],
                   cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "epoch 1/1 | train loss" in result.stderr
+    assert "epoch 1/1 | train loss" in result.stdout
     assert "best_map" in result.stdout and "metrics.json" in result.stdout
     metrics = json.load(open(model_dir / "metrics.json"))
     assert metrics["epochs_completed"] == 1

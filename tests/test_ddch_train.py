@@ -206,7 +206,7 @@ def test_train_and_export_command_lines(tmp_path):
         "--max_steps_per_epoch", "2", "--eval_every", "0", "--model_dir", str(model_dir)],
         tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "epoch 2/2 | train loss" in result.stderr
+    assert "epoch 2/2 | train loss" in result.stdout
     metrics = json.load(open(model_dir / METRICS))
     assert metrics["method"]["method"] == "ddch"
     assert metrics["epochs_completed"] == 2

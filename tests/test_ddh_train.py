@@ -127,7 +127,7 @@ def test_train_command_line(tmp_path):
         "--weight_decay_scale", "3e-4", "--batch_size", "8", "--epochs", "2",
         "--eval_every", "0", "--model_dir", str(model_dir)], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "epoch 2/2 | train loss" in result.stderr
+    assert "epoch 2/2 | train loss" in result.stdout
     metrics = json.load(open(model_dir / METRICS))
     assert metrics["method"] == {"method": "ddh", "num_bits": 12, "split_num": 3,
                                  "quantization_weight": 0.05, "weight_decay": "none",

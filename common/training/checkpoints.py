@@ -342,6 +342,47 @@ class CheckpointStore:
                 shutil.rmtree(path, ignore_errors=True)
 
 
+class WorkerCheckpointStore(CheckpointStore):
+    """The store of a multi-worker run's other workers: reads the chief's states, writes none.
+
+    Why: the run folder is shared by every worker and the chief alone writes it (two
+    writers of one index would race). A worker still resumes from the chief's ``last``
+    state, so reading works as in :class:`CheckpointStore` (an index needing a rebuild
+    is rebuilt in memory only). A save writes this worker's copy of the state into a
+    private temporary folder, deleted at once: every worker takes part in writing a
+    checkpoint, as TensorFlow asks of multi-worker programs (reading a distributed
+    variable may need the other workers).
+    """
+
+    def __init__(self, model_dir: str, **trackables: Any):  # noqa: D107 (nothing written)
+        self.model_dir = os.fspath(model_dir)
+        self.directory = os.path.join(self.model_dir, CHECKPOINT_DIR)
+        self._checkpoint = tf.train.Checkpoint(**trackables) if trackables else None
+        self._trackables = trackables
+
+    def index(self) -> dict[str, Any]:
+        return read_index(self.model_dir)
+
+    def save(self, slots: Iterable[str], info: dict[str, Any]) -> dict[str, Any]:
+        import tempfile
+
+        scratch = tempfile.mkdtemp(prefix="face-hashing-worker-ckpt-")
+        try:
+            self._checkpoint.write(os.path.join(scratch, PREFIX))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return dict(info, dir=None)
+
+    def _update(self, records: dict[str, dict[str, Any]]) -> None:
+        pass  # the chief's index alone names states
+
+    def annotate_state(self, dir_name: str, **fields: Any) -> None:
+        pass
+
+    def clean(self) -> None:
+        pass
+
+
 def damaged(prefix: str, exc: Exception) -> CheckpointError:
     """The error for a checkpoint whose files TensorFlow cannot read (truncated, corrupt)."""
     return CheckpointError(f"{os.path.dirname(prefix)}: damaged checkpoint, its files cannot be "

@@ -1,6 +1,10 @@
-"""Training on several devices of one machine with TensorFlow's own ``tf.distribute``.
+"""Training on several devices or machines with TensorFlow's own ``tf.distribute``.
 
-``mirrored`` only, for now: several machines (``multi_worker``) is not available yet.
+``mirrored``: the devices of one machine (MirroredStrategy). ``multi_worker``: several
+processes or machines (MultiWorkerMirroredStrategy), the cluster read from the
+standard ``TF_CONFIG`` variable (:func:`read_tf_config`); one worker is the chief
+(:func:`is_chief`): it alone writes the run folder, which must be one folder all
+workers see (every worker resumes from its checkpoints).
 
 Why the loop needs more than ``strategy.run``: a distributed step must equal the
 single-device step on the same global batch, and three things of these methods are
@@ -31,12 +35,16 @@ split.
 
 from __future__ import annotations
 
+import json
+import os
+from typing import Any, Mapping
+
 import numpy as np
 import tensorflow as tf
 
 from common.replica_ops import replica_sum
 
-DISTRIBUTIONS = ("default", "mirrored")  # multi_worker: not yet (issue 14)
+DISTRIBUTIONS = ("default", "mirrored", "multi_worker")
 LOSS_REDUCTIONS = ("mean", "sum", "none")  # batch mean, batch sum, independent of the batch
 
 
@@ -62,20 +70,114 @@ def configure_cpu_devices(count: int) -> None:
                 f"initialised its devices ({exc})") from None
 
 
+def read_tf_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``TF_CONFIG`` of a multi-worker run, checked; DistributionError names the fault.
+
+    Expected (README, "Several machines")::
+
+        {"cluster": {"worker": ["host1:port", "host2:port"]},
+         "task": {"type": "worker", "index": 0}}
+
+    (optionally a ``"chief": ["host0:port"]`` entry and ``"type": "chief"``).
+    """
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG")
+    where = "TF_CONFIG"
+    if not raw:
+        raise DistributionError(
+            "--distribution multi_worker reads the cluster from the TF_CONFIG environment "
+            "variable, which is not set (README, 'Several machines', has an example)")
+    try:
+        config = json.loads(raw)
+    except ValueError as exc:
+        raise DistributionError(f"{where} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise DistributionError(f"{where} must be a JSON object with 'cluster' and 'task'")
+    cluster, task = config.get("cluster"), config.get("task")
+    if not isinstance(cluster, dict) or not cluster.get("worker") and not cluster.get("chief"):
+        raise DistributionError(f"{where}: 'cluster' must list the workers, e.g. "
+                                '{"worker": ["host1:12345", "host2:12345"]}')
+    for kind, addresses in cluster.items():
+        if kind not in ("chief", "worker"):
+            raise DistributionError(f"{where}: cluster job {kind!r} is not used here (only "
+                                    "'chief' and 'worker')")
+        if (not isinstance(addresses, list) or not addresses
+                or not all(isinstance(a, str) and ":" in a for a in addresses)):
+            raise DistributionError(f"{where}: cluster {kind!r} must be a list of 'host:port', "
+                                    f"got {addresses!r}")
+    if len(cluster.get("chief", [])) > 1:
+        raise DistributionError(f"{where}: at most one chief, got {len(cluster['chief'])}")
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        raise DistributionError(f"{where}: 'task' must name this process's job, one of "
+                                f"{sorted(cluster)}, e.g. {{\"type\": \"worker\", \"index\": 0}}; "
+                                f"got {task!r}")
+    index = task.get("index", 0)
+    if not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
+        raise DistributionError(f"{where}: task index {index!r} is not one of the "
+                                f"{len(cluster[task['type']])} {task['type']} addresses")
+    return config
+
+
+def is_chief(tf_config: Mapping[str, Any] | None) -> bool:
+    """Whether this process writes the run folder: the chief, else worker 0 (TF's rule)."""
+    if tf_config is None:
+        return True
+    task = tf_config["task"]
+    if task["type"] == "chief":
+        return True
+    return (task["type"] == "worker" and task.get("index", 0) == 0
+            and "chief" not in tf_config["cluster"])
+
+
+_MULTI_WORKER: list[tf.distribute.Strategy] = []  # TensorFlow allows one per process
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """The strategy ``name`` stands for.
 
     * default: TensorFlow's default (one device, no replicas).
     * mirrored: one replica per local GPU; without GPUs, one per logical CPU device
       (see :func:`configure_cpu_devices`).
+    * multi_worker: MultiWorkerMirroredStrategy over ``TF_CONFIG``'s cluster, one
+      replica per GPU (or CPU device) of each worker. It must be made before
+      TensorFlow runs its first op, and once per process (later calls return it).
     """
     if name not in DISTRIBUTIONS:
         raise DistributionError(f"distribution must be one of {DISTRIBUTIONS}, got {name!r}")
     if name == "default":
         return tf.distribute.get_strategy()
+    if name == "multi_worker":
+        read_tf_config()  # a clear message for a missing or malformed cluster
+        if not _MULTI_WORKER:
+            try:
+                _MULTI_WORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
+            except (RuntimeError, ValueError) as exc:
+                raise DistributionError(
+                    "cannot start multi_worker: it must be set up before TensorFlow runs "
+                    f"its first op in this process ({str(exc).splitlines()[0]})") from None
+        return _MULTI_WORKER[0]
     gpus = tf.config.list_logical_devices("GPU")
     devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
     return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def strategy_tf_config(strategy: tf.distribute.Strategy | None) -> dict[str, Any] | None:
+    """The cluster of a multi-worker strategy (None for one machine)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return None
+    return read_tf_config()
+
+
+def replica_values(strategy: tf.distribute.Strategy, value: int) -> list[int]:
+    """``value`` as every replica of every worker holds it (one collective gather).
+
+    Used to check that all workers resume from the same epoch.
+    """
+    @tf.function
+    def gather():
+        local = strategy.run(lambda: tf.constant([value], tf.int64))
+        return strategy.gather(local, axis=0)
+
+    return [int(v) for v in gather().numpy()]
 
 
 def replica_loss_scale(kind: str, local_count: tf.Tensor, global_count: tf.Tensor,

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -43,13 +44,16 @@ from common.metrics import HAMMING_MODES, METRIC_KEYS, TIE_MODES
 from common import interrupts
 from common.faults import crash_point
 from common.replica_ops import replica_sum
-from common.training.checkpoints import (CheckpointError, CheckpointStore, read_index,
-                                         remove_stale_json_temps, run_lock, write_json_atomic)
+from common.training.checkpoints import (CheckpointError, CheckpointStore, WorkerCheckpointStore,
+                                         read_index, remove_stale_json_temps, run_lock,
+                                         write_json_atomic)
 from common.training.data import SplitData
-from common.training.distribution import (DISTRIBUTIONS, distributed_epoch, distributed_steps,
-                                          make_strategy, replica_loss_scale,
+from common.training.distribution import (DISTRIBUTIONS, DistributionError, distributed_epoch,
+                                          distributed_steps, is_chief, make_strategy,
+                                          replica_loss_scale, replica_values, strategy_tf_config,
                                           synchronize_batch_norm)
 from common.training.evaluate import evaluate_retrieval
+from common.training.progress import EpochProgress
 from common.training.sparse_gradients import (BEFORE_THE_OPTION, ORIGINAL_SPARSE_ADAM,
                                               SPARSE_ADAM_MODES, gradients_for_adam)
 
@@ -81,10 +85,13 @@ class TrainConfig:
         mixed_precision: mixed_float16 on GPU (with loss scaling), mixed_bfloat16 on CPU.
         jit_compile: XLA-compile the training step.
         deterministic: deterministic TensorFlow ops (bit-exact reruns and resumes).
-        distribution: "default" (one device) or "mirrored" (the local GPUs, or the
-            logical CPU devices); ``batch_size`` is the global batch
+        distribution: "default" (one device), "mirrored" (the local GPUs, or the
+            logical CPU devices) or "multi_worker" (the workers TF_CONFIG names, the
+            chief alone writing ``model_dir``); ``batch_size`` is the global batch
             (common.training.distribution).
-        log_every_steps: progress line every this many steps (0 = none).
+        log_every_steps: progress inside an epoch: a bar redrawn in place on a terminal,
+            elsewhere a line every this many steps (0 = neither;
+            common.training.progress).
         max_steps_per_epoch: cut epochs short (tests, smoke runs).
         eval_batch_size: batch size when computing codes.
     """
@@ -124,7 +131,9 @@ class TrainConfig:
             (self.distribution in DISTRIBUTIONS,
              f"distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}"),
             (not (self.jit_compile and self.distribution != "default"),
-             "jit_compile is not supported with a distribution other than default (yet)"),
+             "jit_compile is not supported with a distribution: XLA-compiling the replicas' "
+             "step failed here (on logical CPU devices XLA reads one replica's variables from "
+             "another device) and has not been verified on several GPUs"),
             (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
             (self.hamming in HAMMING_MODES,
              f"hamming must be one of {HAMMING_MODES}, got {self.hamming!r}"),
@@ -432,6 +441,9 @@ class _Trainer:
                  strategy: tf.distribute.Strategy | None = None):
         self.method, self.data, self.config = method, data, config
         self.strategy = strategy
+        self.out = sys.stdout  # where the lines a person reads go (self.say)
+        self.tf_config = strategy_tf_config(strategy)  # None unless multi_worker
+        self.chief = is_chief(self.tf_config)  # the one process that writes model_dir
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             self.model = method.build_model(data.num_classes)
             if strategy is not None:  # global-batch statistics, as on one device
@@ -439,15 +451,17 @@ class _Trainer:
             self.policy = keras.mixed_precision.global_policy().name
             self.optimizer = make_optimizer(config, self.policy, self.model.trainable_variables)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.store = CheckpointStore(config.model_dir, model=self.model, optimizer=self.optimizer,
-                                     epoch=self.epoch)
+        store = CheckpointStore if self.chief else WorkerCheckpointStore
+        self.store = store(config.model_dir, model=self.model, optimizer=self.optimizer,
+                           epoch=self.epoch)
         self.pipeline = ArrayPipeline(data.train_images, data.train_labels, config.batch_size,
                                       shuffle=config.shuffle, seed=config.seed)
         self.train_step, self.test_step, self.names = _make_steps(
             self.model, method, self.optimizer, config.jit_compile, config.sparse_adam, strategy,
             self.batch_spec())
         self.test_pipeline = ArrayPipeline(data.test_images, data.test_labels, config.batch_size)
-        self.writer = tf.summary.create_file_writer(os.path.join(config.model_dir, TENSORBOARD))
+        self.writer = (tf.summary.create_file_writer(os.path.join(config.model_dir, TENSORBOARD))
+                       if self.chief else tf.summary.create_noop_writer())
 
     def batch_spec(self):
         """Element spec of the distributed batches (None on one device)."""
@@ -465,7 +479,18 @@ class _Trainer:
             steps = min(steps, self.config.max_steps_per_epoch)
         return steps
 
-    def train_epoch(self, epoch_index: int, last_good_epoch: int) -> _EpochStats:
+    def say(self, text: str) -> None:
+        """A line a person reads (figures, not diagnostics): plain, on stdout."""
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def epoch_progress(self, epoch: int) -> EpochProgress:
+        every = self.config.log_every_steps
+        return EpochProgress(epoch, self.config.epochs, self.steps_per_epoch(), stream=self.out,
+                             every_steps=every, interactive=None if every else False)
+
+    def train_epoch(self, epoch_index: int, last_good_epoch: int,
+                    progress: EpochProgress | None = None) -> _EpochStats:
         """Train one epoch; raise NonFiniteLossError at the first non-finite loss."""
         cfg, total = self.config, self.steps_per_epoch()
         sums, images, steps = None, 0, 0
@@ -490,11 +515,8 @@ class _Trainer:
             sums = values if sums is None else sums + values
             images += n
             steps += 1
-            if cfg.log_every_steps and steps % cfg.log_every_steps == 0 and steps < total:
-                now = time.perf_counter()
-                logging.info("epoch %d/%d step %d/%d | loss %.4f | %.0f img/s",
-                             epoch_index + 1, cfg.epochs, steps, total, sums[0] / steps,
-                             images / max(now - start, 1e-9))
+            if progress is not None:
+                progress.update(steps, sums[0] / steps, images)
 
         batches = (self.pipeline.epoch(epoch_index) if self.strategy is None else
                    distributed_epoch(self.strategy, self.pipeline, epoch_index, total))
@@ -577,12 +599,12 @@ class _Trainer:
         crash_point("eval:computed")
         self.store.annotate_state(record["dir"], metrics=metrics)
         crash_point("eval:annotated")
-        logging.info("retrieval of %s (epoch %d): mAP %.4f, precision@%d %.4f, precision/recall "
-                     "within radius %d %.4f / %.4f (%s Hamming, %s ties) in %.1f s", slot,
-                     record["epoch"], figures["map"], self.config.top_k, figures["precision_at_k"],
-                     self.config.radius, figures["precision_within_radius"],
-                     figures["recall_within_radius"], self.config.hamming, self.config.ties,
-                     metrics["seconds"])
+        self.say(f"retrieval of {slot} (epoch {record['epoch']}): mAP {figures['map']:.4f}, "
+                 f"precision@{self.config.top_k} {figures['precision_at_k']:.4f}, "
+                 f"precision/recall within radius {self.config.radius} "
+                 f"{figures['precision_within_radius']:.4f} / "
+                 f"{figures['recall_within_radius']:.4f} ({self.config.hamming} Hamming, "
+                 f"{self.config.ties} ties) in {metrics['seconds']:.1f} s")
         return metrics
 
     def consider_for_best_map(self, slot: str, current_epoch: int) -> dict[str, Any]:
@@ -623,14 +645,16 @@ class _Trainer:
             start_epoch = int(self.epoch.numpy())
             # The checkpoint holds the optimizer's learning rate: apply the one asked for.
             self.optimizer.learning_rate = cfg.learning_rate
-            logging.info("resuming %s from epoch %d (optimizer step %d)", cfg.model_dir,
-                         start_epoch, int(self.optimizer.iterations.numpy()))
+            self.say(f"resuming {cfg.model_dir} from epoch {start_epoch} "
+                     f"(optimizer step {int(self.optimizer.iterations.numpy())})")
             if record["epoch"] != start_epoch:
                 raise CheckpointError(f"{self.store.directory}: index says epoch "
                                       f"{record['epoch']}, checkpoint says {start_epoch}")
-            restore_history_line(cfg.model_dir, record)
-            if self.evaluation_due(start_epoch):  # a kill may have cut this evaluation short
-                self.periodic_evaluation(start_epoch)
+            if self.chief:
+                restore_history_line(cfg.model_dir, record)
+        self.check_workers_agree(start_epoch)
+        if self.chief and start_epoch and self.evaluation_due(start_epoch):
+            self.periodic_evaluation(start_epoch)  # a kill may have cut this evaluation short
         best_loss = self.store.info("best_loss")
         best_loss_value = best_loss["loss"] if best_loss else math.inf
         last = self.store.info("last") or {}
@@ -642,7 +666,8 @@ class _Trainer:
             interrupts.check()
             epoch = epoch_index + 1
             epoch_start = time.perf_counter()
-            stats = self.train_epoch(epoch_index, last_good_epoch=epoch_index)
+            progress = self.epoch_progress(epoch)
+            stats = self.train_epoch(epoch_index, last_good_epoch=epoch_index, progress=progress)
             test = self.test_epoch()
             train_seconds += stats.seconds
             train_images += stats.images
@@ -667,23 +692,27 @@ class _Trainer:
                 "optimizer_iterations": int(self.optimizer.iterations.numpy()),
                 "history": history})
             crash_point("train:saved")
-            _append_history(cfg.model_dir, history)
+            if self.chief:
+                _append_history(cfg.model_dir, history)
             parts = ", ".join(f"{k} {v:.4f}" for k, v in stats.parts.items())
-            logging.info("epoch %d/%d | train loss %.4f (%s) acc %.4f | test loss %.4f acc %.4f | "
-                         "%.1f s, %.0f img/s%s", epoch, cfg.epochs, stats.loss, parts,
-                         stats.accuracy, test.loss, test.accuracy,
-                         time.perf_counter() - epoch_start, images_per_second,
-                         " | new lowest loss" if improved else "")
+            progress.finish(
+                f"epoch {epoch}/{cfg.epochs} | train loss {stats.loss:.4f} ({parts}) acc "
+                f"{stats.accuracy:.4f} | test loss {test.loss:.4f} acc {test.accuracy:.4f} | "
+                f"{time.perf_counter() - epoch_start:.1f} s, {images_per_second:.0f} img/s"
+                + (" | new lowest loss" if improved else ""))
             scalars = {"train/loss": stats.loss, "train/accuracy": stats.accuracy,
                        "test/loss": test.loss, "test/accuracy": test.accuracy,
                        "perf/images_per_second": images_per_second}
             scalars.update({f"train/{k}": v for k, v in stats.parts.items()})
             scalars.update({f"test/{k}": v for k, v in test.parts.items()})
             self.summary_scalars(epoch, scalars)
-            if self.evaluation_due(epoch):
+            if self.chief and self.evaluation_due(epoch):
                 self.periodic_evaluation(epoch)
 
         final_epoch = int(self.epoch.numpy())
+        if not self.chief:  # the chief evaluates and reports
+            return {"worker": self.tf_config["task"], "epochs_completed": final_epoch,
+                    "model_dir": cfg.model_dir}
         for slot in ("best_loss", "last"):
             metrics = self.consider_for_best_map(slot, final_epoch)
             self.summary_scalars(final_epoch, {f"retrieval_{slot}/{k}": metrics[k]
@@ -694,11 +723,27 @@ class _Trainer:
         write_json_atomic(os.path.join(cfg.model_dir, METRICS), report)
         for slot in REPORTED_SLOTS:
             r = report[slot]
-            logging.info("%-9s epoch %4d | mAP %.4f | precision@%d %.4f | radius %d: precision "
+            logging.debug("%-9s epoch %4d | mAP %.4f | precision@%d %.4f | radius %d: precision "
                          "%.4f recall %.4f", slot, r["epoch"], r["map"], cfg.top_k,
                          r["precision_at_k"], cfg.radius, r["precision_within_radius"],
                          r["recall_within_radius"])
         return report
+
+    def check_workers_agree(self, start_epoch: int) -> None:
+        """Refuse to train when the workers would resume from different epochs.
+
+        Every worker restores the chief's checkpoints, so they must all see one run
+        folder; a worker on another machine with its own empty folder would start
+        from scratch and the collectives would never pair up.
+        """
+        if self.tf_config is None:
+            return
+        epochs = replica_values(self.strategy, start_epoch)
+        if len(set(epochs)) > 1:
+            raise DistributionError(
+                f"the workers would resume from different epochs ({sorted(set(epochs))}): "
+                f"every worker must see the same --model_dir ({self.config.model_dir}), one "
+                "folder shared by all machines")
 
     def report(self, train_seconds: float, train_images: int, session_seconds: float,
                session_images: int, wall_seconds: float) -> dict[str, Any]:
@@ -742,19 +787,24 @@ def train(method: HashingMethod, data: SplitData, config: TrainConfig) -> dict[s
 
     Returns:
         The content of ``metrics.json``: per slot (last, best_loss, best_map) the
-        epoch and retrieval figures, plus run settings, times and throughput.
+        epoch and retrieval figures, plus run settings, times and throughput. In a
+        multi_worker run the workers other than the chief write nothing and return
+        ``{"worker": their TF_CONFIG task, "epochs_completed": n, "model_dir": ...}``.
 
     Raises:
-        ValueError: a bad setting.
+        ValueError: a bad setting (DistributionError: a distribution that cannot work).
         RunConfigMismatchError: ``model_dir`` holds a run of another model or data set.
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
     """
     config.validate()
     # First: a multi-worker strategy must exist before TensorFlow runs any op.
     strategy = make_strategy(config.distribution) if config.distribution != "default" else None
-    os.makedirs(config.model_dir, exist_ok=True)
-    with run_lock(config.model_dir):
-        remove_stale_json_temps(config.model_dir)
+    chief = is_chief(strategy_tf_config(strategy))  # the others read model_dir, never write
+    if chief:
+        os.makedirs(config.model_dir, exist_ok=True)
+    with run_lock(config.model_dir) if chief else contextlib.nullcontext():
+        if chief:
+            remove_stale_json_temps(config.model_dir)
         run_config = make_run_config(method, data, config)
         run_config["replicas"] = strategy.num_replicas_in_sync if strategy is not None else 1
         path = os.path.join(config.model_dir, RUN_CONFIG)
@@ -767,7 +817,8 @@ def train(method: HashingMethod, data: SplitData, config: TrainConfig) -> dict[s
                 run_config["created"] = old["created"]
         run_config.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         run_config["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        write_json_atomic(path, run_config)
+        if chief:
+            write_json_atomic(path, run_config)
 
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:

@@ -1,0 +1,242 @@
+"""multi_worker training: two processes over localhost ports give the one-device model.
+
+Each worker is a fresh process with its own ``TF_CONFIG`` (a MultiWorkerMirroredStrategy
+must exist before TensorFlow's first op, once per process) and one CPU device, so the
+global batch is split over two replicas on two workers. The single-device runs are made
+in one more process. Tolerance: as the two-epoch mirrored comparison of
+tests/test_distribution.py (the same float reorderings): losses within 1e-4 relative,
+every tensor within 1e-4 + 2e-2 x its largest value, Adam's epsilon raised to 1.
+
+Also checked: only the chief writes the run folder (the other worker's checkpoint
+copies go to a private temporary folder, removed), and a run whose worker is killed
+resumes from the last epoch both saved when the two are started again.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from common.training.distribution import DistributionError, is_chief, read_tf_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METHODS = ("dcbh", "ddch", "ddh")
+EPOCHS = 2
+BATCH = 12  # 40 images: 6 + 6 three times, then 2 + 2
+
+
+def make_method(name):
+    """A tiny instance of each method (its source also runs in the fresh processes)."""
+    from dcbh_tf.method import DCBH
+    from ddch_tf.method import DDCH
+    from ddh_tf.method import DDH
+    if name == "ddh":
+        return DDH(num_bits=12)
+    cls = DCBH if name == "dcbh" else DDCH
+    return cls(num_bits=12, width_multiplier=0.0625, center_reduction="sum")
+
+
+_TRAIN = r"""
+import json, os, sys
+root, distribution, methods, epochs, batch = sys.argv[1], sys.argv[2], sys.argv[3].split(","), int(sys.argv[4]), int(sys.argv[5])
+if distribution == "multi_worker":
+    from common.training.distribution import make_strategy
+    make_strategy("multi_worker")  # before TensorFlow's first op
+from common.training.data import load_split_data
+from common.training.loop import TrainConfig, train
+""" + "\n" + inspect.getsource(make_method) + r"""
+worker = json.loads(os.environ.get("TF_CONFIG", '{"task": {"index": "one"}}'))["task"]["index"]
+data = load_split_data("synthetic", os.path.join(root, f"data-{worker}"), synthetic_kwargs=dict(
+    num_identities=8, train_per_identity=5, test_per_identity=2))
+for name in methods:
+    report = train(make_method(name), data, TrainConfig(
+        epochs=epochs, model_dir=os.path.join(root, distribution, name), batch_size=batch,
+        eval_every=0, log_every_steps=0, adam_epsilon=1.0, distribution=distribution))
+    print(json.dumps({"method": name, "report": {k: report.get(k) for k in (
+        "worker", "epochs_completed", "last")}}), flush=True)
+"""
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT, **extra)
+    env.pop("TF_CONFIG", None)
+    env.pop("FACE_HASHING_CRASH_AT", None)
+    env.update(extra)
+    return env
+
+
+def _start(root, distribution, methods, epochs, **env):
+    return subprocess.Popen(
+        [sys.executable, "-c", _TRAIN, str(root), distribution, ",".join(methods), str(epochs),
+         str(BATCH)], env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process, timeout=600) -> list[dict]:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-4000:]
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def _cluster(ports, index, crash=None) -> dict:
+    tf_config = {"cluster": {"worker": [f"localhost:{p}" for p in ports]},
+                 "task": {"type": "worker", "index": index}}
+    env = {"TF_CONFIG": json.dumps(tf_config)}
+    if crash:
+        env["FACE_HASHING_CRASH_AT"] = crash
+    return env
+
+
+def _worker_copies(tmp):
+    """A worker's checkpoint copies left in its temporary folder (autograph's files aside)."""
+    return [e for e in os.listdir(tmp) if e.startswith("face-hashing-worker-ckpt-")]
+
+
+def _tensors(model_dir):
+    import tensorflow as tf
+    from common.training import checkpoints
+
+    index = checkpoints.read_index(model_dir)
+    prefix = os.path.join(model_dir, "checkpoints", index["slots"]["last"]["dir"], "ckpt")
+    reader = tf.train.load_checkpoint(prefix)
+    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+            if n != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+def _history(model_dir):
+    with open(os.path.join(model_dir, "history.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _assert_same_run(one_dir, two_dir):
+    one, two = _tensors(one_dir), _tensors(two_dir)
+    assert sorted(one) == sorted(two), set(one) ^ set(two)
+    for key in one:
+        if one[key].dtype.kind == "f":
+            a, b = one[key].astype(np.float64), two[key]
+            assert np.max(np.abs(a - b)) <= 1e-4 + 2e-2 * np.max(np.abs(a)), key
+        else:
+            np.testing.assert_array_equal(one[key], two[key], err_msg=key)
+    h1, h2 = _history(one_dir), _history(two_dir)
+    assert [h["epoch"] for h in h2] == list(range(1, EPOCHS + 1))
+    for a, b in zip(h1, h2):
+        assert abs(a["loss"] - b["loss"]) <= 1e-4 * abs(a["loss"]), (a, b)
+        for k in a["loss_parts"]:
+            assert abs(a["loss_parts"][k] - b["loss_parts"][k]) <= 1e-4, (k, a, b)
+
+
+@pytest.fixture(scope="module")
+def single_device(tmp_path_factory):
+    """Every method trained EPOCHS epochs on one device (the reference runs)."""
+    root = tmp_path_factory.mktemp("one_device")
+    _finish(_start(root, "default", METHODS, EPOCHS))
+    return root
+
+
+# ---------------------------------------------------------------------------- TF_CONFIG
+def test_tf_config_is_read_and_checked():
+    good = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    assert read_tf_config({"TF_CONFIG": json.dumps(good)}) == good
+    assert not is_chief(good)
+    assert is_chief(dict(good, task={"type": "worker", "index": 0}))
+    with_chief = {"cluster": {"chief": ["c:0"], "worker": ["a:1"]},
+                  "task": {"type": "worker", "index": 0}}
+    assert not is_chief(with_chief)                      # a named chief outranks worker 0
+    assert is_chief(dict(with_chief, task={"type": "chief", "index": 0}))
+    assert is_chief(None)                                # one machine
+    bad = {
+        "": "not set",
+        "{": "not valid JSON",
+        "[]": "JSON object",
+        '{"cluster": {}, "task": {}}': "must list the workers",
+        '{"cluster": {"worker": ["a"]}, "task": {"type": "worker"}}': "host:port",
+        '{"cluster": {"ps": ["a:1"], "worker": ["a:2"]}, "task": {"type": "worker"}}':
+            "'ps' is not used",
+        '{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief"}}': "must name this process",
+        '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}':
+            "task index 1",
+    }
+    for raw, message in bad.items():
+        with pytest.raises(DistributionError, match=message):
+            read_tf_config({"TF_CONFIG": raw} if raw else {})
+
+
+def test_multi_worker_needs_tf_config_and_says_so(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "ddh_tf.train", "--distribution", "multi_worker",
+         "--data_dir", str(tmp_path / "d"), "--model_dir", str(tmp_path / "r"), "--epochs", "1"],
+        env=_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "TF_CONFIG environment variable, which is not set" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------------- end to end
+def test_two_workers_train_every_method_as_one_device(tmp_path, single_device):
+    for i in range(2):
+        (tmp_path / f"tmp{i}").mkdir()
+    ports = _free_ports(2)
+    workers = [_start(tmp_path, "multi_worker", METHODS, EPOCHS, TMPDIR=str(tmp_path / f"tmp{i}"),
+                      **_cluster(ports, i)) for i in range(2)]
+    chief, other = (_finish(w) for w in workers)
+    for name in METHODS:
+        _assert_same_run(single_device / "default" / name, tmp_path / "multi_worker" / name)
+        run_config = json.loads((tmp_path / "multi_worker" / name / "run_config.json").read_text())
+        assert run_config["replicas"] == 2
+    assert [r["report"]["worker"] for r in other] == [{"type": "worker", "index": 1}] * 3
+    assert all(r["report"]["epochs_completed"] == EPOCHS for r in other)
+    assert all(r["report"]["last"]["epoch"] == EPOCHS for r in chief)
+    # the other worker's checkpoint copies went to its temporary folder and were removed
+    assert _worker_copies(tmp_path / "tmp1") == []
+
+
+def test_a_killed_worker_resumes_with_the_chief(tmp_path, single_device):
+    """Worker 1 dies (SIGKILL) right after saving epoch 1; the chief, stuck without it,
+    is stopped too (as a cluster manager would); both restart and finish epoch 2."""
+    for i in range(2):
+        (tmp_path / f"tmp{i}").mkdir()
+    ports = _free_ports(2)
+    chief = _start(tmp_path, "multi_worker", ["ddch"], EPOCHS, TMPDIR=str(tmp_path / "tmp0"),
+                   **_cluster(ports, 0))
+    other = _start(tmp_path, "multi_worker", ["ddch"], EPOCHS, TMPDIR=str(tmp_path / "tmp1"),
+                   **_cluster(ports, 1, crash="train:saved@1"))
+    other.communicate(timeout=600)
+    assert other.returncode == -signal.SIGKILL
+    model_dir = tmp_path / "multi_worker" / "ddch"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and chief.poll() is None:
+        index = model_dir / "checkpoints" / "index.json"
+        if index.exists() and json.loads(index.read_text())["slots"].get("last", {}).get(
+                "epoch") == 1:
+            break
+        time.sleep(0.5)
+    if chief.poll() is None:
+        chief.kill()
+    chief.communicate()
+    assert [h["epoch"] for h in _history(model_dir)] == [1]
+
+    ports = _free_ports(2)
+    workers = [_start(tmp_path, "multi_worker", ["ddch"], EPOCHS,
+                      TMPDIR=str(tmp_path / f"tmp{i}"), **_cluster(ports, i)) for i in range(2)]
+    for w in workers:
+        _finish(w)
+    _assert_same_run(single_device / "default" / "ddch", model_dir)
+    assert _worker_copies(tmp_path / "tmp1") == []
