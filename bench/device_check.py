@@ -50,22 +50,30 @@ import traceback
 
 from absl import app, flags
 
-flags.DEFINE_string("out", "device_check_out", "folder for device_check.json/.md and workers.log")
-flags.DEFINE_float("width_multiplier", 1.0, "DCBH backbone width (1.0 = the original)")
-flags.DEFINE_integer("batch_size", 256, "global batch (the original: 256)")
-flags.DEFINE_integer("steps", 20, "timed training steps per configuration")
-flags.DEFINE_integer("warmup", 3, "untimed training steps first (tracing, XLA compilation)")
-flags.DEFINE_integer("num_classes", 530, "classes (FaceScrub: 530)")
-flags.DEFINE_integer("num_bits", 48, "code length")
-flags.DEFINE_integer("eval_queries", 7975, "evaluation queries (YouTube Faces: 7,975)")
-flags.DEFINE_integer("eval_database", 63800, "evaluation database items (YouTube Faces: 63,800)")
-flags.DEFINE_list("configs", None, "training configurations to run (default: all of them)")
-flags.DEFINE_integer("timeout_s", 240, "wall-clock limit of one configuration's process")
-flags.DEFINE_integer("budget_s", 420, "wall-clock budget of the whole check: configurations "
-                     "that would start after it is spent are skipped")
-flags.DEFINE_integer("cpu_devices", 2, "logical CPU devices for mirrored when there is no GPU")
-flags.DEFINE_string("worker", None, "internal: run one step (devices or a configuration) in "
-                    "this process and print its result")
+
+def define_flags() -> None:
+    """The script's flags, defined only when it runs as a script: tests import its
+    functions in a process whose other modules already define --batch_size and the like."""
+    flags.DEFINE_string("out", "device_check_out",
+                        "folder for device_check.json/.md and workers.log")
+    flags.DEFINE_float("width_multiplier", 1.0, "DCBH backbone width (1.0 = the original)")
+    flags.DEFINE_integer("batch_size", 256, "global batch (the original: 256)")
+    flags.DEFINE_integer("steps", 20, "timed training steps per configuration")
+    flags.DEFINE_integer("warmup", 3, "untimed training steps first (tracing, XLA compilation)")
+    flags.DEFINE_integer("num_classes", 530, "classes (FaceScrub: 530)")
+    flags.DEFINE_integer("num_bits", 48, "code length")
+    flags.DEFINE_integer("eval_queries", 7975, "evaluation queries (YouTube Faces: 7,975)")
+    flags.DEFINE_integer("eval_database", 63800,
+                         "evaluation database items (YouTube Faces: 63,800)")
+    flags.DEFINE_list("configs", None, "training configurations to run (default: all of them)")
+    flags.DEFINE_integer("timeout_s", 240, "wall-clock limit of one configuration's process")
+    flags.DEFINE_integer("budget_s", 420, "wall-clock budget of the whole check: configurations "
+                         "that would start after it is spent are skipped")
+    flags.DEFINE_integer("cpu_devices", 2, "logical CPU devices for mirrored when there is no GPU")
+    flags.DEFINE_string("worker", None, "internal: run one step (devices or a configuration) in "
+                        "this process and print its result")
+
+
 FLAGS = flags.FLAGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -510,4 +518,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
