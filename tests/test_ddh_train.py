@@ -14,6 +14,7 @@ from fresh_process import serve_in_fresh_process
 
 from common.export import EXPORT_INFO
 from common.metrics import retrieval_metrics
+from common.tf_startup import STARTUP_NOTICES
 from common.saved_run import evaluate_run, export_run, load_run
 from common.training.data import load_split_data
 from common.training.loop import METRICS, RUN_CONFIG, TrainConfig, read_history, train
@@ -128,6 +129,10 @@ def test_train_command_line(tmp_path):
         "--eval_every", "0", "--model_dir", str(model_dir)], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "epoch 2/2 | train loss" in result.stdout
+    # TensorFlow's start-up notices and its own INFO lines stay off stderr (common.tf_startup)
+    assert not [line for line in result.stderr.splitlines()
+                if any(n.match(line) for n in STARTUP_NOTICES)], result.stderr
+    assert "Sharding callback" not in result.stderr and "Traceback" not in result.stderr
     metrics = json.load(open(model_dir / METRICS))
     assert metrics["method"] == {"method": "ddh", "num_bits": 12, "split_num": 3,
                                  "quantization_weight": 0.05, "weight_decay": "none",
