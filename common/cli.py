@@ -153,6 +153,14 @@ def _print_report(report: dict, model_dir: str) -> None:
     print(f"metrics: {os.path.join(model_dir, 'metrics.json')}")
 
 
+def _lost_worker(exc: BaseException) -> bool:
+    """Whether ``exc`` is TensorFlow reporting that another worker is gone (its heartbeats
+    stopped: the collectives are aborted with UnavailableError, measured 9 s after a kill)."""
+    import tensorflow as tf
+
+    return isinstance(exc, tf.errors.UnavailableError)
+
+
 def run_training(method: MethodOrFactory) -> dict:
     """Train ``method`` as the shared flags say; returns the metrics report.
 
@@ -216,6 +224,12 @@ def run_training(method: MethodOrFactory) -> dict:
         fail(f"cannot resume from {model_dir}: {exc}")
     except ValueError as exc:  # DistributionError: e.g. workers that see different folders
         fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - only a lost worker is handled here
+        if DISTRIBUTION.value != "multi_worker" or not _lost_worker(exc):
+            raise
+        fail(f"a worker of this multi_worker run stopped ({str(exc).splitlines()[0][:200]}); "
+             f"start every worker again with the same command: they resume from the last epoch "
+             f"saved in {model_dir}", EXIT_FAILED)
     if "worker" in report:  # a multi_worker run's other workers: the chief reports
         print(f"worker {report['worker']['type']} {report['worker'].get('index', 0)}: "
               f"trained to epoch {report['epochs_completed']}; the chief wrote the run to "

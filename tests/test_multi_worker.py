@@ -8,8 +8,9 @@ tests/test_distribution.py (the same float reorderings): losses within 1e-4 rela
 every tensor within 1e-4 + 2e-2 x its largest value, Adam's epsilon raised to 1.
 
 Also checked: only the chief writes the run folder (the other worker's checkpoint
-copies go to a private temporary folder, removed), and a run whose worker is killed
-resumes from the last epoch both saved when the two are started again.
+copies go to a private temporary folder, removed), and, through the command line, a
+run whose worker is killed stops the chief with one error line and resumes from the
+last epoch both saved when the two are started again.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -208,35 +208,50 @@ def test_two_workers_train_every_method_as_one_device(tmp_path, single_device):
     assert _worker_copies(tmp_path / "tmp1") == []
 
 
-def test_a_killed_worker_resumes_with_the_chief(tmp_path, single_device):
-    """Worker 1 dies (SIGKILL) right after saving epoch 1; the chief, stuck without it,
-    is stopped too (as a cluster manager would); both restart and finish epoch 2."""
+def _cli_worker(tmp_path, ports, index, epochs, crash=None):
+    """``python -m ddch_tf.train`` as worker ``index``, the settings of make_method("ddch")."""
+    args = [sys.executable, "-m", "ddch_tf.train", "--distribution", "multi_worker",
+            "--dataset", "synthetic", "--data_dir", str(tmp_path / f"data-{index}"),
+            "--synthetic_identities", "8", "--synthetic_train_per_identity", "5",
+            "--synthetic_test_per_identity", "2", "--num_bits", "12",
+            "--width_multiplier", "0.0625", "--center_reduction", "sum",
+            "--adam_epsilon", "1.0", "--batch_size", str(BATCH), "--epochs", str(epochs),
+            "--eval_every", "0", "--model_dir", str(tmp_path / "multi_worker" / "ddch")]
+    return subprocess.Popen(args, env=_env(TMPDIR=str(tmp_path / f"tmp{index}"),
+                                           **_cluster(ports, index, crash)),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_killed_worker_stops_the_chief_and_both_resume(tmp_path, single_device):
+    """Through the command line: worker 1 dies (SIGKILL) right after saving epoch 1; the
+    chief notices within seconds (TensorFlow's heartbeats), stops with one error line
+    saying how to resume; both restart with the same command and finish epoch 2, ending
+    as the uninterrupted one-device run."""
     for i in range(2):
         (tmp_path / f"tmp{i}").mkdir()
     ports = _free_ports(2)
-    chief = _start(tmp_path, "multi_worker", ["ddch"], EPOCHS, TMPDIR=str(tmp_path / "tmp0"),
-                   **_cluster(ports, 0))
-    other = _start(tmp_path, "multi_worker", ["ddch"], EPOCHS, TMPDIR=str(tmp_path / "tmp1"),
-                   **_cluster(ports, 1, crash="train:saved@1"))
+    chief = _cli_worker(tmp_path, ports, 0, EPOCHS)
+    other = _cli_worker(tmp_path, ports, 1, EPOCHS, crash="train:saved@1")
     other.communicate(timeout=600)
     assert other.returncode == -signal.SIGKILL
-    model_dir = tmp_path / "multi_worker" / "ddch"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and chief.poll() is None:
-        index = model_dir / "checkpoints" / "index.json"
-        if index.exists() and json.loads(index.read_text())["slots"].get("last", {}).get(
-                "epoch") == 1:
-            break
-        time.sleep(0.5)
-    if chief.poll() is None:
+    try:
+        _, err = chief.communicate(timeout=180)
+    finally:
         chief.kill()
-    chief.communicate()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert chief.returncode == 1 and len(errors) == 1, err[-3000:]
+    assert "a worker of this multi_worker run stopped" in errors[0]
+    assert "start every worker again with the same command" in errors[0]
+    assert "Traceback" not in err
+    model_dir = tmp_path / "multi_worker" / "ddch"
     assert [h["epoch"] for h in _history(model_dir)] == [1]
 
     ports = _free_ports(2)
-    workers = [_start(tmp_path, "multi_worker", ["ddch"], EPOCHS,
-                      TMPDIR=str(tmp_path / f"tmp{i}"), **_cluster(ports, i)) for i in range(2)]
-    for w in workers:
-        _finish(w)
+    workers = [_cli_worker(tmp_path, ports, i, EPOCHS) for i in range(2)]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for w, (out, err) in zip(workers, outputs):
+        assert w.returncode == 0, err[-3000:]
+    assert "resuming" in outputs[0][0] and "best_map" in outputs[0][0]   # the chief's report
+    assert "worker worker 1: trained to epoch 2" in outputs[1][0]
     _assert_same_run(single_device / "default" / "ddch", model_dir)
     assert _worker_copies(tmp_path / "tmp1") == []
