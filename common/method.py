@@ -3,12 +3,18 @@
 A method is a model builder plus its loss: the loop, checkpoints, evaluation and
 export are shared. Subclasses fill in :meth:`build_model` and :meth:`loss_terms`
 and, when they keep state outside the optimizer (DCBH's centers),
-:meth:`before_optimizer_step`.
+:meth:`before_optimizer_step`. A method trained by several optimisers (DDAH: one for
+the trunk, one for the attention branch) lists them in :meth:`optimizer_groups`; one
+whose learning rate changes with the epoch says so in :meth:`learning_rate`; one
+whose model computes more than inference needs (DDAH's raw-image pass) gives the
+inference part in :meth:`inference_model`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence, Union
 
 import keras
 import tensorflow as tf
@@ -16,6 +22,69 @@ import tensorflow as tf
 # Output names every method's model provides (by position in its outputs list).
 LOGITS = "logits"
 CODES = "relaxed_codes"
+ALL_VARIABLES = "all"  # the one optimiser group of a method that does not define its own
+
+# What an optimiser group minimises: None (every loss part, the training cost), the
+# names of some loss parts (their sum), or a function of the loss parts.
+Objective = Union[None, Sequence[str], Callable[[dict], tf.Tensor]]
+_GROUP_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class OptimizerGroup:
+    """One optimiser of a training step: its variables, what it minimises, its decay.
+
+    Every group gets its own Adam (the shared settings: TF1's defaults, the learning
+    rate of :meth:`HashingMethod.learning_rate`), with its own moments and step count.
+    The training step runs ONE forward pass, computes every group's gradients from it
+    (with the weights of that forward, before any update), then applies them group
+    after group in the order :meth:`HashingMethod.optimizer_groups` lists them.
+
+    Attributes:
+        name: lower-case identifier; with several groups, the optimiser's checkpoint
+            key is ``optimizer_<name>`` (one group keeps the key ``optimizer``).
+        variables: the trainable variables this optimiser updates (groups must be
+            disjoint; a trainable variable in no group is never updated).
+        objective: None: the sum of every loss part (the logged training cost);
+            a sequence of loss-part names: their sum; a callable: a function of the
+            dict {part name: value} returning a scalar, which may be non-linear in
+            the parts (a hinge). Under a distribution the callable receives the
+            global batch's part values (all-reduced over the replicas, with gradients
+            flowing to each replica's own share), so that the distributed step equals
+            the single-device one; names and None stay per-replica sums (linear).
+        coupled_weight_decay: PyTorch's coupled L2 (Adam's ``weight_decay``): rate *
+            w is added to the gradient of every variable of the group before the
+            optimiser sees it (0: none).
+    """
+
+    name: str
+    variables: tuple
+    objective: Objective = None
+    coupled_weight_decay: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "variables", tuple(self.variables))
+        if isinstance(self.objective, (list, tuple)):
+            object.__setattr__(self, "objective", tuple(self.objective))
+        check_settings([
+            (isinstance(self.name, str) and bool(_GROUP_NAME.match(self.name)),
+             f"optimizer group name must be a lower-case identifier, got {self.name!r}"),
+            (bool(self.variables), f"optimizer group {self.name!r} has no variables"),
+            (self.objective is None or callable(self.objective)
+             or (bool(self.objective) and all(isinstance(k, str) for k in self.objective)),
+             f"optimizer group {self.name!r}: objective must be None, loss-part names or a "
+             f"callable, got {self.objective!r}"),
+            (self.coupled_weight_decay >= 0,
+             f"optimizer group {self.name!r}: coupled_weight_decay must be >= 0, got "
+             f"{self.coupled_weight_decay}"),
+        ])
+
+    def is_plain(self, model) -> bool:
+        """Whether this is the default group: every trainable variable, the whole cost."""
+        trainable = model.trainable_variables
+        return (self.objective is None and not self.coupled_weight_decay
+                and len(self.variables) == len(trainable)
+                and all(a is b for a, b in zip(self.variables, trainable)))
 
 
 class HashingMethod:
@@ -55,6 +124,30 @@ class HashingMethod:
                               labels: tf.Tensor) -> None:
         """State updates applied every training step before the optimizer's."""
         return None  # a statement, not only a docstring: AutoGraph must parse the body
+
+    def optimizer_groups(self, model: keras.Model) -> list[OptimizerGroup]:
+        """The optimisers of a training step, in the order they are applied.
+
+        Default: one group, "all": every trainable variable minimises the whole cost
+        (the sum of :meth:`loss_terms`), the loop's single-Adam step. A method with
+        several groups gets one Adam per group, each checkpointed (see
+        :class:`OptimizerGroup`).
+        """
+        return [OptimizerGroup(ALL_VARIABLES, tuple(model.trainable_variables))]
+
+    def learning_rate(self, epoch: int, base: float) -> float:
+        """Every optimiser's learning rate during 0-based ``epoch`` (set at its start,
+        and on resume); ``base`` is the configured rate. Default: ``base`` throughout."""
+        del epoch
+        return base
+
+    def inference_model(self, model: keras.Model) -> keras.Model:
+        """The part of ``model`` that evaluation and export run (default: all of it).
+
+        Its outputs must be the first outputs of :attr:`output_names`, "relaxed_codes"
+        among them (same positions), and it must share ``model``'s variables.
+        """
+        return model
 
     def config(self) -> dict[str, Any]:
         """The method's settings, recorded with every run (``from_config`` inverts it)."""

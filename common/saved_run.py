@@ -157,7 +157,10 @@ def export_run(method_cls, model_dir: str, export_dir: str, slot: str = "best_ma
         "dataset": run.run_config.get("dataset"),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    export_model(run.model, run.normalization, export_dir, run.codes_output, info=info)
+    # The method's inference part (DDAH: the attended pass only); its outputs keep the
+    # positions of the model's, so the codes index is the same.
+    export_model(run.method.inference_model(run.model), run.normalization, export_dir,
+                 run.codes_output, info=info)
     with open(os.path.join(export_dir, EXPORT_INFO), encoding="utf-8") as f:
         return json.load(f)
 

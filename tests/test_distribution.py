@@ -32,7 +32,7 @@ from common.training.loop import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-METHODS = ("dcbh", "ddch", "ddh")
+METHODS = ("dcbh", "ddch", "ddh", "ddah")
 
 
 def make_method(name, center_reduction):
@@ -40,8 +40,11 @@ def make_method(name, center_reduction):
     from dcbh_tf.method import DCBH
     from ddch_tf.method import DDCH
     from ddh_tf.method import DDH
+    from ddah_tf.method import DDAH
     if name == "ddh":
         return DDH(num_bits=12)
+    if name == "ddah":
+        return DDAH(num_bits=12, width_multiplier=0.125)
     cls = DCBH if name == "dcbh" else DDCH
     return cls(num_bits=12, width_multiplier=0.0625, center_reduction=center_reduction)
 
@@ -216,13 +219,13 @@ for case in sys.argv[2].split(","):
     worst, values, steps = 0.0, 0.0, 0
     for (x1, y1), (x2, y2) in batches:
         for pairs in (zip(one.model.variables, two.model.variables),
-                      zip(one.optimizer.variables, two.optimizer.variables)):
+                      zip(one.optimizer_variables, two.optimizer_variables)):
             for a, b in pairs:
                 b.assign(a.numpy())
         v1, v2 = one.train_step(x1, y1).numpy(), two.train_step(x2, y2).numpy()
         values = max(values, float(np.max(np.abs(v1 - v2) / np.maximum(np.abs(v1), 1e-3))))
         for pairs in (zip(one.model.variables, two.model.variables),
-                      zip(one.optimizer.variables, two.optimizer.variables)):
+                      zip(one.optimizer_variables, two.optimizer_variables)):
             for a, b in pairs:
                 a, b = a.numpy().astype(np.float64), b.numpy()
                 if a.dtype.kind == "f" and a.size:
@@ -234,7 +237,8 @@ print(json.dumps(results))
 """
 
 
-STEP_CASES = {"dcbh:15": 3, "ddch:12": 4, "ddh:15": 3}  # method:global batch -> steps
+STEP_CASES = {"dcbh:15": 3, "ddch:12": 4, "ddh:15": 3,
+              "ddah:15": 3}  # method:global batch -> steps
 
 
 def test_each_mirrored_step_equals_the_single_device_step(tmp_path):
@@ -246,6 +250,15 @@ def test_each_mirrored_step_equals_the_single_device_step(tmp_path):
     flips one code bit, its gradients jump by a discrete amount (seen at batch 15,
     second step: Adam moments 0.2% apart), so DDCH is checked at a batch whose codes
     keep their signs; its two-epoch run covers the rest.
+
+    DDAH has such jumps too: its min-max normalisations (mask over the pixels, channel
+    weights) send the gradient to the extreme values, and on a ReLU'd map many pixels tie
+    at the minimum; a rounding difference that moves one value into or out of a tie
+    changes how the gradient is split (seen: width 1/4, batch 15, second step, the
+    attention's Adam moments 0.65% apart; width 1/8, batch 8: 6%). It is checked at a
+    width and batch without such a tie change (measured: worst 0.53 of the tolerance);
+    the two-worker run (tests/test_multi_worker.py) covers two epochs. A per-replica
+    hinge instead of the global-batch one fails this check by a factor of about 500.
     """
     result = subprocess.run([sys.executable, "-c", _STEPS, str(tmp_path), ",".join(STEP_CASES)],
                             env=ENV, capture_output=True, text=True, timeout=900)

@@ -24,7 +24,7 @@ DATA_DIR = flags.DEFINE_string("data_dir", None, "Parent folder of the split fol
 TRAIN_DIR = flags.DEFINE_string("train_dir", None, "Train split folder (--dataset folder).")
 TEST_DIR = flags.DEFINE_string("test_dir", None, "Test split folder (--dataset folder).")
 METHODS = flags.DEFINE_list("methods", ["dcbh", "ddch", "ddh", "itq", "lsh"],
-                            "Methods (rows of the table).")
+                            "Methods (rows of the table): dcbh, ddch, ddh, ddah, itq, lsh.")
 BITS = flags.DEFINE_list("bits", ["12", "24", "36", "48"], "Code lengths (columns).")
 EPOCHS = flags.DEFINE_integer("epochs", 100, "Epochs per deep cell (the original: 2000).",
                               lower_bound=1)
@@ -35,7 +35,7 @@ SEED = flags.DEFINE_integer("seed", 0, "Seed of training and of the baselines.",
                             lower_bound=0)
 EVAL_EVERY = flags.DEFINE_integer("eval_every", 10, "Evaluation period of the deep methods.",
                                   lower_bound=0)
-WIDTH = flags.DEFINE_float("width_multiplier", 1.0, "Backbone width of DCBH and DDCH.")
+WIDTH = flags.DEFINE_float("width_multiplier", 1.0, "Backbone width of DCBH, DDCH and DDAH.")
 CHECKPOINT = flags.DEFINE_enum("checkpoint", "best_map", ["best_map", "best_loss", "last"],
                                "Which state of each deep run is tabulated.")
 TIES = flags.DEFINE_enum("ties", "index", ["index", "expected"], "Tie rule of the figures.")

@@ -10,11 +10,13 @@ DEEP_METHODS = {
     "dcbh": ("dcbh_tf.method", "DCBH"),
     "ddch": ("ddch_tf.method", "DDCH"),
     "ddh": ("ddh_tf.method", "DDH"),
+    "ddah": ("ddah_tf.method", "DDAH"),  # not in the default --methods: ask for it by name
 }
 BASELINES = ("itq", "lsh")
 ALL_METHODS = (*DEEP_METHODS, *BASELINES)
 # Table row order: the paper's method first, then the newer one, the older one, baselines.
-DISPLAY_NAMES = {"dcbh": "DCBH", "ddch": "DDCH", "ddh": "DDH", "itq": "ITQ", "lsh": "LSH"}
+DISPLAY_NAMES = {"dcbh": "DCBH", "ddch": "DDCH", "ddh": "DDH", "ddah": "DDAH", "itq": "ITQ",
+                 "lsh": "LSH"}
 
 
 def is_deep(name: str) -> bool:

@@ -23,7 +23,8 @@ from common.reproduce.isolation import CONFIG_FLAGS, SYNTHETIC_FLAGS, watch_pare
 
 OUT = flags.DEFINE_string("out", None, "The table's output folder (the cell goes to "
                                        "OUT/cells/<method>_<bits>/).")
-METHOD = flags.DEFINE_enum("method", None, ["dcbh", "ddch", "ddh", "itq", "lsh"], "The method.")
+METHOD = flags.DEFINE_enum("method", None, ["dcbh", "ddch", "ddh", "ddah", "itq", "lsh"],
+                           "The method.")
 BITS = flags.DEFINE_integer("bits", None, "The code length.", lower_bound=1,
                             upper_bound=exits.MAX_BITS)
 DATASET = flags.DEFINE_enum("dataset", "synthetic",

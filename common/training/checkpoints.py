@@ -383,6 +383,19 @@ class WorkerCheckpointStore(CheckpointStore):
         pass
 
 
+def untracked_variables(model: Any) -> list[str]:
+    """Paths of ``model``'s variables that a checkpoint of ``model`` alone would miss.
+
+    TensorFlow's checkpoint graph follows a Keras layer's plain attributes, but not
+    sublayers kept in a list or tuple attribute of a custom layer (Keras 3 tracks those
+    for its own ``.variables``). A full training checkpoint still saves them through the
+    optimizer, so a resume works, but a model-only restore (evaluation, export) would
+    silently keep their initial values: training refuses such a model up front.
+    """
+    reachable = {id(obj) for obj in tf.train.TrackableView(model).descendants()}
+    return [getattr(v, "path", v.name) for v in model.variables if id(v) not in reachable]
+
+
 def damaged(prefix: str, exc: Exception) -> CheckpointError:
     """The error for a checkpoint whose files TensorFlow cannot read (truncated, corrupt)."""
     return CheckpointError(f"{os.path.dirname(prefix)}: damaged checkpoint, its files cannot be "

@@ -27,7 +27,11 @@ def _predictor(model, method: HashingMethod):
     fn = _PREDICTORS.get(model)
     if fn is None:
         index = list(method.output_names).index(CODES)
-        ref = weakref.ref(model)  # the cache must not keep the model alive
+        inference = method.inference_model(model)  # e.g. DDAH: pass a only
+        if inference is model:
+            ref = weakref.ref(model)  # the cache must not keep the model alive
+        else:  # shares the model's layers, not the model object: the cache entry can go
+            ref = lambda: inference  # noqa: E731
 
         @tf.function(input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)],
                      reduce_retracing=True)

@@ -4,7 +4,10 @@ Why one loop for every method: the original's procedure (Adam, batches in file o
 per-epoch train/test loss and accuracy, a checkpoint whenever the epoch's mean train
 loss is the lowest so far, retrieval evaluation of that checkpoint every 100 epochs)
 does not depend on the network; a method only supplies its model and loss
-(:class:`common.method.HashingMethod`).
+(:class:`common.method.HashingMethod`). A method may also split its variables among
+several Adams (``optimizer_groups``: one forward per step, every group's gradients from
+it, then the updates in the method's order; each Adam checkpointed) and set the learning
+rate per epoch (``learning_rate``); by default one Adam trains everything at a constant rate.
 
 Differences from the original, on purpose:
 
@@ -39,14 +42,14 @@ from absl import logging
 from tensorflow.core.framework import summary_pb2
 
 from common.data.pipeline import ArrayPipeline
-from common.method import LOGITS, HashingMethod
+from common.method import LOGITS, HashingMethod, OptimizerGroup
 from common.metrics import HAMMING_MODES, METRIC_KEYS, TIE_MODES
 from common import interrupts
 from common.faults import crash_point
-from common.replica_ops import replica_sum
+from common.replica_ops import replica_global, replica_sum
 from common.training.checkpoints import (CheckpointError, CheckpointStore, WorkerCheckpointStore,
                                          read_index, remove_stale_json_temps, run_lock,
-                                         write_json_atomic)
+                                         untracked_variables, write_json_atomic)
 from common.training.data import SplitData
 from common.training.distribution import (DISTRIBUTIONS, DistributionError, distributed_epoch,
                                           distributed_steps, is_chief, make_strategy,
@@ -358,6 +361,60 @@ def _replica_scaled(method: HashingMethod, names: list[str], parts: list, labels
             for k, p in zip(names, parts)]
 
 
+def optimizer_groups(method: HashingMethod, model) -> list[OptimizerGroup]:
+    """``method.optimizer_groups(model)``, checked: names unique, variables disjoint."""
+    groups = list(method.optimizer_groups(model))
+    if not groups:
+        raise ValueError(f"{method.name}.optimizer_groups() lists no optimizer")
+    names = [g.name for g in groups]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{method.name}: optimizer group names repeat: {names}")
+    seen: set[int] = set()
+    for group in groups:
+        ids = {id(v) for v in group.variables}
+        if len(ids) != len(group.variables) or ids & seen:
+            raise ValueError(f"{method.name}: optimizer group {group.name!r} shares variables "
+                             "with another group (or lists one twice)")
+        seen |= ids
+    return groups
+
+
+def optimizer_trackables(groups: list[OptimizerGroup], optimizers: list) -> dict[str, Any]:
+    """Checkpoint keys of the optimisers: ``optimizer`` for one (every method's layout
+    before several existed), ``optimizer_<group>`` for each of several."""
+    if len(optimizers) == 1:
+        return {"optimizer": optimizers[0]}
+    return {f"optimizer_{g.name}": o for g, o in zip(groups, optimizers)}
+
+
+def _group_objective(group: OptimizerGroup, loss, names: list[str], parts: list,
+                     distributed: bool):
+    """The scalar ``group`` minimises, from one forward's (replica-scaled) loss parts."""
+    if group.objective is None:
+        return loss
+    by_name = dict(zip(names, parts))
+    if callable(group.objective):
+        if distributed:  # global-batch values: the objective may be non-linear in them
+            by_name = {k: replica_global(v) for k, v in by_name.items()}
+        return tf.cast(group.objective(by_name), tf.float32)
+    unknown = [k for k in group.objective if k not in by_name]
+    if unknown:
+        raise ValueError(f"optimizer group {group.name!r} names loss parts {unknown} that "
+                         f"loss_terms does not return ({names})")
+    return tf.add_n([by_name[k] for k in group.objective])
+
+
+def _with_coupled_decay(group: OptimizerGroup, optimizer, grads: list, replicas: int) -> list:
+    """grad + rate * w (PyTorch's coupled Adam weight decay), loss-scaled like the grads;
+    each replica adds its 1 / replicas share (the optimiser sums the replicas')."""
+    if not group.coupled_weight_decay:
+        return grads
+    rate = group.coupled_weight_decay / replicas
+    return [None if g is None else
+            tf.convert_to_tensor(g) + optimizer.scale_loss(rate * tf.cast(v, g.dtype))
+            for g, v in zip(grads, group.variables)]
+
+
 def _make_steps(model, method: HashingMethod, optimizer, jit_compile: bool,
                 sparse_adam: str = ORIGINAL_SPARSE_ADAM, strategy=None, batch_spec=None):
     """(train_step, test_step, part_names).
@@ -366,7 +423,19 @@ def _make_steps(model, method: HashingMethod, optimizer, jit_compile: bool,
     a ``strategy`` it takes the distributed batch (``batch_spec``: its element spec)
     and sums the replicas' figures. The test step returns [loss, *parts, correct] on
     one device.
+
+    ``optimizer``: one optimiser per group of ``method.optimizer_groups(model)``, in
+    that order (a list; a lone optimiser for a one-group method). The step runs one
+    forward pass, computes every group's gradients from it, then applies them group
+    after group (module :class:`common.method.OptimizerGroup`).
     """
+    groups = optimizer_groups(method, model)
+    optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
+    if len(optimizers) != len(groups):
+        raise ValueError(f"{len(optimizers)} optimizers for the {len(groups)} optimizer groups "
+                         f"of {method.name} ({[g.name for g in groups]})")
+    plain = len(groups) == 1 and groups[0].is_plain(model)
+    optimizer = optimizers[0]
     variables = model.trainable_variables
     names: list[str] = []
 
@@ -393,16 +462,38 @@ def _make_steps(model, method: HashingMethod, optimizer, jit_compile: bool,
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
         return tf.stack([loss, *parts, correct, tf.cast(tf.shape(labels)[0], tf.float32)])
 
+    def replica_group_step(images, labels):
+        """Several optimisers (or one with its own objective / decay): one forward, every
+        group's gradients from it (the forward's weights), then the updates in order."""
+        distributed = strategy is not None
+        replicas = (tf.distribute.get_replica_context().num_replicas_in_sync
+                    if distributed else 1)
+        with tf.GradientTape(persistent=len(groups) > 1) as tape:
+            outputs, loss, parts, correct = forward(images, labels, True, distributed)
+            scaled = [opt.scale_loss(_group_objective(group, loss, names, parts, distributed))
+                      for group, opt in zip(groups, optimizers)]
+        grads = []
+        for group, opt, objective in zip(groups, optimizers, scaled):
+            group_grads = gradients_for_adam(tape.gradient(objective, list(group.variables)),
+                                             sparse_adam)
+            grads.append(_with_coupled_decay(group, opt, group_grads, replicas))
+        method.before_optimizer_step(model, outputs, labels)
+        for group, opt, group_grads in zip(groups, optimizers, grads):
+            pairs = [(g, v) for g, v in zip(group_grads, group.variables) if g is not None]
+            if pairs:
+                opt.apply_gradients(pairs)
+        return tf.stack([loss, *parts, correct, tf.cast(tf.shape(labels)[0], tf.float32)])
+
+    step = replica_train_step if plain else replica_group_step
     if strategy is None:
-        train_step = tf.function(replica_train_step, jit_compile=jit_compile,
-                                 reduce_retracing=True)
+        train_step = tf.function(step, jit_compile=jit_compile, reduce_retracing=True)
     else:
         # One trace for every batch (the chunks' sizes unknown when tracing): replicas
         # traced with different sizes build different graphs whose collectives no
         # longer pair up.
         @tf.function(input_signature=list(batch_spec))
         def train_step(images, labels):
-            per_replica = strategy.run(replica_train_step, args=(images, labels))
+            per_replica = strategy.run(step, args=(images, labels))
             return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     @tf.function(reduce_retracing=True)
@@ -446,22 +537,47 @@ class _Trainer:
         self.chief = is_chief(self.tf_config)  # the one process that writes model_dir
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             self.model = method.build_model(data.num_classes)
+            untracked = untracked_variables(self.model)
+            if untracked:
+                raise ValueError(
+                    f"{method.name}: variables a checkpoint of the model would miss (sublayers "
+                    f"kept in a list or tuple of a custom layer?): {', '.join(untracked[:5])}")
             if strategy is not None:  # global-batch statistics, as on one device
                 synchronize_batch_norm(self.model)
             self.policy = keras.mixed_precision.global_policy().name
-            self.optimizer = make_optimizer(config, self.policy, self.model.trainable_variables)
+            self.groups = optimizer_groups(method, self.model)
+            # One Adam per optimizer group (one for most methods); the first is
+            # ``self.optimizer``, whose step count the run reports.
+            self.optimizers = [make_optimizer(config, self.policy, list(g.variables))
+                               for g in self.groups]
+            self.optimizer = self.optimizers[0]
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         store = CheckpointStore if self.chief else WorkerCheckpointStore
-        self.store = store(config.model_dir, model=self.model, optimizer=self.optimizer,
-                           epoch=self.epoch)
+        self.store = store(config.model_dir, model=self.model,
+                           **optimizer_trackables(self.groups, self.optimizers), epoch=self.epoch)
         self.pipeline = ArrayPipeline(data.train_images, data.train_labels, config.batch_size,
                                       shuffle=config.shuffle, seed=config.seed)
         self.train_step, self.test_step, self.names = _make_steps(
-            self.model, method, self.optimizer, config.jit_compile, config.sparse_adam, strategy,
-            self.batch_spec())
+            self.model, method, self.optimizers, config.jit_compile, config.sparse_adam,
+            strategy, self.batch_spec())
         self.test_pipeline = ArrayPipeline(data.test_images, data.test_labels, config.batch_size)
         self.writer = (tf.summary.create_file_writer(os.path.join(config.model_dir, TENSORBOARD))
                        if self.chief else tf.summary.create_noop_writer())
+
+    @property
+    def optimizer_variables(self) -> list:
+        """The variables of every optimiser (moments, step counts, learning rates)."""
+        return [v for optimizer in self.optimizers for v in optimizer.variables]
+
+    def set_learning_rate(self, epoch_index: int) -> float:
+        """Set every optimiser's rate for 0-based ``epoch_index`` (the method's schedule)."""
+        rate = float(self.method.learning_rate(epoch_index, self.config.learning_rate))
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"{self.method.name}.learning_rate({epoch_index}) gave {rate}; "
+                             "a learning rate must be a finite number > 0")
+        for optimizer in self.optimizers:
+            optimizer.learning_rate = rate
+        return rate
 
     def batch_spec(self):
         """Element spec of the distributed batches (None on one device)."""
@@ -540,7 +656,7 @@ class _Trainer:
         last update of an epoch, a batch-norm statistic or a center can still
         overflow; such a state is never saved, so never evaluated or exported.
         """
-        bad = non_finite_variables(list(self.model.variables) + list(self.optimizer.variables))
+        bad = non_finite_variables(list(self.model.variables) + self.optimizer_variables)
         if bad:
             shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             kept = (f"the last good checkpoint (epoch {last_good_epoch}) is kept in "
@@ -643,8 +759,9 @@ class _Trainer:
         if self.store.has("last"):
             record = self.store.restore("last")
             start_epoch = int(self.epoch.numpy())
-            # The checkpoint holds the optimizer's learning rate: apply the one asked for.
-            self.optimizer.learning_rate = cfg.learning_rate
+            # The checkpoint holds the optimizers' learning rate: apply the one asked for
+            # (and each epoch's own, set again at its start).
+            self.set_learning_rate(start_epoch)
             self.say(f"resuming {cfg.model_dir} from epoch {start_epoch} "
                      f"(optimizer step {int(self.optimizer.iterations.numpy())})")
             if record["epoch"] != start_epoch:
@@ -667,6 +784,7 @@ class _Trainer:
             epoch = epoch_index + 1
             epoch_start = time.perf_counter()
             progress = self.epoch_progress(epoch)
+            learning_rate = self.set_learning_rate(epoch_index)
             stats = self.train_epoch(epoch_index, last_good_epoch=epoch_index, progress=progress)
             test = self.test_epoch()
             train_seconds += stats.seconds
@@ -684,7 +802,8 @@ class _Trainer:
                 "epoch": epoch, "loss": stats.loss, "loss_parts": stats.parts,
                 "accuracy": stats.accuracy, "test_loss": test.loss, "test_accuracy": test.accuracy,
                 "test_loss_parts": test.parts, "seconds": stats.seconds,
-                "images_per_second": images_per_second, "best_loss": improved}
+                "images_per_second": images_per_second, "best_loss": improved,
+                "learning_rate": learning_rate}
             self.store.save(slots, {
                 "epoch": epoch, "loss": stats.loss, "loss_parts": stats.parts,
                 "accuracy": stats.accuracy, "test_loss": test.loss, "test_accuracy": test.accuracy,

@@ -81,11 +81,18 @@ class DDAHSpatialAttention(keras.layers.Layer):
             return TorchConvTranspose2D(width, kernel_size=3, strides=2, padding=1,
                                         output_padding=1, name=name)
 
-        # (conv, bn) of the three 2x2 stride-2 encoder stages and the 1x1 bottleneck.
-        self.encoder = [(conv(f, 2, 2, "encoder_1_conv"), batch_norm("encoder_1_bn")),
-                        (conv(2 * f, 2, 2, "encoder_2_conv"), batch_norm("encoder_2_bn")),
-                        (conv(4 * f, 2, 2, "encoder_3_conv"), batch_norm("encoder_3_bn")),
-                        (conv(4 * f, 1, 1, "bottleneck_conv"), batch_norm("bottleneck_bn"))]
+        # The three 2x2 stride-2 encoder stages and the 1x1 bottleneck, one attribute per
+        # layer: TensorFlow's checkpoint graph follows a Keras layer's plain attributes but
+        # not layers inside its lists or tuples, which a model-only restore (evaluation,
+        # export) would then silently leave at their initial values.
+        self.encoder_1_conv = conv(f, 2, 2, "encoder_1_conv")
+        self.encoder_1_bn = batch_norm("encoder_1_bn")
+        self.encoder_2_conv = conv(2 * f, 2, 2, "encoder_2_conv")
+        self.encoder_2_bn = batch_norm("encoder_2_bn")
+        self.encoder_3_conv = conv(4 * f, 2, 2, "encoder_3_conv")
+        self.encoder_3_bn = batch_norm("encoder_3_bn")
+        self.bottleneck_conv = conv(4 * f, 1, 1, "bottleneck_conv")
+        self.bottleneck_bn = batch_norm("bottleneck_bn")
         self.up_1, self.up_2, self.up_3 = (up(2 * f, "decoder_1_up"), up(f, "decoder_2_up"),
                                            up(f // 2, "decoder_3_up"))
         self.bn1 = batch_norm("skip_1_bn")            # the original's bn1 (after + e2)
@@ -93,6 +100,14 @@ class DDAHSpatialAttention(keras.layers.Layer):
         self.bn3 = batch_norm("unused_bn3") if self.unused_bn3 else None
         self.mask_conv = conv(1, 1, 1, "mask_conv")
         self.normalize = MinMaxNormalization(self.epsilon, name="normalize")
+
+    @property
+    def encoder(self) -> list:
+        """(conv, bn) of each encoder stage and the bottleneck, in order."""
+        return [(self.encoder_1_conv, self.encoder_1_bn),
+                (self.encoder_2_conv, self.encoder_2_bn),
+                (self.encoder_3_conv, self.encoder_3_bn),
+                (self.bottleneck_conv, self.bottleneck_bn)]
 
     def build(self, input_shape):
         if (len(input_shape) != 4 or any(s is None for s in input_shape[1:])

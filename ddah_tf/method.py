@@ -1,0 +1,143 @@
+"""DDAH as a shared-loop method: two optimisers, a hinge between the passes, a schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+
+from common.method import HashingMethod, OptimizerGroup, check_settings
+from ddah_tf import losses, schedule
+from ddah_tf.model import OUTPUT_NAMES, attended_pass_model, build_ddah
+from ddah_tf.variable_groups import attention_variables, trunk_variables
+
+# The loss parts, in the order the loop logs them: pass a (attended), then pass b (raw).
+PASS_A = ("nll_a", "quantization_a")
+PASS_B = ("nll_b", "quantization_b")
+LOSS_PARTS = PASS_A + PASS_B
+TRUNK, ATTENTION = "trunk", "attention"   # the optimiser groups, applied in this order
+
+
+class DDAH(HashingMethod):
+    """Discriminative Deep Attention-aware Hashing (Xiong et al., PRICAI 2019), as the
+    authors' PyTorch code trains it (ddah_tf/README.md).
+
+    One forward in training mode gives pass a (trunk on the attended image) and pass b
+    (trunk on the raw image). Logged cost: loss_c = loss_a + loss_b, each pass
+    NLL + quantization_weight * mean_i sum_k | |h_ik| - 1 | (parts ``nll_a``,
+    ``quantization_a``, ``nll_b``, ``quantization_b``). Two optimisers, applied in order:
+
+    * ``trunk`` (the original's optimizer_b): d loss_c / d trunk;
+    * ``attention`` (optimizer_a): d (loss_c + loss_s) / d attention, where
+      loss_s = max(0, margin - loss_b + loss_a), from the global batch's loss_a and
+      loss_b under a distribution;
+
+    each with PyTorch's coupled L2 (grad += weight_decay * w), both gradients from the
+    same forward. bn1 / bn2 of the attention branch are in neither (the original's
+    quirk) unless ``include_skip_batchnorms``. Both learning rates follow
+    base * 0.5 ** (epoch // lr_halve_every) (:meth:`learning_rate`).
+
+    Evaluation and export use pass a only (:meth:`inference_model`): codes are
+    sign(relaxed_codes of the attended image).
+
+    Args:
+        num_bits: code length (original 48).
+        width_multiplier: scales every width (1.0 = original; small only for tests).
+        quantization_weight: the original's LOSS_01 (0.001).
+        margin: m of the hinge (original 0).
+        weight_decay: coupled L2 rate of both optimisers (original 1e-4; 0: none).
+        include_skip_batchnorms: also train bn1 / bn2 with the attention optimiser
+            (the original never updates them).
+        unused_bn3: build the original's unused bn3 (same function; layout of the public
+            model).
+        min_max_epsilon: epsilon of the three min-max normalisations (original 0).
+        lr_halve_every: the schedule's period in epochs (original 100).
+    """
+
+    name = "ddah"
+    output_names = OUTPUT_NAMES
+
+    def __init__(self, num_bits: int = schedule.HASH_BITS, width_multiplier: float = 1.0,
+                 quantization_weight: float = losses.QUANTIZATION_WEIGHT,
+                 margin: float = losses.MARGIN, weight_decay: float = losses.WEIGHT_DECAY,
+                 include_skip_batchnorms: bool = False, unused_bn3: bool = False,
+                 min_max_epsilon: float = 0.0,
+                 lr_halve_every: int = schedule.HALVE_EVERY_EPOCHS):
+        self.num_bits, self.width_multiplier = num_bits, width_multiplier
+        self.quantization_weight, self.margin = quantization_weight, margin
+        self.weight_decay = weight_decay
+        self.include_skip_batchnorms, self.unused_bn3 = include_skip_batchnorms, unused_bn3
+        self.min_max_epsilon, self.lr_halve_every = min_max_epsilon, lr_halve_every
+        finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+        check_settings([
+            (num_bits >= 1, f"num_bits must be >= 1, got {num_bits}"),
+            (finite(width_multiplier) and width_multiplier > 0,
+             f"width_multiplier must be > 0, got {width_multiplier}"),
+            (finite(quantization_weight) and quantization_weight >= 0,
+             f"quantization_weight must be >= 0, got {quantization_weight}"),
+            (finite(margin), f"margin must be a finite number, got {margin}"),
+            (finite(weight_decay) and weight_decay >= 0,
+             f"weight_decay must be >= 0, got {weight_decay}"),
+            (finite(min_max_epsilon) and min_max_epsilon >= 0,
+             f"min_max_epsilon must be >= 0, got {min_max_epsilon}"),
+            (isinstance(lr_halve_every, int) and lr_halve_every >= 1,
+             f"lr_halve_every must be an integer >= 1, got {lr_halve_every}"),
+        ])
+
+    def build_model(self, num_classes: int) -> keras.Model:
+        return build_ddah(num_classes, self.num_bits, self.width_multiplier,
+                          unused_bn3=self.unused_bn3, min_max_epsilon=self.min_max_epsilon)
+
+    def loss_terms(self, model, outputs, labels):
+        del model
+        return {
+            "nll_a": losses.nll_loss(labels, outputs["logits"]),
+            "quantization_a": losses.quantization_loss(outputs["relaxed_codes"],
+                                                       self.quantization_weight),
+            "nll_b": losses.nll_loss(labels, outputs["raw_logits"]),
+            "quantization_b": losses.quantization_loss(outputs["raw_relaxed_codes"],
+                                                       self.quantization_weight),
+        }
+
+    def loss_reductions(self) -> dict[str, str]:
+        return {k: "mean" for k in LOSS_PARTS}
+
+    def attention_objective(self, parts: dict) -> Any:
+        """loss_c + loss_s of the parts (global-batch values under a distribution)."""
+        loss_a = parts["nll_a"] + parts["quantization_a"]
+        loss_b = parts["nll_b"] + parts["quantization_b"]
+        return losses.attention_objective(loss_a, loss_b, self.margin)
+
+    def optimizer_groups(self, model: keras.Model) -> list[OptimizerGroup]:
+        """Trunk first (d loss_c), then attention (d (loss_c + loss_s)); bn1 / bn2 (and
+        bn3) in neither unless ``include_skip_batchnorms`` (ddah_tf.variable_groups)."""
+        return [
+            OptimizerGroup(TRUNK, trunk_variables(model), objective=LOSS_PARTS,
+                           coupled_weight_decay=self.weight_decay),
+            OptimizerGroup(ATTENTION,
+                           attention_variables(model, self.include_skip_batchnorms),
+                           objective=self.attention_objective,
+                           coupled_weight_decay=self.weight_decay),
+        ]
+
+    def learning_rate(self, epoch: int, base: float) -> float:
+        """The original's ``adjust_learning_rate``: base * 0.5 ** (epoch // lr_halve_every)."""
+        return schedule.learning_rate(epoch, base, self.lr_halve_every)
+
+    def inference_model(self, model: keras.Model) -> keras.Model:
+        """Pass a only: images -> [logits, relaxed_codes] of the attended image."""
+        return attended_pass_model(model)
+
+    def before_optimizer_step(self, model, outputs, labels):
+        """Nothing: DDAH keeps no state outside its optimisers."""
+        del model, outputs, labels
+
+    def config(self) -> dict[str, Any]:
+        return {"method": self.name, "num_bits": self.num_bits,
+                "width_multiplier": self.width_multiplier,
+                "quantization_weight": self.quantization_weight, "margin": self.margin,
+                "weight_decay": self.weight_decay,
+                "include_skip_batchnorms": self.include_skip_batchnorms,
+                "unused_bn3": self.unused_bn3, "min_max_epsilon": self.min_max_epsilon,
+                "lr_halve_every": self.lr_halve_every}
