@@ -165,12 +165,6 @@ def _gpu_names(tf) -> list[str]:
     return [d.name.replace("/device:", "") for d in tf.config.list_logical_devices("GPU")]
 
 
-def _precision_policy(tf, mixed: bool) -> str:
-    if not mixed:
-        return "float32"
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-
-
 def train_config_result(name: str, settings: dict) -> dict:
     """Time the shared loop's DCBH step in one configuration (in this fresh process)."""
     result = {"config": name, **settings, "status": "error", "replicas": None,
@@ -191,7 +185,7 @@ def train_config_result(name: str, settings: dict) -> dict:
     from common.data import Normalization
     from common.training.data import SplitData
     from common.training.distribution import distributed_epoch, make_strategy
-    from common.training.loop import TrainConfig, _Trainer
+    from common.training.loop import TrainConfig, _Trainer, precision_policy
     from dcbh_tf.method import DCBH
 
     model_dir = tempfile.mkdtemp(prefix="device_check_")
@@ -205,7 +199,7 @@ def train_config_result(name: str, settings: dict) -> dict:
         except ValueError as exc:  # e.g. XLA with mirrored, while the loop refuses it
             result.update(status="skipped", reason=str(exc))
             return result
-        policy = _precision_policy(tf, settings["mixed_precision"])
+        policy = precision_policy(settings["mixed_precision"])
         keras.mixed_precision.set_global_policy(policy)
         keras.utils.set_random_seed(0)
         rng = np.random.default_rng(0)

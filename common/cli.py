@@ -72,8 +72,9 @@ MIXED_PRECISION = flags.DEFINE_bool(
 JIT_COMPILE = flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
 DETERMINISTIC = flags.DEFINE_bool(
     "deterministic", False, "Deterministic TensorFlow ops: bit-exact reruns and resumes (slower).")
-LOG_EVERY_STEPS = flags.DEFINE_integer("log_every_steps", 100,
-                                       "Progress line every N steps (0: none).", lower_bound=0)
+LOG_EVERY_STEPS = flags.DEFINE_integer(
+    "log_every_steps", 100, "Progress inside an epoch: a bar redrawn in place on a terminal, "
+    "else a line every N steps (0: neither).", lower_bound=0)
 DISTRIBUTION = flags.DEFINE_enum(
     "distribution", "default", ["default", "mirrored", "multi_worker"],
     "default: one device; mirrored: one replica per local GPU (or per --cpu_devices CPU "

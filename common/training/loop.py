@@ -199,7 +199,7 @@ def make_run_config(method: HashingMethod, data: SplitData, config: TrainConfig)
         "dataset": data.description,
         "normalization": {"mean": data.normalization.mean, "std": data.normalization.std},
         "train_config": dataclasses.asdict(config),
-        "precision_policy": _precision_policy(config.mixed_precision),
+        "precision_policy": precision_policy(config.mixed_precision),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     })
 
@@ -327,7 +327,8 @@ def write_scalar(tag: str, value: float, step: int) -> None:
 
 
 # ----------------------------------------------------------------------- steps
-def _precision_policy(mixed: bool) -> str:
+def precision_policy(mixed: bool) -> str:
+    """The Keras precision policy of a run: float32, or mixed float16 on GPU, bfloat16 on CPU."""
     if not mixed:
         return "float32"
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
@@ -943,7 +944,7 @@ def train(method: HashingMethod, data: SplitData, config: TrainConfig) -> dict[s
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         previous_policy = keras.mixed_precision.global_policy()
-        keras.mixed_precision.set_global_policy(_precision_policy(config.mixed_precision))
+        keras.mixed_precision.set_global_policy(precision_policy(config.mixed_precision))
         try:
             with interrupts.deferred():  # SIGINT/SIGTERM stop between steps, never inside TF
                 return _Trainer(method, data, config, strategy).run()
