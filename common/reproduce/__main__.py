@@ -16,6 +16,7 @@ from absl import flags
 
 from common import exits
 from common.exits import EXIT_INTERRUPTED, check_no_arguments, fail
+from common.reproduce.methods import ALL_METHODS
 
 DATASET = flags.DEFINE_enum("dataset", "synthetic",
                             ["youtube_faces", "facescrub", "folder", "synthetic"],
@@ -24,7 +25,7 @@ DATA_DIR = flags.DEFINE_string("data_dir", None, "Parent folder of the split fol
 TRAIN_DIR = flags.DEFINE_string("train_dir", None, "Train split folder (--dataset folder).")
 TEST_DIR = flags.DEFINE_string("test_dir", None, "Test split folder (--dataset folder).")
 METHODS = flags.DEFINE_list("methods", ["dcbh", "ddch", "ddh", "itq", "lsh"],
-                            "Methods (rows of the table): dcbh, ddch, ddh, ddah, itq, lsh.")
+                            "Methods (rows of the table): " + ", ".join(ALL_METHODS) + ".")
 BITS = flags.DEFINE_list("bits", ["12", "24", "36", "48"], "Code lengths (columns).")
 EPOCHS = flags.DEFINE_integer("epochs", 100, "Epochs per deep cell (the original: 2000).",
                               lower_bound=1)

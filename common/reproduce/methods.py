@@ -11,12 +11,27 @@ DEEP_METHODS = {
     "ddch": ("ddch_tf.method", "DDCH"),
     "ddh": ("ddh_tf.method", "DDH"),
     "ddah": ("ddah_tf.method", "DDAH"),  # not in the default --methods: ask for it by name
+    "dagh": ("dagh_tf.method", "DAGH"),  # nor this one
+    # DAGH's ablation rows: DAGH with one part removed (dagh_tf/README.md). Their runs are
+    # DAGH runs (method "dagh" in the run config) with the setting below.
+    "dagh_no_cascade": ("dagh_tf.method", "DAGH"),
+    "dagh_no_discrete": ("dagh_tf.method", "DAGH"),
+    "dagh_no_identity": ("dagh_tf.method", "DAGH"),
+}
+# Settings a table row passes to its method on top of the bit length (and width).
+ROW_SETTINGS = {
+    "dagh_no_cascade": {"attention": "parallel"},
+    "dagh_no_discrete": {"hash_layer": "tanh"},
+    "dagh_no_identity": {"identity_head": "softmax"},
 }
 BASELINES = ("itq", "lsh")
 ALL_METHODS = (*DEEP_METHODS, *BASELINES)
 # Table row order: the paper's method first, then the newer one, the older one, baselines.
-DISPLAY_NAMES = {"dcbh": "DCBH", "ddch": "DDCH", "ddh": "DDH", "ddah": "DDAH", "itq": "ITQ",
-                 "lsh": "LSH"}
+DISPLAY_NAMES = {"dcbh": "DCBH", "ddch": "DDCH", "ddh": "DDH", "ddah": "DDAH", "dagh": "DAGH",
+                 "dagh_no_cascade": "DAGH without the attention cascade",
+                 "dagh_no_discrete": "DAGH without the discrete hash layer",
+                 "dagh_no_identity": "DAGH without the discrete identity loss",
+                 "itq": "ITQ", "lsh": "LSH"}
 
 
 def is_deep(name: str) -> bool:
@@ -30,9 +45,9 @@ def deep_method_class(name: str):
 
 def make_deep_method(name: str, num_bits: int, width_multiplier: float = 1.0):
     """The method at ``num_bits`` with its published defaults (and the backbone width,
-    for the methods that have one)."""
+    for the methods that have one), plus the row's own settings (``ROW_SETTINGS``)."""
     cls = deep_method_class(name)
-    kwargs = {"num_bits": num_bits}
+    kwargs = {"num_bits": num_bits, **ROW_SETTINGS.get(name, {})}
     if "width_multiplier" in inspect.signature(cls.__init__).parameters:
         kwargs["width_multiplier"] = width_multiplier
     return cls(**kwargs)

@@ -20,10 +20,11 @@ from absl import flags
 
 from common import exits
 from common.reproduce.isolation import CONFIG_FLAGS, SYNTHETIC_FLAGS, watch_parent
+from common.reproduce.methods import ALL_METHODS
 
 OUT = flags.DEFINE_string("out", None, "The table's output folder (the cell goes to "
                                        "OUT/cells/<method>_<bits>/).")
-METHOD = flags.DEFINE_enum("method", None, ["dcbh", "ddch", "ddh", "ddah", "itq", "lsh"],
+METHOD = flags.DEFINE_enum("method", None, list(ALL_METHODS),
                            "The method.")
 BITS = flags.DEFINE_integer("bits", None, "The code length.", lower_bound=1,
                             upper_bound=exits.MAX_BITS)

@@ -1,0 +1,130 @@
+"""DAGH as a shared-loop method: one pass, one Adam, the discrete identity loss."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+
+from common.method import ALL_VARIABLES, HashingMethod, OptimizerGroup, check_settings
+from dagh_tf import losses
+from dagh_tf.layers.discrete_hash import BACKWARDS
+from dagh_tf.model import ATTENTIONS, HASH_LAYERS, IDENTITY_HEADS, OUTPUT_NAMES, build_dagh
+from ddah_tf import losses as ddah_losses
+from ddah_tf import schedule
+
+LOSS_PARTS = ("identity", "quantization")
+
+
+class DAGH(HashingMethod):
+    """Deep Discrete Attention Guided Hashing (Xiong et al., ICMR 2020), built from its
+    abstract on DDAH's public code (dagh_tf/README.md gives every choice and why).
+
+    Cost = ``identity`` (the discrete identity loss on the binary codes, margin m,
+    scale s; with ``identity_head="softmax"`` the plain cross-entropy of a dense
+    classifier) + ``quantization`` (DDAH's 0.001 * mean_i sum_k | |h_ik| - 1 |).
+    One Adam over every trainable variable with DDAH's coupled L2 (1e-4) and DDAH's
+    schedule (base * 0.5 ** (epoch // 100)). Codes: sign(relaxed_codes), equal to the
+    discrete hash layer's output.
+
+    Args:
+        num_bits: code length.
+        width_multiplier: scales every width (1.0 = DDAH's).
+        attention: "cascade" (DAGH) or "parallel" (DDAH's layout, for the ablation).
+        hash_layer: "discrete" (DAGH) or "tanh" (for the ablation).
+        identity_head: "discrete" (DAGH) or "softmax" (for the ablation).
+        scale: s of the discrete identity head.
+        margin: m of the discrete identity loss (normalised similarity units).
+        backward: the discrete hash layer's backward, "identity" or "clipped".
+        quantization_weight: DDAH's 0.001.
+        weight_decay: coupled L2 rate (DDAH's 1e-4; 0: none).
+        gate_kernel: the cascade's spatial gates' kernel size.
+        min_max_epsilon: epsilon of DDAH's min-max normalisations (0: DDAH's).
+        lr_halve_every: the schedule's period in epochs (DDAH's 100).
+    """
+
+    name = "dagh"
+    output_names = OUTPUT_NAMES
+
+    def __init__(self, num_bits: int = 48, width_multiplier: float = 1.0,
+                 attention: str = "cascade", hash_layer: str = "discrete",
+                 identity_head: str = "discrete", scale: float = losses.SCALE,
+                 margin: float = losses.MARGIN, backward: str = "identity",
+                 quantization_weight: float = ddah_losses.QUANTIZATION_WEIGHT,
+                 weight_decay: float = ddah_losses.WEIGHT_DECAY, gate_kernel: int = 3,
+                 min_max_epsilon: float = 0.0,
+                 lr_halve_every: int = schedule.HALVE_EVERY_EPOCHS):
+        self.num_bits, self.width_multiplier = num_bits, width_multiplier
+        self.attention, self.hash_layer = attention, hash_layer
+        self.identity_head, self.scale, self.margin = identity_head, scale, margin
+        self.backward, self.quantization_weight = backward, quantization_weight
+        self.weight_decay, self.gate_kernel = weight_decay, gate_kernel
+        self.min_max_epsilon, self.lr_halve_every = min_max_epsilon, lr_halve_every
+        finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+        check_settings([
+            (isinstance(num_bits, int) and num_bits >= 1, f"num_bits must be >= 1, got {num_bits}"),
+            (finite(width_multiplier) and width_multiplier > 0,
+             f"width_multiplier must be > 0, got {width_multiplier}"),
+            (attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}, got {attention!r}"),
+            (hash_layer in HASH_LAYERS,
+             f"hash_layer must be one of {HASH_LAYERS}, got {hash_layer!r}"),
+            (identity_head in IDENTITY_HEADS,
+             f"identity_head must be one of {IDENTITY_HEADS}, got {identity_head!r}"),
+            (finite(scale) and scale > 0, f"scale must be > 0, got {scale}"),
+            (finite(margin) and 0 <= margin < 2, f"margin must be in [0, 2), got {margin}"),
+            (backward in BACKWARDS, f"backward must be one of {BACKWARDS}, got {backward!r}"),
+            (finite(quantization_weight) and quantization_weight >= 0,
+             f"quantization_weight must be >= 0, got {quantization_weight}"),
+            (finite(weight_decay) and weight_decay >= 0,
+             f"weight_decay must be >= 0, got {weight_decay}"),
+            (isinstance(gate_kernel, int) and gate_kernel >= 1,
+             f"gate_kernel must be an integer >= 1, got {gate_kernel}"),
+            (finite(min_max_epsilon) and min_max_epsilon >= 0,
+             f"min_max_epsilon must be >= 0, got {min_max_epsilon}"),
+            (isinstance(lr_halve_every, int) and lr_halve_every >= 1,
+             f"lr_halve_every must be an integer >= 1, got {lr_halve_every}"),
+        ])
+
+    def build_model(self, num_classes: int) -> keras.Model:
+        return build_dagh(num_classes, self.num_bits, self.width_multiplier,
+                          attention=self.attention, hash_layer=self.hash_layer,
+                          identity_head=self.identity_head, scale=self.scale,
+                          backward=self.backward, gate_kernel=self.gate_kernel,
+                          min_max_epsilon=self.min_max_epsilon)
+
+    def loss_terms(self, model, outputs, labels):
+        del model
+        if self.identity_head == "discrete":
+            identity = losses.discrete_identity_loss(labels, outputs["logits"], self.scale,
+                                                     self.margin)
+        else:
+            identity = ddah_losses.nll_loss(labels, outputs["logits"])
+        return {"identity": identity,
+                "quantization": losses.quantization_loss(outputs["relaxed_codes"],
+                                                         self.quantization_weight)}
+
+    def loss_reductions(self) -> dict[str, str]:
+        return {k: "mean" for k in LOSS_PARTS}
+
+    def optimizer_groups(self, model: keras.Model) -> list[OptimizerGroup]:
+        """One Adam over every trainable variable, with DDAH's coupled L2."""
+        return [OptimizerGroup(ALL_VARIABLES, tuple(model.trainable_variables),
+                               coupled_weight_decay=self.weight_decay)]
+
+    def learning_rate(self, epoch: int, base: float) -> float:
+        """DDAH's schedule: base * 0.5 ** (epoch // lr_halve_every)."""
+        return schedule.learning_rate(epoch, base, self.lr_halve_every)
+
+    def before_optimizer_step(self, model, outputs, labels):
+        """Nothing: DAGH's centers are trainable weights, moved by the optimiser."""
+        del model, outputs, labels
+
+    def config(self) -> dict[str, Any]:
+        return {"method": self.name, "num_bits": self.num_bits,
+                "width_multiplier": self.width_multiplier, "attention": self.attention,
+                "hash_layer": self.hash_layer, "identity_head": self.identity_head,
+                "scale": self.scale, "margin": self.margin, "backward": self.backward,
+                "quantization_weight": self.quantization_weight,
+                "weight_decay": self.weight_decay, "gate_kernel": self.gate_kernel,
+                "min_max_epsilon": self.min_max_epsilon, "lr_halve_every": self.lr_halve_every}
