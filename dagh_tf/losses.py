@@ -22,13 +22,20 @@ import tensorflow as tf
 from common.method import sparse_cross_entropy
 from ddah_tf.losses import quantization_loss
 
-__all__ = ["discrete_identity_loss", "quantization_loss", "SCALE", "MARGIN"]
+__all__ = ["default_scale", "discrete_identity_loss", "quantization_loss", "MARGIN"]
 
-SCALE = 16.0    # s
-MARGIN = 0.2    # m, in units of normalised similarity (0.2 at 48 bits: 4.8 bits)
+BITS_PER_SCALE_UNIT = 3.0   # s = K / 3: one bit of Hamming distance moves a logit by 2/3
+MARGIN = 0.2                # m, in units of normalised similarity (0.2 at 48 bits: 4.8 bits)
 
 
-def discrete_identity_loss(labels: tf.Tensor, logits: tf.Tensor, scale: float = SCALE,
+def default_scale(num_bits: int) -> float:
+    """s = K / 3 (16 at 48 bits, 4 at 12): the logit step per bit, 2 s / K = 2/3, is the
+    same at every code length. A fixed s = 16 made that step 2.7 at 12 bits, where the
+    codes collapsed to one (LFW, mAP 0.008; dagh_tf/README.md, "The scale")."""
+    return num_bits / BITS_PER_SCALE_UNIT
+
+
+def discrete_identity_loss(labels: tf.Tensor, logits: tf.Tensor, scale: float,
                            margin: float = MARGIN) -> tf.Tensor:
     """Cross-entropy of ``logits`` (= s * similarity) with s * m taken off the true class.
 

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 
 from common.method import ALL_VARIABLES, HashingMethod, OptimizerGroup, check_settings
 from dagh_tf import losses
@@ -15,6 +16,15 @@ from ddah_tf import losses as ddah_losses
 from ddah_tf import schedule
 
 LOSS_PARTS = ("identity", "quantization")
+
+
+def _integer(value) -> bool:
+    """An integer setting: int or numpy integer, not bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 class DAGH(HashingMethod):
@@ -34,7 +44,8 @@ class DAGH(HashingMethod):
         attention: "cascade" (DAGH) or "parallel" (DDAH's layout, for the ablation).
         hash_layer: "discrete" (DAGH) or "tanh" (for the ablation).
         identity_head: "discrete" (DAGH) or "softmax" (for the ablation).
-        scale: s of the discrete identity head.
+        scale: s of the discrete identity head; None (default): num_bits / 3
+            (:func:`dagh_tf.losses.default_scale`), recorded resolved in the config.
         margin: m of the discrete identity loss (normalised similarity units).
         backward: the discrete hash layer's backward, "identity" or "clipped".
         quantization_weight: DDAH's 0.001.
@@ -49,21 +60,23 @@ class DAGH(HashingMethod):
 
     def __init__(self, num_bits: int = 48, width_multiplier: float = 1.0,
                  attention: str = "cascade", hash_layer: str = "discrete",
-                 identity_head: str = "discrete", scale: float = losses.SCALE,
+                 identity_head: str = "discrete", scale: float | None = None,
                  margin: float = losses.MARGIN, backward: str = "identity",
                  quantization_weight: float = ddah_losses.QUANTIZATION_WEIGHT,
                  weight_decay: float = ddah_losses.WEIGHT_DECAY, gate_kernel: int = 3,
                  min_max_epsilon: float = 0.0,
                  lr_halve_every: int = schedule.HALVE_EVERY_EPOCHS):
+        if scale is None and _integer(num_bits) and num_bits >= 1:
+            scale = losses.default_scale(int(num_bits))
         self.num_bits, self.width_multiplier = num_bits, width_multiplier
         self.attention, self.hash_layer = attention, hash_layer
         self.identity_head, self.scale, self.margin = identity_head, scale, margin
         self.backward, self.quantization_weight = backward, quantization_weight
         self.weight_decay, self.gate_kernel = weight_decay, gate_kernel
         self.min_max_epsilon, self.lr_halve_every = min_max_epsilon, lr_halve_every
-        finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+        finite = lambda v: _real(v) and math.isfinite(v)  # noqa: E731
         check_settings([
-            (isinstance(num_bits, int) and num_bits >= 1, f"num_bits must be >= 1, got {num_bits}"),
+            (_integer(num_bits) and num_bits >= 1, f"num_bits must be >= 1, got {num_bits}"),
             (finite(width_multiplier) and width_multiplier > 0,
              f"width_multiplier must be > 0, got {width_multiplier}"),
             (attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}, got {attention!r}"),
@@ -71,20 +84,24 @@ class DAGH(HashingMethod):
              f"hash_layer must be one of {HASH_LAYERS}, got {hash_layer!r}"),
             (identity_head in IDENTITY_HEADS,
              f"identity_head must be one of {IDENTITY_HEADS}, got {identity_head!r}"),
-            (finite(scale) and scale > 0, f"scale must be > 0, got {scale}"),
+            (scale is not None and finite(scale) and scale > 0,
+             f"scale must be > 0, got {scale}"),
             (finite(margin) and 0 <= margin < 2, f"margin must be in [0, 2), got {margin}"),
             (backward in BACKWARDS, f"backward must be one of {BACKWARDS}, got {backward!r}"),
             (finite(quantization_weight) and quantization_weight >= 0,
              f"quantization_weight must be >= 0, got {quantization_weight}"),
             (finite(weight_decay) and weight_decay >= 0,
              f"weight_decay must be >= 0, got {weight_decay}"),
-            (isinstance(gate_kernel, int) and gate_kernel >= 1,
-             f"gate_kernel must be an integer >= 1, got {gate_kernel}"),
+            (_integer(gate_kernel) and gate_kernel >= 1 and gate_kernel % 2 == 1,
+             f"gate_kernel must be an odd integer >= 1 (centred 'same' padding), got "
+             f"{gate_kernel}"),
             (finite(min_max_epsilon) and min_max_epsilon >= 0,
              f"min_max_epsilon must be >= 0, got {min_max_epsilon}"),
-            (isinstance(lr_halve_every, int) and lr_halve_every >= 1,
+            (_integer(lr_halve_every) and lr_halve_every >= 1,
              f"lr_halve_every must be an integer >= 1, got {lr_halve_every}"),
         ])
+        self.num_bits, self.gate_kernel = int(num_bits), int(gate_kernel)
+        self.lr_halve_every = int(lr_halve_every)
 
     def build_model(self, num_classes: int) -> keras.Model:
         return build_dagh(num_classes, self.num_bits, self.width_multiplier,

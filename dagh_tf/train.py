@@ -30,7 +30,8 @@ IDENTITY_HEAD = flags.DEFINE_enum(
     "identity_head", "discrete", ["discrete", "softmax"],
     "discrete: Hamming similarity to binary identity centers with a margin (DAGH); "
     "softmax: a dense classifier and cross-entropy (ablation).")
-SCALE = flags.DEFINE_float("scale", 16.0, "s of the discrete identity head's logits.")
+SCALE = flags.DEFINE_float("scale", None, "s of the discrete identity head's logits "
+                                          "(default: num_bits / 3, 16 at 48 bits).")
 MARGIN = flags.DEFINE_float("margin", 0.2, "m of the discrete identity loss (similarity "
                                            "units: m * bits / 2 bits).", lower_bound=0.0)
 BACKWARD = flags.DEFINE_enum("backward", "identity", ["identity", "clipped"],
@@ -52,7 +53,10 @@ LR_HALVE_EVERY = flags.DEFINE_integer(
     lower_bound=1)
 flags.register_validator("width_multiplier", lambda v: v > 0,
                          message="--width_multiplier must be > 0")
-flags.register_validator("scale", lambda v: v > 0, message="--scale must be > 0")
+flags.register_validator("scale", lambda v: v is None or v > 0,
+                         message="--scale must be > 0")
+flags.register_validator("gate_kernel", lambda v: v % 2 == 1,
+                         message="--gate_kernel must be odd (centred 'same' padding)")
 flags.register_validator("margin", lambda v: v < 2, message="--margin must be < 2")
 exits.bound_flag("num_bits", exits.MAX_BITS, exits.WHY_BITS)
 exits.bound_flag("width_multiplier", exits.MAX_WIDTH_MULTIPLIER, exits.WHY_WIDTH)

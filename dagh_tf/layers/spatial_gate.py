@@ -25,7 +25,7 @@ class SpatialGate(keras.layers.Layer):
     four for every image.
 
     Args:
-        kernel_size: side of the conv on the pooled map (default 3).
+        kernel_size: side of the conv on the pooled map, odd (default 3).
         **kwargs: base Layer arguments (name, dtype, ...).
 
     Example:
@@ -38,8 +38,9 @@ class SpatialGate(keras.layers.Layer):
 
     def __init__(self, kernel_size: int = 3, **kwargs):
         super().__init__(**kwargs)
-        if int(kernel_size) < 1:
-            raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+        if int(kernel_size) < 1 or int(kernel_size) % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and >= 1 (centred 'same' padding), "
+                             f"got {kernel_size}")
         self.kernel_size = int(kernel_size)
         self.conv = keras.layers.Conv2D(1, self.kernel_size, padding="same",
                                         kernel_initializer=xavier_normal(), name="mask_conv")
