@@ -29,7 +29,7 @@ import pytest
 from common.training.distribution import DistributionError, is_chief, read_tf_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = ("dcbh", "ddch", "ddh", "ddah")
+METHODS = ("dcbh", "ddch", "ddh", "ddah", "dagh")
 EPOCHS = 2
 BATCH = 12  # 40 images: 6 + 6 three times, then 2 + 2
 
@@ -40,6 +40,9 @@ def make_method(name):
     from ddch_tf.method import DDCH
     from ddh_tf.method import DDH
     from ddah_tf.method import DDAH
+    from dagh_tf.method import DAGH
+    if name == "dagh":  # width 1/4, as DDAH, whose min-max attentions it reuses
+        return DAGH(num_bits=12, width_multiplier=0.25)
     if name == "ddh":
         return DDH(num_bits=12)
     if name == "ddah":  # width 1/4: at 1/8 its 2-4 channel maps make more ties in its
