@@ -231,6 +231,8 @@ def test_ablation_rows_remove_one_part_each():
         config = make_deep_method(row, 48, 0.25).config()
         assert config == {**full, key: value}, row
         assert DISPLAY_NAMES[row].startswith("DAGH without")
+    assert make_deep_method("dagh_no_parts", 48, 0.25).config() == {
+        **full, "attention": "parallel", "hash_layer": "tanh", "identity_head": "softmax"}
     assert check_methods(["dagh_no_identity", "ddah", "dagh"]) == [
         "ddah", "dagh", "dagh_no_identity"]
 

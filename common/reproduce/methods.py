@@ -17,12 +17,14 @@ DEEP_METHODS = {
     "dagh_no_cascade": ("dagh_tf.method", "DAGH"),
     "dagh_no_discrete": ("dagh_tf.method", "DAGH"),
     "dagh_no_identity": ("dagh_tf.method", "DAGH"),
+    "dagh_no_parts": ("dagh_tf.method", "DAGH"),  # all three removed: DDAH's pass a, alone
 }
 # Settings a table row passes to its method on top of the bit length (and width).
 ROW_SETTINGS = {
     "dagh_no_cascade": {"attention": "parallel"},
     "dagh_no_discrete": {"hash_layer": "tanh"},
     "dagh_no_identity": {"identity_head": "softmax"},
+    "dagh_no_parts": {"attention": "parallel", "hash_layer": "tanh", "identity_head": "softmax"},
 }
 BASELINES = ("itq", "lsh")
 ALL_METHODS = (*DEEP_METHODS, *BASELINES)
@@ -31,6 +33,7 @@ DISPLAY_NAMES = {"dcbh": "DCBH", "ddch": "DDCH", "ddh": "DDH", "ddah": "DDAH", "
                  "dagh_no_cascade": "DAGH without the attention cascade",
                  "dagh_no_discrete": "DAGH without the discrete hash layer",
                  "dagh_no_identity": "DAGH without the discrete identity loss",
+                 "dagh_no_parts": "DAGH without all three (DDAH's network, one pass)",
                  "itq": "ITQ", "lsh": "LSH"}
 
 
