@@ -99,7 +99,8 @@ def results_markdown(cells, methods, bits, settings: dict[str, Any], environment
               "train split; relevant: same identity. Deep methods: "
               f"{settings['epochs']} epochs, batch {settings['batch_size']}, "
               f"{'shuffled' if settings['shuffle'] else 'file order'}, seed {settings['seed']}, "
-              f"backbone width x{settings['width_multiplier']} (DCBH/DDCH), state "
+              f"network width x{settings['width_multiplier']} (every deep method but DDH, "
+              "whose network is small), state "
               f"`{settings['checkpoint']}`. Ties between equal distances: "
               f"**{settings['ties']}** "
               f"({'by database index' if settings['ties'] == 'index' else 'exact expectation over a random order'}).\n\n")
