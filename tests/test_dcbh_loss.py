@@ -1,6 +1,6 @@
 """The DCBH loss (dcbh_tf.method.DCBH) against a numpy transcription of the original.
 
-Reference: /work/shared/reference/original_dcbh.md ("Loss"):
+Reference: ../shared/reference/original_dcbh.md ("Loss"):
     cost = CE(logits) + CE(center_logits) + 0.1 * mean|0.5 - |q|| + 1e-4 * center + reg
 All checks use a narrow backbone (width_multiplier=0.0625), 5 classes and a batch of 6
 with repeated labels.

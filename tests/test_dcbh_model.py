@@ -1,6 +1,6 @@
 """The DCBH network (dcbh_tf.model.build_dcbh) against the original FHNet.
 
-Reference: /work/shared/reference/original_dcbh.md ("Network"). Full-size models are
+Reference: ../shared/reference/original_dcbh.md ("Network"). Full-size models are
 built only for the parameter counts and the layer configurations (no forward pass);
 numerical checks use a narrow backbone (width_multiplier=0.0625) and few classes.
 """
