@@ -7,8 +7,8 @@ import keras
 
 from dagh_tf.layers import DiscreteHash, DiscreteIdentityHead, SpatialGate
 from ddah_tf.layers import ChannelsFirstFlatten, DDAHChannelAttention, DDAHSpatialAttention
-from ddah_tf.model import (ATTENTION_FILTERS, CHANNEL_HIDDEN, CONV4, CONV_STAGES,
-                           FACE_FEATURES, INPUT_SHAPE, _conv_bn_relu, _scaled)
+from ddah_tf.model import (CHANNEL_HIDDEN, CONV4, CONV_STAGES, FACE_FEATURES, INPUT_SHAPE,
+                           attention_filters, check_sizes, conv_bn_relu, scaled)
 from ddah_tf.torch_defaults import batch_norm, xavier_normal
 
 OUTPUT_NAMES = ("logits", "relaxed_codes")
@@ -60,34 +60,28 @@ def build_dagh(num_classes: int, num_bits: int = 48, width_multiplier: float = 1
                                  (identity_head, IDENTITY_HEADS, "identity_head")):
         if value not in allowed:
             raise ValueError(f"{what} must be one of {allowed}, got {value!r}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if num_bits < 1:
-        raise ValueError(f"num_bits must be >= 1, got {num_bits}")
-    if width_multiplier <= 0:
-        raise ValueError(f"width_multiplier must be > 0, got {width_multiplier}")
+    check_sizes(num_classes, num_bits, width_multiplier)
     images = keras.Input(INPUT_SHAPE, name="images")
-    attention_filters = max(2, 2 * int(round(ATTENTION_FILTERS / 2 * width_multiplier)))
-    x = DDAHSpatialAttention(attention_filters, epsilon=min_max_epsilon,
+    x = DDAHSpatialAttention(attention_filters(width_multiplier), epsilon=min_max_epsilon,
                              name="spatial_attention")(images)
     for i, (filters, size) in enumerate(CONV_STAGES, start=1):
-        x = _conv_bn_relu(x, _scaled(filters, width_multiplier), size, f"conv{i}")
+        x = conv_bn_relu(x, scaled(filters, width_multiplier), size, f"conv{i}")
         x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
-    hidden = _scaled(CHANNEL_HIDDEN, width_multiplier)
-    conv4 = _scaled(CONV4[0], width_multiplier)
+    hidden = scaled(CHANNEL_HIDDEN, width_multiplier)
+    conv4 = scaled(CONV4[0], width_multiplier)
     if attention == "cascade":
         refined_3 = _attention_stage(x, hidden, gate_kernel, min_max_epsilon, "stage3")
-        features_4 = _conv_bn_relu(refined_3, conv4, CONV4[1], "conv4")
+        features_4 = conv_bn_relu(refined_3, conv4, CONV4[1], "conv4")
         refined_4 = _attention_stage(features_4, hidden, gate_kernel, min_max_epsilon, "stage4")
     else:
-        features_4 = _conv_bn_relu(x, conv4, CONV4[1], "conv4")
+        features_4 = conv_bn_relu(x, conv4, CONV4[1], "conv4")
         refined_3 = DDAHChannelAttention(hidden, min_max_epsilon, name="stage3_channel")(x)
         refined_4 = DDAHChannelAttention(hidden, min_max_epsilon,
                                          name="stage4_channel")(features_4)
     fused = keras.layers.Concatenate(name="fusion")([
         ChannelsFirstFlatten(name="flatten_3")(refined_3),
         ChannelsFirstFlatten(name="flatten_4")(refined_4)])
-    face = keras.layers.Dense(_scaled(FACE_FEATURES, width_multiplier),
+    face = keras.layers.Dense(scaled(FACE_FEATURES, width_multiplier),
                               kernel_initializer=xavier_normal(), name="face_features")(fused)
     face = batch_norm("face_features_bn")(face)
     face = keras.layers.ReLU(name="face_features_relu")(face)

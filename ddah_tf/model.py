@@ -29,11 +29,28 @@ CHANNEL_HIDDEN = 512
 FACE_FEATURES = 1024                         # the original's FACE_FEATURES
 
 
-def _scaled(width: int, multiplier: float) -> int:
+def scaled(width: int, multiplier: float) -> int:
+    """A width at ``multiplier`` (>= 1)."""
     return max(1, int(round(width * multiplier)))
 
 
-def _conv_bn_relu(x, filters: int, size: int, name: str):
+def attention_filters(width_multiplier: float) -> int:
+    """The spatial attention's first width at ``width_multiplier``: even, >= 2."""
+    return max(2, 2 * int(round(ATTENTION_FILTERS / 2 * width_multiplier)))
+
+
+def check_sizes(num_classes: int, num_bits: int, width_multiplier: float) -> None:
+    """ValueError naming the first size a DDAH-style network cannot be built with."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if num_bits < 1:
+        raise ValueError(f"num_bits must be >= 1, got {num_bits}")
+    if width_multiplier <= 0:
+        raise ValueError(f"width_multiplier must be > 0, got {width_multiplier}")
+
+
+def conv_bn_relu(x, filters: int, size: int, name: str):
+    """conv (valid, Xavier-normal) -> BN (PyTorch's settings) -> ReLU."""
     x = keras.layers.Conv2D(filters, size, padding="valid", kernel_initializer=xavier_normal(),
                             name=f"{name}_conv")(x)
     x = batch_norm(f"{name}_bn")(x)
@@ -70,12 +87,12 @@ def build_trunk(num_classes: int, num_bits: int = 48, width_multiplier: float = 
     inputs = keras.Input(INPUT_SHAPE, name="trunk_images")
     x = inputs
     for i, (filters, size) in enumerate(CONV_STAGES, start=1):
-        x = _conv_bn_relu(x, _scaled(filters, width_multiplier), size, f"conv{i}")
+        x = conv_bn_relu(x, scaled(filters, width_multiplier), size, f"conv{i}")
         x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)             # 15, 7, 3
     features_3 = x
-    features_4 = _conv_bn_relu(features_3, _scaled(CONV4[0], width_multiplier), CONV4[1],
+    features_4 = conv_bn_relu(features_3, scaled(CONV4[0], width_multiplier), CONV4[1],
                                "conv4")                                    # 2x2
-    hidden = _scaled(CHANNEL_HIDDEN, width_multiplier)
+    hidden = scaled(CHANNEL_HIDDEN, width_multiplier)
     attended_3 = DDAHChannelAttention(hidden, min_max_epsilon,
                                       name="channel_attention_3")(features_3)
     attended_4 = DDAHChannelAttention(hidden, min_max_epsilon,
@@ -83,7 +100,7 @@ def build_trunk(num_classes: int, num_bits: int = 48, width_multiplier: float = 
     fused = keras.layers.Concatenate(name="fusion")([
         ChannelsFirstFlatten(name="flatten_3")(attended_3),
         ChannelsFirstFlatten(name="flatten_4")(attended_4)])
-    face = keras.layers.Dense(_scaled(FACE_FEATURES, width_multiplier),
+    face = keras.layers.Dense(scaled(FACE_FEATURES, width_multiplier),
                               kernel_initializer=xavier_normal(), name="face_features")(fused)
     face = batch_norm("face_features_bn")(face)
     face = keras.layers.ReLU(name="face_features_relu")(face)
@@ -122,15 +139,9 @@ def build_ddah(num_classes: int, num_bits: int = 48, width_multiplier: float = 1
         raw_logits, raw_relaxed_codes] (float32): pass a's classifier logits and hash-layer
         output (real valued; its sign is the code), then pass b's.
     """
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if num_bits < 1:
-        raise ValueError(f"num_bits must be >= 1, got {num_bits}")
-    if width_multiplier <= 0:
-        raise ValueError(f"width_multiplier must be > 0, got {width_multiplier}")
+    check_sizes(num_classes, num_bits, width_multiplier)
     images = keras.Input(INPUT_SHAPE, name="images")
-    attention_filters = max(2, 2 * int(round(ATTENTION_FILTERS / 2 * width_multiplier)))
-    attended = DDAHSpatialAttention(attention_filters, unused_bn3=unused_bn3,
+    attended = DDAHSpatialAttention(attention_filters(width_multiplier), unused_bn3=unused_bn3,
                                     epsilon=min_max_epsilon, name=ATTENTION_LAYER)(images)
     trunk = build_trunk(num_classes, num_bits, width_multiplier, min_max_epsilon)
     logits_a, hash_a = trunk(attended)

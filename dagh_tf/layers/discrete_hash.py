@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from common.layers.straight_through_sign import straight_through_sign
+
 BACKWARDS = ("identity", "clipped")
 
 
@@ -43,16 +45,9 @@ class DiscreteHash(keras.layers.Layer):
         self.binary = bool(binary)
 
     def call(self, inputs):
-        inputs = tf.convert_to_tensor(inputs)
         if not self.binary:
             return tf.tanh(inputs)
-        binary = tf.where(inputs >= 0, tf.ones_like(inputs), -tf.ones_like(inputs))
-        through = inputs
-        if self.backward == "clipped":
-            through = inputs * tf.cast(tf.abs(inputs) <= 1, inputs.dtype)
-        # binary + (t - stop_gradient(t)) is binary exactly (t - t = 0 for finite t) and
-        # has the gradient of t.
-        return binary + (through - tf.stop_gradient(through))
+        return straight_through_sign(inputs, clip_gradient=self.backward == "clipped")
 
     def compute_output_shape(self, input_shape):
         return input_shape

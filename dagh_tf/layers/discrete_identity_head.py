@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from common.layers.straight_through_sign import straight_through_sign
+
 
 @keras.saving.register_keras_serializable(package="face_hashing")
 class DiscreteIdentityHead(keras.layers.Layer):
@@ -57,9 +59,7 @@ class DiscreteIdentityHead(keras.layers.Layer):
 
     def binary_centers(self):
         """The identities' codes sign(v) (classes, K), with the straight-through gradient."""
-        v = tf.convert_to_tensor(self.centers)
-        binary = tf.where(v >= 0, tf.ones_like(v), -tf.ones_like(v))
-        return binary + (v - tf.stop_gradient(v))
+        return straight_through_sign(self.centers)
 
     def call(self, inputs):
         codes = tf.convert_to_tensor(inputs)
