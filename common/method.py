@@ -141,6 +141,22 @@ class HashingMethod:
         del epoch
         return base
 
+    def stage(self, epoch: int) -> int:
+        """The training stage of 0-based ``epoch`` (default: one stage, 0, throughout).
+
+        A method trained in stages (DFH: the features first, then the codes) changes its
+        objective between them. The loop calls :meth:`start_stage` before every epoch
+        (and on resume), records the stage with every epoch, and keeps its lowest-loss
+        checkpoint per stage: the losses of two objectives are not comparable, so the
+        first epoch of a stage always becomes ``best_loss``.
+        """
+        del epoch
+        return 0
+
+    def start_stage(self, model: keras.Model, stage: int) -> None:
+        """Set the method's state for ``stage`` before an epoch of it (must be idempotent)."""
+        del model, stage
+
     def inference_model(self, model: keras.Model) -> keras.Model:
         """The part of ``model`` that evaluation and export run (default: all of it).
 

@@ -18,6 +18,13 @@ DEEP_METHODS = {
     "dagh_no_discrete": ("dagh_tf.method", "DAGH"),
     "dagh_no_identity": ("dagh_tf.method", "DAGH"),
     "dagh_no_parts": ("dagh_tf.method", "DAGH"),  # all three removed: DDAH's pass a, alone
+    "dfh": ("dfh_tf.method", "DFH"),  # not in the default --methods either
+    # DFH's ablation rows (dfh_tf/README.md): one part replaced. Training on GAN-augmented
+    # faces is not a row: it is the same rows with --train_dir pointing at the augmented split.
+    "dfh_ce": ("dfh_tf.method", "DFH"),
+    "dfh_first_order": ("dfh_tf.method", "DFH"),
+    "dfh_no_distillation": ("dfh_tf.method", "DFH"),
+    "dfh_one_stage": ("dfh_tf.method", "DFH"),
 }
 # Settings a table row passes to its method on top of the bit length (and width).
 ROW_SETTINGS = {
@@ -25,6 +32,10 @@ ROW_SETTINGS = {
     "dagh_no_discrete": {"hash_layer": "tanh"},
     "dagh_no_identity": {"identity_head": "softmax"},
     "dagh_no_parts": {"attention": "parallel", "hash_layer": "tanh", "identity_head": "softmax"},
+    "dfh_ce": {"hash_loss": "cross_entropy"},
+    "dfh_first_order": {"quantization": "first_order"},
+    "dfh_no_distillation": {"distillation_weight": 0.0},
+    "dfh_one_stage": {"feature_epochs": 0},
 }
 BASELINES = ("itq", "lsh")
 ALL_METHODS = (*DEEP_METHODS, *BASELINES)
@@ -34,6 +45,10 @@ DISPLAY_NAMES = {"dcbh": "DCBH", "ddch": "DDCH", "ddh": "DDH", "ddah": "DDAH", "
                  "dagh_no_discrete": "DAGH without the discrete hash layer",
                  "dagh_no_identity": "DAGH without the discrete identity loss",
                  "dagh_no_parts": "DAGH without all three (DDAH's network, one pass)",
+                 "dfh": "DFH", "dfh_ce": "DFH with cross-entropy instead of the metric loss",
+                 "dfh_first_order": "DFH with first-order quantization",
+                 "dfh_no_distillation": "DFH without distillation",
+                 "dfh_one_stage": "DFH in one stage (codes trained from the start)",
                  "itq": "ITQ", "lsh": "LSH"}
 
 

@@ -580,6 +580,17 @@ class _Trainer:
             optimizer.learning_rate = rate
         return rate
 
+    @property
+    def staged(self) -> bool:
+        """Whether the method trains in stages (records then carry each epoch's stage)."""
+        return type(self.method).stage is not HashingMethod.stage
+
+    def start_stage(self, epoch_index: int) -> int:
+        """Enter the method's stage of 0-based ``epoch_index``; returns it."""
+        stage = int(self.method.stage(epoch_index))
+        self.method.start_stage(self.model, stage)
+        return stage
+
     def batch_spec(self):
         """Element spec of the distributed batches (None on one device)."""
         if self.strategy is None:
@@ -775,6 +786,7 @@ class _Trainer:
             self.periodic_evaluation(start_epoch)  # a kill may have cut this evaluation short
         best_loss = self.store.info("best_loss")
         best_loss_value = best_loss["loss"] if best_loss else math.inf
+        best_loss_stage = best_loss.get("stage", 0) if best_loss else None
         last = self.store.info("last") or {}
         train_seconds = float(last.get("train_seconds", 0.0))
         train_images = int(last.get("train_images", 0))
@@ -786,6 +798,9 @@ class _Trainer:
             epoch_start = time.perf_counter()
             progress = self.epoch_progress(epoch)
             learning_rate = self.set_learning_rate(epoch_index)
+            stage = self.start_stage(epoch_index)
+            if stage != best_loss_stage:  # another objective: its losses start afresh
+                best_loss_value = math.inf
             stats = self.train_epoch(epoch_index, last_good_epoch=epoch_index, progress=progress)
             test = self.test_epoch()
             train_seconds += stats.seconds
@@ -797,20 +812,21 @@ class _Trainer:
             improved = stats.loss < best_loss_value
             slots = ["last", "best_loss"] if improved else ["last"]
             if improved:
-                best_loss_value = stats.loss
+                best_loss_value, best_loss_stage = stats.loss, stage
+            staged = {"stage": stage} if self.staged else {}
             images_per_second = stats.images / max(stats.seconds, 1e-9)
             history = {
                 "epoch": epoch, "loss": stats.loss, "loss_parts": stats.parts,
                 "accuracy": stats.accuracy, "test_loss": test.loss, "test_accuracy": test.accuracy,
                 "test_loss_parts": test.parts, "seconds": stats.seconds,
                 "images_per_second": images_per_second, "best_loss": improved,
-                "learning_rate": learning_rate}
+                "learning_rate": learning_rate, **staged}
             self.store.save(slots, {
                 "epoch": epoch, "loss": stats.loss, "loss_parts": stats.parts,
                 "accuracy": stats.accuracy, "test_loss": test.loss, "test_accuracy": test.accuracy,
                 "train_seconds": train_seconds, "train_images": train_images,
                 "optimizer_iterations": int(self.optimizer.iterations.numpy()),
-                "history": history})
+                "history": history, **staged})
             crash_point("train:saved")
             if self.chief:
                 _append_history(cfg.model_dir, history)
