@@ -1,0 +1,230 @@
+"""DFH through the shared loop: the stages (what each trains, resume across the boundary,
+a lowest-loss checkpoint per stage), learning, export, the harness rows, the command line
+(tiny widths, tiny synthetic data)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fresh_process import serve_in_fresh_process
+
+from common.metrics import retrieval_metrics
+from common.saved_run import export_run, load_run
+from common.training import checkpoints
+from common.training.data import load_split_data
+from common.training.loop import RUN_CONFIG, TrainConfig, read_history, train
+from dfh_tf.method import DFH, LOSS_PARTS
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+WIDTH = 0.125
+
+
+def _cli(module, args, cwd, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _tensors(model_dir, slot="last") -> dict[str, np.ndarray]:
+    import tensorflow as tf
+
+    index = checkpoints.read_index(str(model_dir))
+    prefix = os.path.join(str(model_dir), "checkpoints", index["slots"][slot]["dir"], "ckpt")
+    reader = tf.train.load_checkpoint(prefix)
+    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+            if n != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """4 identities x (6 train + 2 test)."""
+    return load_split_data("synthetic", str(tmp_path_factory.mktemp("tiny") / "data"),
+                           synthetic_kwargs=dict(num_identities=4, train_per_identity=6,
+                                                 test_per_identity=2))
+
+
+def _config(model_dir, epochs):
+    return TrainConfig(epochs=epochs, model_dir=str(model_dir), batch_size=8, shuffle=True,
+                       seed=3, eval_every=0, log_every_steps=0, deterministic=True)
+
+
+def _method():
+    return DFH(num_bits=12, width_multiplier=WIDTH, feature_units=32, feature_epochs=2)
+
+
+# ---------------------------------------------------------------------------- the stages
+def test_resume_across_the_stage_boundary_equals_the_straight_run(tiny_data, tmp_path):
+    """Stopped after epoch 1 (stage 0) and after epoch 2 (the last of stage 0), resumed to
+    4: weights, Adam state, batch-norm statistics and losses equal the straight run."""
+    train(_method(), tiny_data, _config(tmp_path / "straight", 4))
+    for epochs in (1, 2, 4):
+        train(_method(), tiny_data, _config(tmp_path / "resumed", epochs))
+    one, two = _tensors(tmp_path / "straight"), _tensors(tmp_path / "resumed")
+    assert sorted(one) == sorted(two)
+    for key in one:
+        np.testing.assert_array_equal(one[key], two[key], err_msg=key)
+    h1, h2 = read_history(str(tmp_path / "straight")), read_history(str(tmp_path / "resumed"))
+    assert [h["stage"] for h in h1] == [h["stage"] for h in h2] == [0, 0, 1, 1]
+    assert [(h["loss"], h["loss_parts"]) for h in h1] == [(h["loss"], h["loss_parts"])
+                                                          for h in h2]
+    for h in h1:
+        assert set(h["loss_parts"]) == set(LOSS_PARTS)
+        coded = [h["loss_parts"][k] for k in ("hash", "sign", "quantization", "distillation")]
+        assert all(v == 0 for v in coded) if h["stage"] == 0 else all(v > 0 for v in coded)
+
+
+def test_stage_zero_leaves_the_hash_layer_untouched(tiny_data, tmp_path):
+    train(_method(), tiny_data, _config(tmp_path / "one", 1))
+    train(_method(), tiny_data, _config(tmp_path / "two", 2))
+    one, two = (load_run(DFH, str(tmp_path / d), "last").model for d in ("one", "two"))
+    weights = lambda model, layer: model.get_layer(layer).get_weights()  # noqa: E731
+    for layer in ("hash_dense", "code_classifier"):
+        for w1, w2 in zip(weights(one, layer), weights(two, layer)):
+            np.testing.assert_array_equal(w1, w2, err_msg=layer)
+    assert not np.array_equal(weights(one, "feature_dense")[0], weights(two, "feature_dense")[0])
+
+
+def test_lowest_loss_checkpoint_is_kept_per_stage(tiny_data, tmp_path):
+    """Stage 1 adds terms, so its losses are higher: its first epoch still becomes
+    best_loss (the lowest-loss state of the objective being trained), recorded with its
+    stage; a resume keeps comparing within stage 1."""
+    model_dir = tmp_path / "run"
+    train(_method(), tiny_data, _config(model_dir, 3))
+    history = read_history(str(model_dir))
+    assert history[2]["loss"] > min(h["loss"] for h in history[:2])
+    assert history[2]["best_loss"] is True
+    best = checkpoints.read_index(str(model_dir))["slots"]["best_loss"]
+    assert (best["epoch"], best["stage"]) == (3, 1)
+    train(_method(), tiny_data, _config(model_dir, 4))
+    history = read_history(str(model_dir))
+    best = checkpoints.read_index(str(model_dir))["slots"]["best_loss"]
+    assert history[3]["best_loss"] == (history[3]["loss"] < history[2]["loss"])
+    assert best["epoch"] == (4 if history[3]["best_loss"] else 3) and best["stage"] == 1
+
+
+def test_single_stage_methods_records_carry_no_stage(tiny_data, tmp_path):
+    from ddch_tf.method import DDCH
+
+    train(DDCH(num_bits=12, width_multiplier=WIDTH, feature_units=16, hash_hidden_units=16),
+          tiny_data, _config(tmp_path / "ddch", 1))
+    assert "stage" not in read_history(str(tmp_path / "ddch"))[0]
+
+
+# ---------------------------------------------------------------------------- learning, export
+@pytest.fixture(scope="module")
+def learn_data(tmp_path_factory):
+    """8 identities x (20 train + 4 test)."""
+    return load_split_data("synthetic", str(tmp_path_factory.mktemp("learn") / "data"),
+                           synthetic_kwargs=dict(num_identities=8, train_per_identity=20,
+                                                 test_per_identity=4))
+
+
+@pytest.fixture(scope="module")
+def learned_run(learn_data, tmp_path_factory):
+    """12 epochs (4 of features, 8 of codes) of 5 steps, 24 bits, width 1/8."""
+    model_dir = tmp_path_factory.mktemp("learned") / "run"
+    config = TrainConfig(epochs=12, model_dir=str(model_dir), batch_size=32, shuffle=True,
+                         eval_every=0, log_every_steps=0, seed=0)
+    method = DFH(num_bits=24, width_multiplier=WIDTH, feature_epochs=4)
+    return model_dir, train(method, learn_data, config)
+
+
+def test_short_training_beats_chance(learned_run, learn_data):
+    model_dir, report = learned_run
+    history = read_history(str(model_dir))
+    assert [h["stage"] for h in history] == [0] * 4 + [1] * 8
+    assert history[3]["loss_parts"]["feature_classification"] < history[0]["loss"]
+    assert history[-1]["loss_parts"]["hash"] < history[4]["loss_parts"]["hash"]
+    assert history[-1]["accuracy"] > 0.9       # the code classifier, taught in stage 1
+    zeros_q = np.zeros((len(learn_data.test_labels), 8), np.float32)
+    zeros_db = np.zeros((len(learn_data.train_labels), 8), np.float32)
+    chance = retrieval_metrics(zeros_q, learn_data.test_labels, zeros_db,
+                               learn_data.train_labels, ties="expected")["map"]
+    assert report["best_map"]["map"] > 2 * chance, (report["best_map"]["map"], chance)
+    assert json.load(open(model_dir / RUN_CONFIG))["method"] == DFH(
+        num_bits=24, width_multiplier=WIDTH, feature_epochs=4).config()
+
+
+def test_exported_saved_model_serves_the_codes_in_a_fresh_process(learned_run, tmp_path):
+    model_dir, report = learned_run
+    export_dir = tmp_path / "dfh_export"
+    info = export_run(DFH, str(model_dir), str(export_dir), "best_map")
+    assert info["method"]["method"] == "dfh" and info["num_bits"] == 24
+    assert info["checkpoint"]["epoch"] == report["best_map"]["epoch"]
+    raw = np.random.default_rng(7).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
+    served = serve_in_fresh_process(export_dir, raw, tmp_path)
+    run = load_run(DFH, str(model_dir), "best_map")
+    x = run.normalization.apply(raw.astype(np.float32))
+    relaxed = np.asarray(run.model(x, training=False)[1])
+    expected = np.where(relaxed >= 0, 1, -1).astype(np.int8)
+    np.testing.assert_array_equal(served["codes"], expected)
+    np.testing.assert_allclose(served["relaxed"], relaxed, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(served["packed"],
+                                  np.packbits(expected > 0, axis=1, bitorder="little"))
+
+
+# ---------------------------------------------------------------------------- harness rows
+def test_ablation_rows_replace_one_part_each():
+    from common.reproduce.methods import DISPLAY_NAMES, check_methods, make_deep_method
+
+    full = make_deep_method("dfh", 48, 0.25).config()
+    assert full == DFH(num_bits=48, width_multiplier=0.25).config()
+    for row, change in {"dfh_ce": {"hash_loss": "cross_entropy"},
+                        "dfh_first_order": {"quantization": "first_order"},
+                        "dfh_no_distillation": {"distillation_weight": 0.0},
+                        "dfh_one_stage": {"feature_epochs": 0}}.items():
+        assert make_deep_method(row, 48, 0.25).config() == {**full, **change}, row
+        assert DISPLAY_NAMES[row].startswith("DFH")
+    assert check_methods(["dfh_ce", "dcbh", "dfh"]) == ["dcbh", "dfh", "dfh_ce"]
+
+
+# ---------------------------------------------------------------------------- command line
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "10", "--feature_epochs", "10"], "--feature_epochs must be below --epochs"),
+    (["--hash_loss", "triplet"], "flag --hash_loss=triplet: value should be one of"),
+    (["--pair_margin", "0"], "--pair_margin must be in (0, 1]"),
+    (["--temperature", "inf"], "--temperature"),
+])
+def test_bad_flag_stops_with_one_clear_message(tmp_path, args, message):
+    result = _cli("dfh_tf.train", [*args, "--model_dir", str(tmp_path / "run")], tmp_path,
+                  timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("error:"), result.stderr
+    assert message in errors[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_evaluate_export_command_line(tmp_path):
+    model_dir = tmp_path / "run"
+    result = _cli("dfh_tf.train", [
+        "--dataset", "synthetic", "--data_dir", str(tmp_path / "data"),
+        "--synthetic_identities", "4", "--synthetic_train_per_identity", "4",
+        "--synthetic_test_per_identity", "2", "--num_bits", "12", "--width_multiplier", "0.125",
+        "--feature_units", "16", "--feature_epochs", "1", "--hash_loss", "cross_entropy",
+        "--quantization", "first_order", "--distillation_weight", "0.5",
+        "--batch_size", "8", "--epochs", "2", "--eval_every", "0",
+        "--model_dir", str(model_dir)], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 2/2 | train loss" in result.stdout and "distillation" in result.stdout
+    config = json.load(open(model_dir / RUN_CONFIG))["method"]
+    assert config == DFH(num_bits=12, width_multiplier=0.125, feature_units=16,
+                         feature_epochs=1, hash_loss="cross_entropy",
+                         quantization="first_order", distillation_weight=0.5).config()
+    result = _cli("dfh_tf.evaluate", ["--model_dir", str(model_dir), "--checkpoint", "last"],
+                  tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mAP" in result.stdout + result.stderr
+    result = _cli("dfh_tf.export", ["--model_dir", str(model_dir), "--checkpoint", "last",
+                                    "--export_dir", str(tmp_path / "export")], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "export" / "saved_model.pb").exists()
