@@ -8,6 +8,8 @@ does not depend on the network; a method only supplies its model and loss
 several Adams (``optimizer_groups``: one forward per step, every group's gradients from
 it, then the updates in the method's order; each Adam checkpointed) and set the learning
 rate per epoch (``learning_rate``); by default one Adam trains everything at a constant rate.
+A method trained in stages (``stage``, ``start_stage``: DFH's features, then codes) is told
+its stage before every epoch; records carry it, and ``best_loss`` is kept per stage.
 
 Differences from the original, on purpose:
 
@@ -17,7 +19,7 @@ Differences from the original, on purpose:
   the ``best_loss`` weights evaluated, and the live weights put back.
 * The original also saved its checkpoint at epoch 5 whatever the loss; that state then
   stood in for "lowest loss" though it was not. ``best_loss`` here only ever holds the
-  lowest-loss state (``last`` covers resuming).
+  lowest-loss state (``last`` covers resuming), of the current stage for a staged method.
 * ``best_map`` is the evaluated state with the highest mAP; at the end of training
   the final (``last``) state is evaluated too and is a candidate as well.
 * Mean losses are means over the epoch's batches (each batch's cost, as minimised).
