@@ -1,0 +1,126 @@
+r"""Write an enlarged train split with a trained GAN: originals + N variants of each image.
+
+    python -m dfh_tf.gan.augment --gan_dir runs/dfh_gan --out data/synthetic_gan \
+        --variants_per_image 2
+    python -m dcbh_tf.train --dataset folder --train_dir data/synthetic_gan/train \
+        --test_dir data/synthetic/test ...
+
+The source split is the GAN run's own train split unless --train_dir or --dataset
+names another. --out/train is refused when it exists and is not empty (--overwrite
+replaces it, only once the new one is complete).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import flags
+
+from common import exits
+from common.data import DataFormatError, load_pickle_folder
+from common.exits import EXIT_INTERRUPTED, check_no_arguments, fail
+from dfh_tf.gan.augmentation import (INFO_FILE, TRAIN_SUBDIR, augment_rows, output_problem,
+                                     write_augmented)
+from dfh_tf.gan.data import DATASETS, resolve_folders
+from dfh_tf.gan.run_folder import GanRunError, check_gan_run, latest_checkpoint_prefix
+
+GAN_DIR = flags.DEFINE_string("gan_dir", None, "Run folder of python -m dfh_tf.gan.train.")
+OUT = flags.DEFINE_string("out", None, "Output folder: OUT/train/part_NNN.pkl and "
+                          "OUT/augment.json.")
+DATASET = flags.DEFINE_enum("dataset", None, list(DATASETS), "Source data set (default: the "
+                            "GAN run's train split).")
+DATA_DIR = flags.DEFINE_string("data_dir", None, "Parent folder of the source data set.")
+TRAIN_DIR = flags.DEFINE_string("train_dir", None, "Source train split folder (overrides "
+                                "--dataset and the run's).")
+VARIANTS = flags.DEFINE_integer("variants_per_image", 1, "Generated variants of every image.",
+                                lower_bound=1, upper_bound=1000)
+SEED = flags.DEFINE_integer("seed", 0, "Seed of the variants' noise.", lower_bound=0)
+OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing OUT/train.")
+BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per generator call.",
+                                  lower_bound=1)
+ROWS_PER_FILE = flags.DEFINE_integer("rows_per_file", 1000, "Rows per .pkl file.",
+                                     lower_bound=1)
+exits.bound_flag("seed", exits.MAX_SEED, "numpy's seed range")
+exits.bound_flag("batch_size", exits.MAX_BATCH_SIZE, "a larger batch exhausts memory")
+
+
+def source_folder(run_config: dict) -> str:
+    """The source train split: --train_dir, else --dataset's, else the GAN run's."""
+    if TRAIN_DIR.value:
+        return TRAIN_DIR.value
+    if DATASET.value:
+        if DATASET.value == "folder":
+            fail("--dataset folder needs --train_dir")
+        return resolve_folders(DATASET.value, DATA_DIR.value)[0]
+    folder = run_config.get("data", {}).get("train_dir")
+    if not folder:
+        fail(f"--gan_dir {GAN_DIR.value}: its config names no train split; pass --train_dir")
+    return folder
+
+
+def main(argv: list[str]) -> None:
+    """Check everything that needs no TensorFlow, then generate and write."""
+    check_no_arguments(argv)
+    if not GAN_DIR.value:
+        fail("--gan_dir is required (the run folder of python -m dfh_tf.gan.train)")
+    if not OUT.value:
+        fail("--out is required (the folder to write train/ and augment.json into)")
+    for flag in (GAN_DIR, OUT, DATA_DIR, TRAIN_DIR):
+        exits.check_folder_flag(flag.name, flag.value)
+    try:
+        run_config = check_gan_run(GAN_DIR.value)
+    except GanRunError as exc:
+        fail(f"--gan_dir {exc}")
+    problem = output_problem(OUT.value, OVERWRITE.value)
+    if problem:
+        fail(problem)
+    try:
+        source = os.path.abspath(source_folder(run_config))
+        rows, labels = load_pickle_folder(source)
+    except DataFormatError as exc:
+        fail(f"bad data: {exc}")
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+    total = len(labels) * (1 + VARIANTS.value)
+    too_big = exits.image_memory_error(total + len(labels))
+    if too_big:
+        fail(f"--variants_per_image {VARIANTS.value}: {total:,} output rows: {too_big}")
+    print(f"augmenting {source} ({len(labels)} images) with {VARIANTS.value} variant(s) per "
+          f"image from {GAN_DIR.value} into {os.path.join(OUT.value, TRAIN_SUBDIR)}", flush=True)
+    start = time.perf_counter()
+    from dfh_tf.gan.run_folder import load_generator  # TensorFlow from here on
+
+    try:
+        generator, config = load_generator(GAN_DIR.value)
+    except GanRunError as exc:
+        fail(f"--gan_dir {exc}")
+    noise_dim = config["settings"]["noise_dim"]
+    try:
+        x, y = augment_rows(generator, rows, labels, noise_dim, VARIANTS.value, SEED.value,
+                            BATCH_SIZE.value)
+        info = {
+            "source_train_dir": source, "gan_dir": os.path.abspath(GAN_DIR.value),
+            "gan_checkpoint": os.path.basename(latest_checkpoint_prefix(GAN_DIR.value) or ""),
+            "original_images": int(len(labels)), "variants_per_image": VARIANTS.value,
+            "generated_images": int(len(labels) * VARIANTS.value), "total_images": int(len(y)),
+            "identities": int(len(set(labels.tolist()))), "seed": SEED.value,
+            "row_order": "originals first, then variant 1 of every image, variant 2, ...",
+        }
+        train = write_augmented(OUT.value, x, y, info, OVERWRITE.value, ROWS_PER_FILE.value)
+    except FileExistsError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted; nothing was written", EXIT_INTERRUPTED)
+    print(f"wrote {len(y)} images ({len(labels)} originals + {len(labels) * VARIANTS.value} "
+          f"generated) to {train} and {os.path.join(OUT.value, INFO_FILE)} in "
+          f"{time.perf_counter() - start:.1f}s", flush=True)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    exits.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,119 @@
+"""Enlarge a train split with a trained generator, in the project's pickle layout.
+
+Output ``FOLDER/train/part_NNN.pkl``: the original rows first (byte-for-byte as read),
+then ``variants`` generated variants of every image (variant 1 of all images, then
+variant 2, ...), each with its source's label; float32 0..255 integers, channel-first
+rows. ``FOLDER/augment.json`` says where it came from. The split is written into a
+hidden temporary folder and renamed into place at the end, so a failure or a kill
+never leaves a partial ``train/`` (an old one is replaced only after the new one is
+complete). Any method then trains on it with ``--dataset folder --train_dir
+FOLDER/train --test_dir ORIGINAL_TEST``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import time
+from typing import Any, TextIO
+
+import numpy as np
+
+from common.atomic_files import make_temp_dir, write_json_atomic
+from common.data import list_data_files, to_nhwc, to_rows, write_pickle_folder
+from dfh_tf.gan.data import to_gan_pixels, to_stored_pixels
+from dfh_tf.gan.sampling import draw_noise, generate
+
+TRAIN_SUBDIR = "train"
+INFO_FILE = "augment.json"
+NOISE_STREAM = 6
+
+
+def output_problem(out_dir: str, overwrite: bool) -> str | None:
+    """Why ``out_dir/train`` may not be written (None when it may)."""
+    train = os.path.join(out_dir, TRAIN_SUBDIR)
+    if os.path.lexists(train) and not os.path.isdir(train):
+        return f"{train}: exists and is not a folder"
+    if os.path.isdir(train) and os.listdir(train) and not overwrite:
+        return (f"{train}: already exists and is not empty; pass --overwrite to replace it, "
+                "or choose another --out")
+    return None
+
+
+def augment_rows(generator, rows: np.ndarray, labels: np.ndarray, noise_dim: int, variants: int,
+                 seed: int, batch_size: int = 256,
+                 stream: TextIO | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The original rows followed by ``variants`` generated variants of each.
+
+    Args:
+        generator: the trained G.
+        rows: (n, 3072) 0..255 channel-first rows (copied unchanged to the first n rows).
+        labels: (n,) labels.
+        noise_dim: length of z.
+        variants: variants per image (>= 1).
+        seed: variant v's noise comes from ``(seed, 6, v)``.
+        batch_size: images per generator call.
+        stream: progress lines (default stdout).
+
+    Returns:
+        ``(x (n * (1 + variants), 3072) float32, y (n * (1 + variants),) int64)``.
+    """
+    if variants < 1:
+        raise ValueError(f"variants must be >= 1, got {variants}")
+    stream = stream if stream is not None else sys.stdout
+    n = len(labels)
+    images = to_gan_pixels(to_nhwc(rows))
+    x = np.empty((n * (1 + variants), rows.shape[1]), dtype=np.float32)
+    x[:n] = rows
+    start = last = time.perf_counter()
+    for v in range(variants):
+        def progress(done: int, v: int = v) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            if now - last >= 5.0 or (done == n and v == variants - 1):
+                last = now
+                total = v * n + done
+                print(f"generated {total}/{n * variants} variants ({now - start:.0f}s)",
+                      file=stream, flush=True)
+
+        rng = np.random.default_rng([seed, NOISE_STREAM, v])
+        fakes = generate(generator, images, draw_noise(rng, n, noise_dim), batch_size, progress)
+        x[n * (1 + v):n * (2 + v)] = to_rows(to_stored_pixels(fakes))
+    y = np.tile(np.asarray(labels, dtype=np.int64), 1 + variants)
+    return x, y
+
+
+def write_augmented(out_dir: str, x: np.ndarray, y: np.ndarray, info: dict[str, Any],
+                    overwrite: bool = False, rows_per_file: int = 1000) -> str:
+    """Write ``out_dir/train`` (all or nothing) and ``out_dir/augment.json``; return train's path.
+
+    Raises:
+        FileExistsError: ``out_dir/train`` exists, is not empty, and not ``overwrite``.
+    """
+    problem = output_problem(out_dir, overwrite)
+    if problem:
+        raise FileExistsError(problem)
+    os.makedirs(out_dir, exist_ok=True)
+    train = os.path.join(out_dir, TRAIN_SUBDIR)
+    tmp = make_temp_dir(f".{TRAIN_SUBDIR}.tmp-", out_dir)
+    old = None
+    try:
+        write_pickle_folder(tmp, x, y, rows_per_file=rows_per_file)
+        list_data_files(tmp)
+        if os.path.isdir(train):
+            old = make_temp_dir(f".{TRAIN_SUBDIR}.old-", out_dir)
+            os.replace(train, os.path.join(old, TRAIN_SUBDIR))
+        os.replace(tmp, train)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not os.path.exists(train):  # put the old split back
+            with contextlib.suppress(OSError):
+                os.replace(os.path.join(old, TRAIN_SUBDIR), train)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    write_json_atomic(os.path.join(out_dir, INFO_FILE), info)
+    return train

@@ -1,0 +1,126 @@
+r"""Train the DFH-GANs augmentation GAN (DAGAN-style G, pair D, identity C).
+
+    python -m dfh_tf.gan.train --dataset synthetic --data_dir /tmp/gan_synth_data \
+        --epochs 12 --model_dir runs/dfh_gan
+    python -m dfh_tf.gan.train --dataset facescrub --data_dir data --model_dir runs/gan_fs
+
+Re-running with the same --model_dir resumes after the last saved epoch (refused when
+--noise_dim, --width or the data differ). At the end (unless --noreport): samples.png
+and identity_report.json in --model_dir. Design and numbers: dfh_tf/gan/README.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from common import exits
+from common.data import DataFormatError
+from common.exits import EXIT_FAILED, EXIT_INTERRUPTED, check_no_arguments, fail
+from dfh_tf.gan.data import DATASETS, load_gan_data
+from dfh_tf.gan.run_folder import CONFIG_FILE, GanRunError, read_run_config
+
+DATASET = flags.DEFINE_enum(
+    "dataset", "synthetic", list(DATASETS),
+    "synthetic (generated into --data_dir on first use), folder (--train_dir, optional "
+    "--test_dir), youtube_faces / facescrub (the original folders under --data_dir).")
+DATA_DIR = flags.DEFINE_string("data_dir", None, "Parent folder of the split folders "
+                               "(default: data, or data/synthetic for synthetic).")
+TRAIN_DIR = flags.DEFINE_string("train_dir", None, "Train split folder (overrides the default).")
+TEST_DIR = flags.DEFINE_string("test_dir", None, "Test split folder (only for the identity "
+                               "check; default: the data set's, when present).")
+MODEL_DIR = flags.DEFINE_string("model_dir", os.path.join("runs", "dfh_gan"),
+                                "Run folder; re-running with the same folder resumes.")
+EPOCHS = flags.DEFINE_integer("epochs", 12, "Total epochs (12: the measured synthetic run).",
+                             lower_bound=1)
+BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Source images per step.", lower_bound=1)
+SEED = flags.DEFINE_integer("seed", 0, "Seed of weights, order, partners and noise.",
+                            lower_bound=0)
+NOISE_DIM = flags.DEFINE_integer("noise_dim", 64, "Length of z.", lower_bound=1,
+                                 upper_bound=4096)
+WIDTH = flags.DEFINE_float("width", 1.0, "Channel multiplier of G, D and C.")
+IDENTITY_WEIGHT = flags.DEFINE_float("identity_weight", 0.1, "Weight of C's cross-entropy on "
+                                     "G's variants in G's loss.", lower_bound=0.0)
+MODE_SEEKING_WEIGHT = flags.DEFINE_float("mode_seeking_weight", 0.1, "Weight of the "
+                                         "mode-seeking term in G's loss.", lower_bound=0.0)
+LEARNING_RATE = flags.DEFINE_float("learning_rate", 2e-4, "Adam's learning rate (G, D, C).")
+MAX_STEPS_PER_EPOCH = flags.DEFINE_integer("max_steps_per_epoch", None,
+                                           "Cut every epoch short (smoke runs).", lower_bound=1)
+LOG_EVERY_STEPS = flags.DEFINE_integer("log_every_steps", 50, "A progress line every N steps "
+                                       "when output is not a terminal (0: none).", lower_bound=0)
+REPORT = flags.DEFINE_bool("report", True, "At the end: samples.png and the identity check "
+                           "(--noreport skips both).")
+EVALUATOR_EPOCHS = flags.DEFINE_integer("evaluator_epochs", 15, "Training epochs of the "
+                                        "identity check's independent evaluator.",
+                                        lower_bound=1)
+flags.register_validator("width", lambda v: v > 0, message="--width must be > 0")
+flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be > 0")
+for _name in ("width", "identity_weight", "mode_seeking_weight", "learning_rate"):
+    exits.finite_flag(_name)
+exits.bound_flag("width", exits.MAX_WIDTH_MULTIPLIER, exits.WHY_WIDTH)
+exits.bound_flag("epochs", exits.MAX_EPOCHS, "a run that long never ends")
+exits.bound_flag("evaluator_epochs", exits.MAX_EPOCHS, "a run that long never ends")
+exits.bound_flag("batch_size", exits.MAX_BATCH_SIZE, "a larger batch exhausts memory")
+exits.bound_flag("seed", exits.MAX_SEED, "numpy's seed range")
+
+
+def load_data():
+    """The data the flags name, or one ``error:`` line (before TensorFlow loads)."""
+    try:
+        return load_gan_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value)
+    except DataFormatError as exc:
+        fail(f"bad data: {exc}")
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+
+
+def main(argv: list[str]) -> None:
+    """Check flags and data, train (or resume), then write the report."""
+    check_no_arguments(argv)
+    for flag in (MODEL_DIR, DATA_DIR, TRAIN_DIR, TEST_DIR):
+        exits.check_folder_flag(flag.name, flag.value)
+    model_dir = MODEL_DIR.value
+    if os.path.exists(os.path.join(model_dir, CONFIG_FILE)):
+        try:
+            read_run_config(model_dir)  # another method's folder: refused before any work
+        except GanRunError as exc:
+            fail(str(exc))
+    data = load_data()
+    from common.training.checkpoints import RunLockedError  # TensorFlow from here on
+    from dfh_tf.gan.trainer import GanConfig, GanNonFiniteError, train_gan
+
+    config = GanConfig(
+        epochs=EPOCHS.value, batch_size=BATCH_SIZE.value, seed=SEED.value,
+        noise_dim=NOISE_DIM.value, width=WIDTH.value, identity_weight=IDENTITY_WEIGHT.value,
+        mode_seeking_weight=MODE_SEEKING_WEIGHT.value, learning_rate=LEARNING_RATE.value,
+        max_steps_per_epoch=MAX_STEPS_PER_EPOCH.value, log_every_steps=LOG_EVERY_STEPS.value)
+    print(f"training the GAN on {DATASET.value} ({data.description['train_identities']} "
+          f"identities, {len(data.train_labels)} train / {data.description['test_images']} test "
+          f"images) into {model_dir}", flush=True)
+    try:
+        models, history = train_gan(data, config, model_dir)
+    except GanRunError as exc:
+        fail(str(exc))
+    except RunLockedError as exc:
+        fail(str(exc))
+    except GanNonFiniteError as exc:
+        fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        fail(f"interrupted; re-run with --model_dir {model_dir} to resume from the last "
+             "completed epoch", EXIT_INTERRUPTED)
+    if REPORT.value:
+        from dfh_tf.gan.report import write_report
+
+        write_report(models.generator, data, config.noise_dim, config.seed, model_dir,
+                     EVALUATOR_EPOCHS.value, epochs_trained=history[-1]["epoch"] if history
+                     else None)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    exits.run_main(main)
+
+
+if __name__ == "__main__":
+    run()
