@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence, Union
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 # Output names every method's model provides (by position in its outputs list).
@@ -190,6 +191,16 @@ def check_settings(checks) -> None:
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+
+
+def is_integer(value: Any) -> bool:
+    """An integer setting: int or numpy integer, not bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """A real-number setting: int, float or numpy number, not bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def batch_mean(values: tf.Tensor) -> tf.Tensor:

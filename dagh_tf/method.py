@@ -6,9 +6,9 @@ import math
 from typing import Any
 
 import keras
-import numpy as np
 
-from common.method import ALL_VARIABLES, HashingMethod, OptimizerGroup, check_settings
+from common.method import (ALL_VARIABLES, HashingMethod, OptimizerGroup, check_settings,
+                           is_integer, is_real)
 from dagh_tf import losses
 from dagh_tf.layers.discrete_hash import BACKWARDS
 from dagh_tf.model import ATTENTIONS, HASH_LAYERS, IDENTITY_HEADS, OUTPUT_NAMES, build_dagh
@@ -16,15 +16,6 @@ from ddah_tf import losses as ddah_losses
 from ddah_tf import schedule
 
 LOSS_PARTS = ("identity", "quantization")
-
-
-def _integer(value) -> bool:
-    """An integer setting: int or numpy integer, not bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 class DAGH(HashingMethod):
@@ -66,7 +57,7 @@ class DAGH(HashingMethod):
                  weight_decay: float = ddah_losses.WEIGHT_DECAY, gate_kernel: int = 3,
                  min_max_epsilon: float = 0.0,
                  lr_halve_every: int = schedule.HALVE_EVERY_EPOCHS):
-        if scale is None and _integer(num_bits) and num_bits >= 1:
+        if scale is None and is_integer(num_bits) and num_bits >= 1:
             scale = losses.default_scale(int(num_bits))
         self.num_bits, self.width_multiplier = num_bits, width_multiplier
         self.attention, self.hash_layer = attention, hash_layer
@@ -74,9 +65,9 @@ class DAGH(HashingMethod):
         self.backward, self.quantization_weight = backward, quantization_weight
         self.weight_decay, self.gate_kernel = weight_decay, gate_kernel
         self.min_max_epsilon, self.lr_halve_every = min_max_epsilon, lr_halve_every
-        finite = lambda v: _real(v) and math.isfinite(v)  # noqa: E731
+        finite = lambda v: is_real(v) and math.isfinite(v)  # noqa: E731
         check_settings([
-            (_integer(num_bits) and num_bits >= 1, f"num_bits must be >= 1, got {num_bits}"),
+            (is_integer(num_bits) and num_bits >= 1, f"num_bits must be >= 1, got {num_bits}"),
             (finite(width_multiplier) and width_multiplier > 0,
              f"width_multiplier must be > 0, got {width_multiplier}"),
             (attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}, got {attention!r}"),
@@ -92,12 +83,12 @@ class DAGH(HashingMethod):
              f"quantization_weight must be >= 0, got {quantization_weight}"),
             (finite(weight_decay) and weight_decay >= 0,
              f"weight_decay must be >= 0, got {weight_decay}"),
-            (_integer(gate_kernel) and gate_kernel >= 1 and gate_kernel % 2 == 1,
+            (is_integer(gate_kernel) and gate_kernel >= 1 and gate_kernel % 2 == 1,
              f"gate_kernel must be an odd integer >= 1 (centred 'same' padding), got "
              f"{gate_kernel}"),
             (finite(min_max_epsilon) and min_max_epsilon >= 0,
              f"min_max_epsilon must be >= 0, got {min_max_epsilon}"),
-            (_integer(lr_halve_every) and lr_halve_every >= 1,
+            (is_integer(lr_halve_every) and lr_halve_every >= 1,
              f"lr_halve_every must be an integer >= 1, got {lr_halve_every}"),
         ])
         self.num_bits, self.gate_kernel = int(num_bits), int(gate_kernel)

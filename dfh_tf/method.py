@@ -7,10 +7,10 @@ import math
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from common.method import HashingMethod, check_settings, sparse_cross_entropy
+from common.method import (HashingMethod, check_settings, is_integer, is_real,
+                           sparse_cross_entropy)
 from dfh_tf import losses
 from dfh_tf.model import OUTPUT_NAMES, build_dfh
 
@@ -19,13 +19,8 @@ STAGES = ("features", "codes")
 LOSS_PARTS = ("feature_classification", "hash", "sign", "quantization", "distillation")
 
 
-def _integer(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _finite(value) -> bool:
-    return (isinstance(value, (int, float, np.integer, np.floating))
-            and not isinstance(value, bool) and math.isfinite(value))
+    return is_real(value) and math.isfinite(value)
 
 
 class DFH(HashingMethod):
@@ -78,12 +73,12 @@ class DFH(HashingMethod):
         self.distillation_weight, self.temperature = distillation_weight, temperature
         self.center_seed = center_seed
         check_settings([
-            (_integer(num_bits) and num_bits >= 1, f"num_bits must be >= 1, got {num_bits}"),
+            (is_integer(num_bits) and num_bits >= 1, f"num_bits must be >= 1, got {num_bits}"),
             (_finite(width_multiplier) and width_multiplier > 0,
              f"width_multiplier must be > 0, got {width_multiplier}"),
-            (_integer(feature_units) and feature_units >= 1,
+            (is_integer(feature_units) and feature_units >= 1,
              f"feature_units must be >= 1, got {feature_units}"),
-            (_integer(feature_epochs) and feature_epochs >= 0,
+            (is_integer(feature_epochs) and feature_epochs >= 0,
              f"feature_epochs must be an integer >= 0, got {feature_epochs}"),
             (hash_loss in HASH_LOSSES, f"hash_loss must be one of {HASH_LOSSES}, got {hash_loss!r}"),
             (_finite(pair_margin) and 0 < pair_margin <= 1,
@@ -96,7 +91,7 @@ class DFH(HashingMethod):
             (_finite(distillation_weight) and distillation_weight >= 0,
              f"distillation_weight must be >= 0, got {distillation_weight}"),
             (_finite(temperature) and temperature > 0, f"temperature must be > 0, got {temperature}"),
-            (_integer(center_seed) and center_seed >= 0,
+            (is_integer(center_seed) and center_seed >= 0,
              f"center_seed must be an integer >= 0, got {center_seed}"),
         ])
         self.num_bits, self.feature_units = int(num_bits), int(feature_units)
