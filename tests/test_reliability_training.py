@@ -137,14 +137,14 @@ def test_rebuilt_index_keeps_states_it_cannot_prove_stale(evaluated_run, tmp_pat
 def test_no_history_line_is_lost_by_a_kill_between_checkpoint_and_history(
         data, tmp_path, monkeypatch):
     model_dir = tmp_path / "run"
-    real_append = loop._append_history
+    real_append = loop.append_history_line
 
     def killed_before_epoch_2_line(path, entry):
         if entry["epoch"] == 2:
             raise KeyboardInterrupt("simulated kill")
         real_append(path, entry)
 
-    monkeypatch.setattr(loop, "_append_history", killed_before_epoch_2_line)
+    monkeypatch.setattr(loop, "append_history_line", killed_before_epoch_2_line)
     with pytest.raises(KeyboardInterrupt):
         train(_dcbh(), data, _config(model_dir, 3))
     monkeypatch.undo()

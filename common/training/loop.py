@@ -48,6 +48,7 @@ from common.method import LOGITS, HashingMethod, OptimizerGroup
 from common.metrics import HAMMING_MODES, METRIC_KEYS, TIE_MODES
 from common import interrupts
 from common.faults import crash_point
+from common.history_file import HISTORY, append_history_line, read_history_lines
 from common.replica_ops import replica_global, replica_sum
 from common.training.checkpoints import (CheckpointError, CheckpointStore, WorkerCheckpointStore,
                                          read_index, remove_stale_json_temps, run_lock,
@@ -64,7 +65,6 @@ from common.training.sparse_gradients import (BEFORE_THE_OPTION, ORIGINAL_SPARSE
 
 RUN_CONFIG = "run_config.json"
 METRICS = "metrics.json"
-HISTORY = "history.jsonl"
 TENSORBOARD = "tensorboard"
 REPORTED_SLOTS = ("last", "best_loss", "best_map")
 TRAIN_SETTINGS_BEFORE_THEY_EXISTED = {"sparse_adam": BEFORE_THE_OPTION}
@@ -275,14 +275,6 @@ def record_setting_changes(old: dict[str, Any], new: dict[str, Any], epoch: int)
 
 
 # ----------------------------------------------------------------------- history
-def _append_history(model_dir: str, entry: dict[str, Any]) -> None:
-    """One JSON line per finished epoch (appended after its checkpoint is saved)."""
-    with open(os.path.join(model_dir, HISTORY), "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def restore_history_line(model_dir: str, record: dict[str, Any]) -> bool:
     """Append the ``last`` state's history line if a kill lost it; True when appended.
 
@@ -292,7 +284,7 @@ def restore_history_line(model_dir: str, record: dict[str, Any]) -> bool:
     entry = record.get("history")
     if not entry or any(h["epoch"] == entry["epoch"] for h in read_history(model_dir)):
         return False
-    _append_history(model_dir, entry)
+    append_history_line(model_dir, entry)
     logging.info("history.jsonl: restored the line of epoch %d from its checkpoint",
                  entry["epoch"])
     return True
@@ -300,17 +292,7 @@ def restore_history_line(model_dir: str, record: dict[str, Any]) -> bool:
 
 def read_history(model_dir: str) -> list[dict[str, Any]]:
     """Per-epoch records of a run, one per epoch (the latest line wins; torn lines skipped)."""
-    path = os.path.join(model_dir, HISTORY)
-    by_epoch: dict[int, dict[str, Any]] = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                by_epoch[int(entry["epoch"])] = entry
-    return [by_epoch[e] for e in sorted(by_epoch)]
+    return read_history_lines(model_dir, HISTORY)
 
 
 # ----------------------------------------------------------------------- summaries
@@ -831,7 +813,7 @@ class _Trainer:
                 "history": history, **staged})
             crash_point("train:saved")
             if self.chief:
-                _append_history(cfg.model_dir, history)
+                append_history_line(cfg.model_dir, history)
             parts = ", ".join(f"{k} {v:.4f}" for k, v in stats.parts.items())
             progress.finish(
                 f"epoch {epoch}/{cfg.epochs} | train loss {stats.loss:.4f} ({parts}) acc "

@@ -19,6 +19,8 @@ import json
 import os
 from typing import Any
 
+from common.history_file import read_history_lines
+
 RUN_KIND = "dfh_gan"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.jsonl"
@@ -86,17 +88,7 @@ def check_gan_run(model_dir: str) -> dict[str, Any]:
 def read_history(model_dir: str) -> list[dict[str, Any]]:
     """The per-epoch lines of ``history.jsonl``, one per epoch (the latest line wins;
     torn lines from a killed write are skipped)."""
-    path = os.path.join(model_dir, HISTORY_FILE)
-    by_epoch: dict[int, dict[str, Any]] = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                    by_epoch[int(entry["epoch"])] = entry
-                except (ValueError, KeyError, TypeError):
-                    continue
-    return [by_epoch[e] for e in sorted(by_epoch)]
+    return read_history_lines(model_dir, HISTORY_FILE)
 
 
 def load_generator(model_dir: str):

@@ -35,6 +35,7 @@ import tensorflow as tf
 from absl import logging
 
 from common.atomic_files import write_json_atomic
+from common.history_file import append_history_line
 from common.training.checkpoints import run_lock
 from common.training.progress import EpochProgress
 from dfh_tf.gan import losses
@@ -268,13 +269,6 @@ def check_resumable(old: dict[str, Any], new: dict[str, Any], model_dir: str) ->
     return [k for k in new_s if k != "epochs" and old_s.get(k) != new_s[k]]
 
 
-def _append_history(model_dir: str, entry: dict[str, Any]) -> None:
-    with open(os.path.join(model_dir, HISTORY_FILE), "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _repair_history(model_dir: str, epoch: int) -> None:
     """Make ``history.jsonl`` hold exactly the epochs 1..``epoch`` of the checkpoint.
 
@@ -378,7 +372,7 @@ class GanTrainer:
         self.models.epoch.assign(epoch)
         write_json_atomic(os.path.join(self.model_dir, CHECKPOINT_DIR, PENDING_HISTORY), entry)
         self.manager.save(checkpoint_number=epoch)
-        _append_history(self.model_dir, entry)
+        append_history_line(self.model_dir, entry, HISTORY_FILE)
         self.history.append(entry)
 
     def _kept(self, last_good: int) -> str:
