@@ -1,5 +1,20 @@
-"""Shared pytest setup: keep TensorFlow's C++ logging quiet in test output."""
+"""Shared pytest setup: keep TensorFlow's C++ logging quiet in test output, and the
+fixtures that tests in several files use."""
 
 import os
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture
+def op_determinism():
+    """For a test that trains with ``deterministic=True`` (which turns TensorFlow's op
+    determinism on for the process): switch it off again afterwards, so the tests that
+    follow in this worker run as they would alone."""
+    yield
+    from tensorflow.python.framework import config as tf_config
+
+    if hasattr(tf_config, "disable_op_determinism"):
+        tf_config.disable_op_determinism()

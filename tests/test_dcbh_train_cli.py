@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from method_cli import run_cli
+
 from common.data import write_pickle_folder
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run(args, cwd, timeout=300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "dcbh_tf.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def _split(folder, labels):
@@ -62,7 +54,8 @@ BAD_INPUT = {
 def test_bad_input_stops_with_one_clear_message(case, bad_data, tmp_path):
     args, message = BAD_INPUT[case]
     args = [a.format(root=bad_data) for a in args]
-    result = _run([*args, "--model_dir", str(tmp_path / "run")], cwd=tmp_path, timeout=60)
+    result = run_cli("dcbh_tf.train", [*args, "--model_dir", str(tmp_path / "run")], tmp_path,
+                     timeout=60)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -75,8 +68,9 @@ def test_train_end_to_end_on_tiny_synthetic_data(tmp_path):
               "--synthetic_identities", "6", "--synthetic_train_per_identity", "4",
               "--synthetic_test_per_identity", "2", "--width_multiplier", "0.0625",
               "--batch_size", "8", "--model_dir", str(model_dir)]
-    result = _run([*common, "--epochs", "1", "--num_bits", "12", "--code_length", "4"],
-                  cwd=tmp_path)
+    result = run_cli("dcbh_tf.train",
+                     [*common, "--epochs", "1", "--num_bits", "12", "--code_length", "4"],
+                     tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "epoch 1/1 | train loss" in result.stdout
     assert "best_map" in result.stdout and "metrics.json" in result.stdout
@@ -90,8 +84,9 @@ def test_train_end_to_end_on_tiny_synthetic_data(tmp_path):
     assert os.path.exists(data_dir / "meta.json")
 
     # Same folder, another model: refused with one message, nothing touched.
-    again = _run([*common, "--epochs", "2", "--num_bits", "24", "--code_length", "4"],
-                 cwd=tmp_path)
+    again = run_cli("dcbh_tf.train",
+                    [*common, "--epochs", "2", "--num_bits", "24", "--code_length", "4"],
+                    tmp_path)
     assert again.returncode == 2
     assert "new --model_dir" in again.stderr and "num_bits" in again.stderr
     assert "Traceback" not in again.stderr
@@ -99,12 +94,13 @@ def test_train_end_to_end_on_tiny_synthetic_data(tmp_path):
 
 
 def test_non_finite_loss_exits_non_zero(tmp_path):
-    result = _run(["--dataset", "synthetic", "--data_dir", str(tmp_path / "data"),
-                   "--synthetic_identities", "4", "--synthetic_train_per_identity", "2",
-                   "--synthetic_test_per_identity", "1", "--width_multiplier", "0.0625",
-                   "--num_bits", "8", "--code_length", "2", "--batch_size", "8",
-                   "--center_weight", "1e38", "--epochs", "1",
-                   "--model_dir", str(tmp_path / "run")], cwd=tmp_path)
+    result = run_cli("dcbh_tf.train", [
+        "--dataset", "synthetic", "--data_dir", str(tmp_path / "data"),
+        "--synthetic_identities", "4", "--synthetic_train_per_identity", "2",
+        "--synthetic_test_per_identity", "1", "--width_multiplier", "0.0625",
+        "--num_bits", "8", "--code_length", "2", "--batch_size", "8",
+        "--center_weight", "1e38", "--epochs", "1",
+        "--model_dir", str(tmp_path / "run")], tmp_path)
     assert result.returncode == 1
     assert "error: non-finite training loss at epoch 1, step 1/1" in result.stderr
     assert "Traceback" not in result.stderr

@@ -4,7 +4,6 @@ export and the command line (tiny widths, tiny synthetic data)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,44 +11,24 @@ import numpy as np
 import pytest
 
 from fresh_process import serve_in_fresh_process
+from method_cli import ENV, assert_one_clear_error, run_cli
+from tiny_training import chance_map, checkpoint_tensors, synthetic_split
 
 from common.export import EXPORT_INFO, KERAS_FILE
-from common.metrics import retrieval_metrics
 from common.saved_run import evaluate_run, export_run, load_run
-from common.training import checkpoints
-from common.training.data import load_split_data
 from common.training.loop import (METRICS, RUN_CONFIG, TrainConfig, _Trainer, make_optimizer,
                                   read_history, train)
 from ddah_tf.method import DDAH, LOSS_PARTS
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 WIDTH = 0.125  # attention widths 4/8/16, trunk 4/8/16/32: a step takes milliseconds
-
-
-def _cli(module, args, cwd, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _tensors(model_dir) -> dict[str, np.ndarray]:
-    import tensorflow as tf
-
-    index = checkpoints.read_index(str(model_dir))
-    prefix = os.path.join(str(model_dir), "checkpoints", index["slots"]["last"]["dir"], "ckpt")
-    reader = tf.train.load_checkpoint(prefix)
-    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
-            if n != "_CHECKPOINTABLE_OBJECT_GRAPH"}
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """4 identities x (6 train + 2 test)."""
-    return load_split_data("synthetic", str(tmp_path_factory.mktemp("tiny") / "data"),
-                           synthetic_kwargs=dict(num_identities=4, train_per_identity=6,
-                                                 test_per_identity=2))
+    return synthetic_split(tmp_path_factory.mktemp("tiny") / "data", 4, 6, 2)
 
 
 # ---------------------------------------------------------------------------- the step
@@ -267,7 +246,8 @@ def test_schedule_per_epoch_and_exact_resume(tiny_data, tmp_path):
     assert [h["epoch"] for h in read_history(str(tmp_path / "resumed"))] == [1]
     train(method(), tiny_data, _resume_config(tmp_path / "resumed", 2))
 
-    one, two = _tensors(tmp_path / "straight"), _tensors(tmp_path / "resumed")
+    one = checkpoint_tensors(tmp_path / "straight")
+    two = checkpoint_tensors(tmp_path / "resumed")
     assert sorted(one) == sorted(two)
     for key in one:
         np.testing.assert_array_equal(one[key], two[key], err_msg=key)
@@ -287,9 +267,7 @@ def test_schedule_per_epoch_and_exact_resume(tiny_data, tmp_path):
 @pytest.fixture(scope="module")
 def learn_data(tmp_path_factory):
     """8 identities x (20 train + 4 test)."""
-    return load_split_data("synthetic", str(tmp_path_factory.mktemp("learn") / "data"),
-                           synthetic_kwargs=dict(num_identities=8, train_per_identity=20,
-                                                 test_per_identity=4))
+    return synthetic_split(tmp_path_factory.mktemp("learn") / "data", 8, 20, 4)
 
 
 @pytest.fixture(scope="module")
@@ -317,10 +295,7 @@ def test_short_training_lowers_the_loss_and_beats_chance(learned_run, learn_data
         assert sum(h["loss_parts"].values()) == pytest.approx(h["loss"], rel=1e-5)
         assert h["learning_rate"] == 1e-3                   # halved only from epoch 101
     assert history[-1]["accuracy"] > 0.9                     # measured: >= 0.99
-    zeros_q = np.zeros((len(learn_data.test_labels), 8), np.float32)
-    zeros_db = np.zeros((len(learn_data.train_labels), 8), np.float32)
-    chance = retrieval_metrics(zeros_q, learn_data.test_labels, zeros_db,
-                               learn_data.train_labels, ties="expected")["map"]
+    chance = chance_map(learn_data)
     assert 0.1 < chance < 0.2
     best = report["best_map"]["map"]
     assert best > 0.3 and best > 2 * chance, (best, chance)  # measured (seed 0): 0.45-0.46
@@ -368,19 +343,14 @@ def test_exported_saved_model_serves_pass_a_codes_in_a_fresh_process(learned_run
     (["--width_multiplier", "0"], "--width_multiplier must be > 0"),
 ])
 def test_bad_flag_stops_with_one_clear_message(tmp_path, args, message):
-    result = _cli("ddah_tf.train", [*args, "--model_dir", str(tmp_path / "run")], tmp_path,
-                  timeout=120)
-    assert result.returncode == 2, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1 and errors[0].startswith("error:"), result.stderr
-    assert message in errors[0]
-    assert "Traceback" not in result.stderr + result.stdout
-    assert not (tmp_path / "run").exists()
+    result = run_cli("ddah_tf.train", [*args, "--model_dir", str(tmp_path / "run")], tmp_path,
+                     timeout=120)
+    assert_one_clear_error(result, message, tmp_path / "run")
 
 
 def test_train_command_line(tmp_path):
     model_dir = tmp_path / "run"
-    result = _cli("ddah_tf.train", [
+    result = run_cli("ddah_tf.train", [
         "--dataset", "synthetic", "--data_dir", str(tmp_path / "data"),
         "--synthetic_identities", "4", "--synthetic_train_per_identity", "4",
         "--synthetic_test_per_identity", "2", "--num_bits", "12", "--width_multiplier", "0.125",

@@ -8,39 +8,27 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from fresh_process import serve_in_fresh_process
+from method_cli import ROOT, assert_one_clear_error, run_cli
+from tiny_training import chance_map, checkpoint_tensors, synthetic_split
 
 from common.export import EXPORT_INFO
-from common.metrics import retrieval_metrics
 from common.saved_run import export_run, load_run
 from common.training import checkpoints
-from common.training.data import load_split_data
 from common.training.loop import METRICS, RUN_CONFIG, TrainConfig, read_history, train
 from ddch_tf.method import DDCH
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-
-
-
-def _synthetic(root, identities, train_per, test_per):
-    return load_split_data("synthetic", str(root), synthetic_kwargs=dict(
-        num_identities=identities, train_per_identity=train_per, test_per_identity=test_per))
-
 
 @pytest.fixture(scope="module")
 def learn_data(tmp_path_factory):
     """8 identities x (20 train + 4 test)."""
-    return _synthetic(tmp_path_factory.mktemp("learn") / "data", 8, 20, 4)
+    return synthetic_split(tmp_path_factory.mktemp("learn") / "data", 8, 20, 4)
 
 
 @pytest.fixture(scope="module")
@@ -58,24 +46,6 @@ def learned_run(learn_data, tmp_path_factory):
     return model_dir, report
 
 
-@pytest.fixture
-def op_determinism():
-    """Enable deterministic ops for one test and switch them off again afterwards."""
-    yield
-    from tensorflow.python.framework import config as tf_config
-
-    if hasattr(tf_config, "disable_op_determinism"):
-        tf_config.disable_op_determinism()
-
-
-def _checkpoint_tensors(model_dir, slot="last") -> dict[str, np.ndarray]:
-    index = checkpoints.read_index(str(model_dir))
-    prefix = os.path.join(str(model_dir), "checkpoints", index["slots"][slot]["dir"], "ckpt")
-    reader = tf.train.load_checkpoint(prefix)
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
-
-
 # --------------------------------------------------------------------------- learning
 def test_short_training_lowers_the_loss_and_beats_chance(learned_run, learn_data):
     model_dir, report = learned_run
@@ -90,10 +60,7 @@ def test_short_training_lowers_the_loss_and_beats_chance(learned_run, learn_data
         assert sum(h["loss_parts"].values()) == pytest.approx(h["loss"], rel=1e-5)
     assert history[-1]["accuracy"] > 0.8                 # measured: 1.0
     # Chance: the exact expected mAP of a random ranking (every code equal, random ties).
-    zeros_q = np.zeros((len(learn_data.test_labels), 8), np.float32)
-    zeros_db = np.zeros((len(learn_data.train_labels), 8), np.float32)
-    chance = retrieval_metrics(zeros_q, learn_data.test_labels, zeros_db,
-                               learn_data.train_labels, ties="expected")["map"]
+    chance = chance_map(learn_data)
     assert 0.1 < chance < 0.2
     assert report["best_map"]["map"] > 0.5, (report["best_map"]["map"], chance)  # measured >= 0.72
     assert report["best_map"]["map"] >= max(report["last"]["map"], report["best_loss"]["map"])
@@ -107,7 +74,7 @@ def test_short_training_lowers_the_loss_and_beats_chance(learned_run, learn_data
 
 # --------------------------------------------------------------------------- resume
 def test_resumed_run_equals_uninterrupted_run(tmp_path, op_determinism):
-    data = _synthetic(tmp_path / "data", 8, 6, 2)     # 3 steps of 16 per epoch
+    data = synthetic_split(tmp_path / "data", 8, 6, 2)     # 3 steps of 16 per epoch
 
     def method():
         return DDCH(num_bits=12, feature_units=24, hash_hidden_units=20, width_multiplier=0.0625)
@@ -119,15 +86,15 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, op_determinism):
     train(method(), data, config(tmp_path / "straight", 2))
     train(method(), data, config(tmp_path / "resumed", 1))
     assert checkpoints.read_index(str(tmp_path / "resumed"))["slots"]["last"]["epoch"] == 1
-    after_one = _checkpoint_tensors(tmp_path / "resumed")
+    after_one = checkpoint_tensors(tmp_path / "resumed")
     report = train(method(), data, config(tmp_path / "resumed", 2))  # fresh model + method
     assert report["epochs_completed"] == 2
     epochs_trained = [json.loads(line)["epoch"]
                       for line in open(tmp_path / "resumed" / "history.jsonl")]
     assert epochs_trained == [1, 2]  # the second call trained epoch 2 only
 
-    straight = _checkpoint_tensors(tmp_path / "straight")
-    resumed = _checkpoint_tensors(tmp_path / "resumed")
+    straight = checkpoint_tensors(tmp_path / "straight")
+    resumed = checkpoint_tensors(tmp_path / "resumed")
     assert straight.keys() == resumed.keys()
     names = list(straight)
     # Both center sets (8 classes x 24 features, 8 x 12 bits), each with its two Adam
@@ -176,28 +143,19 @@ def test_exported_saved_model_serves_the_keras_codes_in_a_fresh_process(learned_
 
 
 # --------------------------------------------------------------------------- command lines
-def _cli(module, args, cwd, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.mark.parametrize("args, message", [
     (["--code_center_weight", "-1"], "flag --code_center_weight=-1: -1.0 is not a non-negative"),
     (["--feature_units", "0"], "flag --feature_units=0: 0 is not a positive integer"),
 ])
 def test_bad_flag_stops_with_one_clear_message(tmp_path, args, message):
-    result = _cli("ddch_tf.train", [*args, "--model_dir", str(tmp_path / "run")], tmp_path,
-                  timeout=60)
-    assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1 and message in errors[0], result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    assert not (tmp_path / "run").exists()  # rejected before anything was written
+    result = run_cli("ddch_tf.train", [*args, "--model_dir", str(tmp_path / "run")], tmp_path,
+                     timeout=60)
+    assert_one_clear_error(result, message, tmp_path / "run", returncode=None, prefixed=False)
 
 
 def test_train_and_export_command_lines(tmp_path):
     model_dir = tmp_path / "run"
-    result = _cli("ddch_tf.train", [
+    result = run_cli("ddch_tf.train", [
         "--dataset", "synthetic", "--data_dir", str(tmp_path / "data"),
         "--synthetic_identities", "6", "--synthetic_train_per_identity", "4",
         "--synthetic_test_per_identity", "2", "--width_multiplier", "0.0625",
@@ -217,8 +175,8 @@ def test_train_and_export_command_lines(tmp_path):
     assert index["slots"]["last"]["optimizer_iterations"] == 4   # 2 epochs x 2 steps
 
     out = tmp_path / "export"
-    result = _cli("ddch_tf.export", ["--model_dir", str(model_dir), "--export_dir", str(out),
-                                     "--checkpoint", "last"], ROOT)
+    result = run_cli("ddch_tf.export", ["--model_dir", str(model_dir), "--export_dir", str(out),
+                                        "--checkpoint", "last"], ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"to {out}" in result.stdout and "12 bits" in result.stdout
     with open(out / EXPORT_INFO) as f:
@@ -227,8 +185,8 @@ def test_train_and_export_command_lines(tmp_path):
     assert os.path.exists(out / "saved_model.pb")
 
     wrong = tmp_path / "wrong"
-    result = _cli("dcbh_tf.export", ["--model_dir", str(model_dir), "--export_dir", str(wrong)],
-                  ROOT)
+    result = run_cli("dcbh_tf.export",
+                     ["--model_dir", str(model_dir), "--export_dir", str(wrong)], ROOT)
     assert result.returncode == 2
     assert "holds a 'ddch' run" in result.stderr and "ddch_tf.export" in result.stderr
     assert "Traceback" not in result.stderr

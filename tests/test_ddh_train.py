@@ -3,42 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from fresh_process import serve_in_fresh_process
+from method_cli import assert_one_clear_error, run_cli
+from tiny_training import chance_map, synthetic_split
 
 from common.export import EXPORT_INFO
-from common.metrics import retrieval_metrics
 from common.tf_startup import STARTUP_NOTICES
 from common.saved_run import evaluate_run, export_run, load_run
-from common.training.data import load_split_data
 from common.training.loop import METRICS, RUN_CONFIG, TrainConfig, read_history, train
 from ddh_tf.method import DDH
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-
-# Loads the SavedModel in a process that never imported ddh_tf (its custom layers).
-
-
-def _cli(module, args, cwd, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
-
 
 @pytest.fixture(scope="module")
 def learn_data(tmp_path_factory):
     """8 identities x (20 train + 4 test)."""
-    return load_split_data("synthetic", str(tmp_path_factory.mktemp("learn") / "data"),
-                           synthetic_kwargs=dict(num_identities=8, train_per_identity=20,
-                                                 test_per_identity=4))
+    return synthetic_split(tmp_path_factory.mktemp("learn") / "data", 8, 20, 4)
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +54,7 @@ def test_short_training_lowers_the_loss_and_beats_chance(learned_run, learn_data
         assert sum(h["loss_parts"].values()) == pytest.approx(h["loss"], rel=1e-5)
     assert history[-1]["accuracy"] > 0.8                   # measured: 1.0
     # Chance: the exact expected mAP of a random ranking (every code equal, random ties).
-    zeros_q = np.zeros((len(learn_data.test_labels), 8), np.float32)
-    zeros_db = np.zeros((len(learn_data.train_labels), 8), np.float32)
-    chance = retrieval_metrics(zeros_q, learn_data.test_labels, zeros_db,
-                               learn_data.train_labels, ties="expected")["map"]
+    chance = chance_map(learn_data)
     assert 0.1 < chance < 0.2
     best = report["best_map"]["map"]
     assert best > 0.3 and best > 2 * chance, (best, chance)   # measured >= 0.387
@@ -108,19 +90,15 @@ def test_exported_saved_model_serves_the_keras_codes_in_a_fresh_process(learned_
 
 
 def test_bad_flag_stops_with_one_clear_message(tmp_path):
-    result = _cli("ddh_tf.train", ["--split_num", "0", "--model_dir", str(tmp_path / "run")],
-                  tmp_path, timeout=60)
-    assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1, result.stderr
-    assert "flag --split_num=0: 0 is not a positive integer" in errors[0]
-    assert "Traceback" not in result.stderr + result.stdout
-    assert not (tmp_path / "run").exists()
+    result = run_cli("ddh_tf.train", ["--split_num", "0", "--model_dir", str(tmp_path / "run")],
+                     tmp_path, timeout=60)
+    assert_one_clear_error(result, "flag --split_num=0: 0 is not a positive integer",
+                           tmp_path / "run", returncode=None, prefixed=False)
 
 
 def test_train_command_line(tmp_path):
     model_dir = tmp_path / "run"
-    result = _cli("ddh_tf.train", [
+    result = run_cli("ddh_tf.train", [
         "--dataset", "synthetic", "--data_dir", str(tmp_path / "data"),
         "--synthetic_identities", "4", "--synthetic_train_per_identity", "4",
         "--synthetic_test_per_identity", "2", "--num_bits", "12", "--split_num", "3",

@@ -5,50 +5,28 @@ a lowest-loss checkpoint per stage), learning, export, the harness rows, the com
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from fresh_process import serve_in_fresh_process
+from method_cli import assert_one_clear_error, run_cli
+from tiny_training import chance_map, checkpoint_tensors, synthetic_split
 
-from common.metrics import retrieval_metrics
 from common.saved_run import export_run, load_run
 from common.training import checkpoints
-from common.training.data import load_split_data
 from common.training.loop import RUN_CONFIG, TrainConfig, read_history, train
 from dfh_tf.method import DFH, LOSS_PARTS
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 WIDTH = 0.125
-
-
-def _cli(module, args, cwd, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _tensors(model_dir, slot="last") -> dict[str, np.ndarray]:
-    import tensorflow as tf
-
-    index = checkpoints.read_index(str(model_dir))
-    prefix = os.path.join(str(model_dir), "checkpoints", index["slots"][slot]["dir"], "ckpt")
-    reader = tf.train.load_checkpoint(prefix)
-    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
-            if n != "_CHECKPOINTABLE_OBJECT_GRAPH"}
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """4 identities x (6 train + 2 test)."""
-    return load_split_data("synthetic", str(tmp_path_factory.mktemp("tiny") / "data"),
-                           synthetic_kwargs=dict(num_identities=4, train_per_identity=6,
-                                                 test_per_identity=2))
+    return synthetic_split(tmp_path_factory.mktemp("tiny") / "data", 4, 6, 2)
 
 
 def _config(model_dir, epochs):
@@ -67,7 +45,8 @@ def test_resume_across_the_stage_boundary_equals_the_straight_run(tiny_data, tmp
     train(_method(), tiny_data, _config(tmp_path / "straight", 4))
     for epochs in (1, 2, 4):
         train(_method(), tiny_data, _config(tmp_path / "resumed", epochs))
-    one, two = _tensors(tmp_path / "straight"), _tensors(tmp_path / "resumed")
+    one = checkpoint_tensors(tmp_path / "straight")
+    two = checkpoint_tensors(tmp_path / "resumed")
     assert sorted(one) == sorted(two)
     for key in one:
         np.testing.assert_array_equal(one[key], two[key], err_msg=key)
@@ -122,9 +101,7 @@ def test_single_stage_methods_records_carry_no_stage(tiny_data, tmp_path):
 @pytest.fixture(scope="module")
 def learn_data(tmp_path_factory):
     """8 identities x (20 train + 4 test)."""
-    return load_split_data("synthetic", str(tmp_path_factory.mktemp("learn") / "data"),
-                           synthetic_kwargs=dict(num_identities=8, train_per_identity=20,
-                                                 test_per_identity=4))
+    return synthetic_split(tmp_path_factory.mktemp("learn") / "data", 8, 20, 4)
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +121,7 @@ def test_short_training_beats_chance(learned_run, learn_data):
     assert history[3]["loss_parts"]["feature_classification"] < history[0]["loss"]
     assert history[-1]["loss_parts"]["hash"] < history[4]["loss_parts"]["hash"]
     assert history[-1]["accuracy"] > 0.9       # the code classifier, taught in stage 1
-    zeros_q = np.zeros((len(learn_data.test_labels), 8), np.float32)
-    zeros_db = np.zeros((len(learn_data.train_labels), 8), np.float32)
-    chance = retrieval_metrics(zeros_q, learn_data.test_labels, zeros_db,
-                               learn_data.train_labels, ties="expected")["map"]
+    chance = chance_map(learn_data)
     assert report["best_map"]["map"] > 2 * chance, (report["best_map"]["map"], chance)
     assert json.load(open(model_dir / RUN_CONFIG))["method"] == DFH(
         num_bits=24, width_multiplier=WIDTH, feature_epochs=4).config()
@@ -194,19 +168,14 @@ def test_ablation_rows_replace_one_part_each():
     (["--temperature", "inf"], "--temperature"),
 ])
 def test_bad_flag_stops_with_one_clear_message(tmp_path, args, message):
-    result = _cli("dfh_tf.train", [*args, "--model_dir", str(tmp_path / "run")], tmp_path,
-                  timeout=120)
-    assert result.returncode == 2, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1 and errors[0].startswith("error:"), result.stderr
-    assert message in errors[0]
-    assert "Traceback" not in result.stderr + result.stdout
-    assert not (tmp_path / "run").exists()
+    result = run_cli("dfh_tf.train", [*args, "--model_dir", str(tmp_path / "run")], tmp_path,
+                     timeout=120)
+    assert_one_clear_error(result, message, tmp_path / "run")
 
 
 def test_train_evaluate_export_command_line(tmp_path):
     model_dir = tmp_path / "run"
-    result = _cli("dfh_tf.train", [
+    result = run_cli("dfh_tf.train", [
         "--dataset", "synthetic", "--data_dir", str(tmp_path / "data"),
         "--synthetic_identities", "4", "--synthetic_train_per_identity", "4",
         "--synthetic_test_per_identity", "2", "--num_bits", "12", "--width_multiplier", "0.125",
@@ -220,11 +189,11 @@ def test_train_evaluate_export_command_line(tmp_path):
     assert config == DFH(num_bits=12, width_multiplier=0.125, feature_units=16,
                          feature_epochs=1, hash_loss="cross_entropy",
                          quantization="first_order", distillation_weight=0.5).config()
-    result = _cli("dfh_tf.evaluate", ["--model_dir", str(model_dir), "--checkpoint", "last"],
-                  tmp_path)
+    result = run_cli("dfh_tf.evaluate",
+                     ["--model_dir", str(model_dir), "--checkpoint", "last"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mAP" in result.stdout + result.stderr
-    result = _cli("dfh_tf.export", ["--model_dir", str(model_dir), "--checkpoint", "last",
-                                    "--export_dir", str(tmp_path / "export")], tmp_path)
+    result = run_cli("dfh_tf.export", ["--model_dir", str(model_dir), "--checkpoint", "last",
+                                       "--export_dir", str(tmp_path / "export")], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "export" / "saved_model.pb").exists()

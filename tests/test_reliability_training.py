@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tiny_training import checkpoint_tensors, synthetic_split
+
 from common.saved_run import RunFolderError, evaluate_run, export_run, load_run
 from common.training import checkpoints, evaluate as evaluate_module
 from common.training import loop
-from common.training.data import load_split_data
 from common.training.loop import (RUN_CONFIG, NonFiniteStateError, RunConfigMismatchError,
                                   TrainConfig, read_history, train)
 from dcbh_tf.method import DCBH
@@ -26,18 +27,7 @@ from dcbh_tf.method import DCBH
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """8 identities x (6 train + 2 test): 3 steps of 16 per epoch."""
-    return load_split_data("synthetic", str(tmp_path_factory.mktemp("rel") / "data"),
-                           synthetic_kwargs=dict(num_identities=8, train_per_identity=6,
-                                                 test_per_identity=2))
-
-
-@pytest.fixture
-def op_determinism():
-    yield
-    from tensorflow.python.framework import config as tf_config
-
-    if hasattr(tf_config, "disable_op_determinism"):
-        tf_config.disable_op_determinism()
+    return synthetic_split(tmp_path_factory.mktemp("rel") / "data", 8, 6, 2)
 
 
 def _config(model_dir, epochs, **kwargs) -> TrainConfig:
@@ -60,14 +50,6 @@ def _states(model_dir) -> dict[str, int]:
 def _slots(model_dir) -> dict[str, tuple[str, int]]:
     index = checkpoints.read_index(str(model_dir))
     return {s: (r["dir"], r["epoch"]) for s, r in index["slots"].items()}
-
-
-def _tensors(model_dir, slot) -> dict[str, np.ndarray]:
-    index = checkpoints.read_index(str(model_dir))
-    reader = tf.train.load_checkpoint(os.path.join(
-        str(model_dir), "checkpoints", index["slots"][slot]["dir"], "ckpt"))
-    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
-            if n != "_CHECKPOINTABLE_OBJECT_GRAPH"}
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +173,7 @@ def test_a_diverged_state_is_never_saved_as_good(data, tmp_path):
     assert info.value.last_good_epoch == 1
     assert {epoch for _, epoch in _slots(model_dir).values()} == {1}
     for slot in ("last", "best_loss"):
-        assert all(np.all(np.isfinite(t)) for t in _tensors(model_dir, slot).values()
+        assert all(np.all(np.isfinite(t)) for t in checkpoint_tensors(model_dir, slot).values()
                    if t.dtype.kind == "f")
 
 
@@ -199,11 +181,11 @@ def test_a_diverged_state_is_never_saved_as_good(data, tmp_path):
 def test_a_resumed_run_applies_a_changed_learning_rate(data, tmp_path):
     model_dir = tmp_path / "run"
     train(_dcbh(), data, _config(model_dir, 1, learning_rate=1e-3))
-    lr_key = [k for k in _tensors(model_dir, "last") if "learning_rate" in k]
+    lr_key = [k for k in checkpoint_tensors(model_dir, "last") if "learning_rate" in k]
     assert lr_key, "the optimizer's learning rate is part of the checkpoint"
-    assert _tensors(model_dir, "last")[lr_key[0]] == pytest.approx(1e-3)
+    assert checkpoint_tensors(model_dir, "last")[lr_key[0]] == pytest.approx(1e-3)
     train(_dcbh(), data, _config(model_dir, 2, learning_rate=2.5e-4))
-    assert _tensors(model_dir, "last")[lr_key[0]] == pytest.approx(2.5e-4)
+    assert checkpoint_tensors(model_dir, "last")[lr_key[0]] == pytest.approx(2.5e-4)
     run_config = json.loads((model_dir / RUN_CONFIG).read_text())
     assert run_config["train_config"]["learning_rate"] == 2.5e-4
     assert run_config["setting_changes"] == [
@@ -249,7 +231,8 @@ def test_resume_redoes_an_evaluation_a_kill_interrupted(data, tmp_path, monkeypa
         assert resumed[slot]["epoch"] == straight[slot]["epoch"], slot
         for key in ("map", "precision_at_k", "evaluated_at_epoch"):
             assert resumed[slot]["metrics"][key] == straight[slot]["metrics"][key], (slot, key)
-        a, b = _tensors(tmp_path / "straight", slot), _tensors(tmp_path / "killed", slot)
+        a = checkpoint_tensors(tmp_path / "straight", slot)
+        b = checkpoint_tensors(tmp_path / "killed", slot)
         for name in a:
             np.testing.assert_array_equal(a[name], b[name], err_msg=f"{slot} {name}")
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tiny_training import chance_map, checkpoint_tensors, synthetic_split
+
 from common.data import DataFormatError, DataFormatWarning, Normalization, write_pickle_folder
-from common.metrics import retrieval_metrics
 from common.training import checkpoints
 from common.training.data import load_split_data
 from common.training.evaluate import evaluate_retrieval
@@ -33,24 +34,19 @@ METRIC_FIELDS = ("epoch", "map", "precision_at_k", "precision_within_radius",
                  "recall_within_radius", "hamming", "ties")
 
 
-def _synthetic(root, identities, train_per, test_per):
-    return load_split_data("synthetic", str(root), synthetic_kwargs=dict(
-        num_identities=identities, train_per_identity=train_per, test_per_identity=test_per))
-
-
 @pytest.fixture(scope="module")
 def learn_data(tmp_path_factory):
     """8 identities x (20 train + 4 test): enough to learn something in seconds.
 
     12 epochs of 5 steps give mAP 0.34-0.41 over seeds 0-4 (chance: 0.15).
     """
-    return _synthetic(tmp_path_factory.mktemp("learn") / "data", 8, 20, 4)
+    return synthetic_split(tmp_path_factory.mktemp("learn") / "data", 8, 20, 4)
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """8 identities x (6 train + 2 test): 3 steps of 16 per epoch."""
-    return _synthetic(tmp_path_factory.mktemp("tiny") / "data", 8, 6, 2)
+    return synthetic_split(tmp_path_factory.mktemp("tiny") / "data", 8, 6, 2)
 
 
 def _tiny_config(model_dir, epochs, **kwargs) -> TrainConfig:
@@ -73,24 +69,6 @@ def learned_run(learn_data, tmp_path_factory):
     return model_dir, report, time.perf_counter() - start
 
 
-@pytest.fixture
-def op_determinism():
-    """Enable deterministic ops for one test and switch them off again afterwards."""
-    yield
-    from tensorflow.python.framework import config as tf_config
-
-    if hasattr(tf_config, "disable_op_determinism"):
-        tf_config.disable_op_determinism()
-
-
-def _checkpoint_tensors(model_dir, slot="last") -> dict[str, np.ndarray]:
-    index = checkpoints.read_index(str(model_dir))
-    prefix = os.path.join(str(model_dir), "checkpoints", index["slots"][slot]["dir"], "ckpt")
-    reader = tf.train.load_checkpoint(prefix)
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
-
-
 # --------------------------------------------------------------------------- learning
 def test_short_training_lowers_the_loss_and_beats_chance(learned_run, learn_data):
     model_dir, report, _ = learned_run
@@ -99,10 +77,7 @@ def test_short_training_lowers_the_loss_and_beats_chance(learned_run, learn_data
     assert history[-1]["loss"] < 0.6 * history[0]["loss"]
     assert history[-1]["accuracy"] > 0.5
     # Chance: the exact expected mAP of a random ranking (every code equal, random ties).
-    zeros_q = np.zeros((len(learn_data.test_labels), 8), np.float32)
-    zeros_db = np.zeros((len(learn_data.train_labels), 8), np.float32)
-    chance = retrieval_metrics(zeros_q, learn_data.test_labels, zeros_db,
-                               learn_data.train_labels, ties="expected")["map"]
+    chance = chance_map(learn_data)
     assert 0.1 < chance < 0.2
     assert report["best_map"]["map"] > chance + 0.1, (report["best_map"]["map"], chance)
     assert report["best_map"]["map"] >= max(report["last"]["map"], report["best_loss"]["map"])
@@ -182,8 +157,8 @@ def test_resumed_run_equals_uninterrupted_run(tiny_data, tmp_path, op_determinis
                       for line in open(tmp_path / "resumed" / "history.jsonl")]
     assert epochs_trained == [1, 2, 3]  # the second call trained epochs 2 and 3 only
 
-    straight = _checkpoint_tensors(tmp_path / "straight")
-    resumed = _checkpoint_tensors(tmp_path / "resumed")
+    straight = checkpoint_tensors(tmp_path / "straight")
+    resumed = checkpoint_tensors(tmp_path / "resumed")
     assert straight.keys() == resumed.keys()
     names = list(straight)
     # Everything is in there: centers (8 classes x 288 features; with their Adam moments),
@@ -259,8 +234,8 @@ def test_evaluating_best_loss_does_not_roll_training_back(tiny_data, tmp_path, o
     # Epoch 2 evaluated the (older) epoch-1 state, then trained on from epoch 2's weights:
     # the final weights equal those of a run that never evaluated.
     assert index["best_loss"]["metrics"]["evaluated_at_epoch"] == 2
-    straight = _checkpoint_tensors(tmp_path / "plain")
-    evaluated = _checkpoint_tensors(tmp_path / "eval")
+    straight = checkpoint_tensors(tmp_path / "plain")
+    evaluated = checkpoint_tensors(tmp_path / "eval")
     for name in straight:
         np.testing.assert_array_equal(straight[name], evaluated[name], err_msg=name)
     # The figures recorded for best_loss are those of the epoch-1 weights.
@@ -308,7 +283,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp
     assert "last good checkpoint (epoch 1)" in str(info.value)
     index = checkpoints.read_index(str(model_dir))
     assert {r["epoch"] for r in index["slots"].values()} == {1}
-    tensors = _checkpoint_tensors(model_dir)
+    tensors = checkpoint_tensors(model_dir)
     assert all(np.all(np.isfinite(t)) for t in tensors.values() if t.dtype.kind == "f")
     assert not os.path.exists(model_dir / METRICS)
     assert [h["epoch"] for h in read_history(str(model_dir))] == [1]
@@ -355,11 +330,11 @@ def test_synthetic_dataset_is_generated_once_and_checked(tmp_path):
     root = tmp_path / "synthetic"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every test identity occurs in train
-        data = _synthetic(root, 3, 2, 1)
+        data = synthetic_split(root, 3, 2, 1)
     assert data.num_classes == 3 and len(data.train_labels) == 6
     assert data.description["synthetic"]["num_identities"] == 3
     again = load_split_data("synthetic", str(root))  # existing set, any size accepted
     np.testing.assert_array_equal(again.train_images, data.train_images)
     with pytest.raises(DataFormatError, match="num_identities=3 \\(requested 4\\)"):
-        _synthetic(root, 4, 2, 1)
+        synthetic_split(root, 4, 2, 1)
     assert not [e for e in os.listdir(tmp_path) if e.startswith(".")]  # no temp folders left
