@@ -18,3 +18,13 @@ def op_determinism():
 
     if hasattr(tf_config, "disable_op_determinism"):
         tf_config.disable_op_determinism()
+
+
+@pytest.fixture(scope="module")
+def seeded_weights():
+    """Deterministic initial weights for a module whose layers' initializers are unseeded:
+    Keras's global seed set to 0 once, before the module's first test. A module asks for
+    it with ``pytest.mark.usefixtures("seeded_weights")`` in its ``pytestmark``."""
+    import keras
+
+    keras.utils.set_random_seed(0)

@@ -6,8 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def sign(x) -> np.ndarray:
+    """sign with 0 -> +1 (and -0.0 -> +1), in float64."""
+    return np.where(np.asarray(x) >= 0, 1.0, -1.0)
+
+
 def cross_entropy(labels, logits) -> float:
-    """Mean softmax cross-entropy with integer labels."""
+    """Mean softmax cross-entropy with integer labels (a (batch,) or (batch, 1) array)."""
+    labels = np.asarray(labels).reshape(-1)
     logits = np.asarray(logits, np.float64)
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))

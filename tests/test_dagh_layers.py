@@ -10,24 +10,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from numpy_reference import sign
+from tiny_networks import arr
+
 from dagh_tf.layers import DiscreteHash, DiscreteIdentityHead, SpatialGate
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _seeded():
-    """Deterministic initial weights (the layers' initializers are unseeded)."""
-    keras.utils.set_random_seed(0)
-
-
-def arr(x):
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
-
-
-def sign(x):
-    """sign with 0 -> +1 (and -0.0 -> +1), in float64."""
-    return np.where(np.asarray(x) >= 0, 1.0, -1.0)
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*"),
+              pytest.mark.usefixtures("seeded_weights")]
 
 
 def sigmoid(x):

@@ -9,45 +9,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from numpy_reference import cross_entropy, sign
+from tiny_networks import arr, count
+
 from dagh_tf import losses
 from dagh_tf.layers import DiscreteHash, DiscreteIdentityHead, SpatialGate
 from dagh_tf.method import DAGH
 from dagh_tf.model import OUTPUT_NAMES, build_dagh
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _seeded():
-    """Deterministic initial weights (the layers' initializers are unseeded)."""
-    keras.utils.set_random_seed(0)
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*"),
+              pytest.mark.usefixtures("seeded_weights")]
 
 
 SMALL = dict(num_classes=5, num_bits=8, width_multiplier=0.125)   # widths / 8
-
-
-def arr(x):
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
-
-
-def count(variables) -> int:
-    return sum(int(np.prod(v.shape)) for v in variables)
-
-
-def sign(x):
-    return np.where(np.asarray(x) >= 0, 1.0, -1.0)
-
-
-def log_softmax(z):
-    z = np.asarray(z, np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def cross_entropy(labels, logits):
-    """Mean over the batch of -log softmax(logits)[label], float64."""
-    labels = np.asarray(labels).reshape(-1)
-    return float(-log_softmax(logits)[np.arange(len(labels)), labels].mean())
 
 
 def images(n: int, seed: int = 1) -> np.ndarray:

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from numpy_reference import center_update_delta, cross_entropy
+from tiny_networks import arr, checked_gradients, images
 
 
 from common.regularization import decayed_kernels, weight_decay_loss
@@ -26,16 +27,6 @@ BATCH = len(LABELS)
 KERNEL_LAYERS = ["block1_1_conv", "block1_2_conv", "block2_1_conv", "block2_2_conv",
                  "block3_1_conv", "block3_2_conv", "block3_3_conv", "block4_1_conv",
                  "block4_2_conv", "block4_3_conv", "feature_dense", "logits", "center_logits"]
-
-
-def arr(x, dtype=None):
-    """Tensor / variable -> numpy (via .numpy(), avoiding numpy 2's __array__ warning)."""
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x, dtype)
-
-
-def images(seed=0, n=BATCH):
-    rng = np.random.default_rng(seed)
-    return np.clip(rng.normal(scale=0.5, size=(n, 32, 32, 3)), -1, 1).astype(np.float32)
 
 
 def make(seed=0, **kwargs):
@@ -243,19 +234,7 @@ def test_center_update_does_not_touch_other_weights():
 
 def test_every_trainable_weight_gets_a_gradient():
     method, model = make(seed=1)
-    labels = tf.constant(LABELS)
-    x = images(seed=6)
-    with tf.GradientTape() as tape:
-        outputs = method.named_outputs(model(x, training=True))
-        total = tf.add_n(list(method.loss_terms(model, outputs, labels).values()))
-    weights = model.trainable_weights
-    grads = tape.gradient(total, weights)
-    assert np.isfinite(float(total))
-    missing = [w.path for w, g in zip(weights, grads) if g is None]
-    assert not missing, missing
-    zero = [w.path for w, g in zip(weights, grads)
-            if not np.any(arr(tf.convert_to_tensor(g)) != 0)]
-    assert not zero, zero
+    _, weights, grads = checked_gradients(method, model, images(seed=6), LABELS)
     assert "center_loss/centers" in [w.path for w in weights]
     # centers: the gradient of 1e-4 * center reaches only the rows of present labels
     g_centers = arr(tf.convert_to_tensor(grads[[w.path for w in weights].index(

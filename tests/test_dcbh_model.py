@@ -9,6 +9,9 @@ import keras
 import numpy as np
 import pytest
 
+from tiny_networks import (BATCH, CONV_FILTERS, CONV_NAMES, arr, count, images, inbound,
+                           randomize_batchnorms)
+
 from common.layers import BlockHash, CenterLoss
 from dcbh_tf.model import OUTPUT_NAMES, build_dcbh
 
@@ -16,45 +19,14 @@ TINY_WIDTH = 0.0625
 NUM_CLASSES = 5
 NUM_BITS = 48
 CODE_LENGTH = 6
-BATCH = 6
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
-
-CONV_FILTERS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512)
-CONV_NAMES = ("block1_1", "block1_2", "block2_1", "block2_2", "block3_1", "block3_2", "block3_3",
-              "block4_1", "block4_2", "block4_3")
-
-
-def arr(x, dtype=None):
-    """Tensor / variable -> numpy (via .numpy(), avoiding numpy 2's __array__ warning)."""
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x, dtype)
-
-
-def count(weights):
-    return sum(int(np.prod(w.shape)) for w in weights)
-
-
-def images(seed=0, n=BATCH):
-    rng = np.random.default_rng(seed)
-    return np.clip(rng.normal(scale=0.5, size=(n, 32, 32, 3)), -1, 1).astype(np.float32)
-
-
-def randomize_bn(model, seed=0):
-    """Non-trivial BN parameters and moving statistics so inference-mode BN matters."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
-            layer.beta.assign(rng.normal(scale=0.1, size=n).astype(np.float32))
-            layer.moving_mean.assign(rng.normal(scale=0.1, size=n).astype(np.float32))
-            layer.moving_variance.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
 
 
 def tiny_model(seed=0, **kwargs):
     keras.utils.set_random_seed(seed)
     model = build_dcbh(NUM_CLASSES, NUM_BITS, CODE_LENGTH, width_multiplier=TINY_WIDTH, **kwargs)
-    randomize_bn(model, seed)
+    randomize_batchnorms(model, np.random.default_rng(seed))
     return model
 
 
@@ -112,14 +84,6 @@ def expected_layer_names():
               "feature_relu", "center_loss", "block_hash", "logits", "center_logits",
               "relaxed_codes", "features"]
     return names
-
-
-def inbound(model, name):
-    """Names of the layers whose outputs feed layer ``name`` (first call)."""
-    layer = model.get_layer(name)
-    inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
-    by_output = {id(l.output): l.name for l in model.layers}
-    return [by_output[id(t)] for t in inputs]
 
 
 def test_layer_set_and_connectivity(full_530):

@@ -9,38 +9,13 @@ import pytest
 import tensorflow as tf
 
 import test_ddah_numpy_reference as ref
+from tiny_networks import arr, randomize_batchnorms
 from ddah_tf.layers import (ChannelsFirstFlatten, DDAHChannelAttention, DDAHSpatialAttention,
                             MinMaxNormalization, TorchConvTranspose2D)
 from ddah_tf.torch_defaults import BN_EPSILON, BN_MOMENTUM
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _seeded():
-    """Deterministic initial weights (the layers' initializers are unseeded)."""
-    keras.utils.set_random_seed(0)
-
-
-def arr(x):
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
-
-
-def randomise_batchnorms(layer, rng):
-    """Non-trivial gamma / beta / moving statistics, so that BN's role is tested."""
-    for bn in layer._flatten_layers(include_self=False):
-        if isinstance(bn, keras.layers.BatchNormalization):
-            n = bn.gamma.shape[0]
-            bn.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
-            bn.beta.assign(rng.normal(scale=0.2, size=n).astype(np.float32))
-            bn.moving_mean.assign(rng.normal(scale=0.2, size=n).astype(np.float32))
-            bn.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
-
-
-def spatial_params(layer: DDAHSpatialAttention) -> dict:
-    subs = [layer.encoder[i][j] for i in range(4) for j in range(2)]
-    subs += [layer.up_1, layer.up_2, layer.up_3, layer.bn1, layer.bn2, layer.mask_conv]
-    return {sub.name: sub.get_weights() for sub in subs}
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*"),
+              pytest.mark.usefixtures("seeded_weights")]
 
 
 # --------------------------------------------------------------------------- TorchConvTranspose2D
@@ -201,10 +176,10 @@ def test_spatial_attention_matches_numpy(training, filters, size):
     x = rng.uniform(-1, 1, (3, size, size, 3)).astype(np.float32)
     layer = DDAHSpatialAttention(filters)
     layer.build(x.shape)
-    randomise_batchnorms(layer, rng)
+    randomize_batchnorms(layer, rng, std=0.2, max_variance=2.0)
     for sub in (layer.up_1, layer.up_2, layer.up_3, layer.mask_conv, layer.encoder[0][0]):
         sub.bias.assign(rng.normal(scale=0.1, size=sub.bias.shape).astype(np.float32))
-    p = spatial_params(layer)
+    p = ref.spatial_params(layer)
     want_mask = ref.spatial_attention_mask(x, p, training)
     mask = arr(layer.attention_mask(x, training=training))
     assert mask.shape == (3, size, size, 1)

@@ -11,30 +11,21 @@ train.py:
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import test_ddah_numpy_reference as ref
+from tiny_networks import arr
 from ddah_tf import losses, schedule
 from ddah_tf.gradients import ddah_gradients
 from ddah_tf.model import build_ddah
 from ddah_tf.variable_groups import attention_variables, trunk_variables
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _seeded():
-    """Deterministic initial weights (the layers' initializers are unseeded)."""
-    keras.utils.set_random_seed(0)
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*"),
+              pytest.mark.usefixtures("seeded_weights")]
 
 LABELS = np.array([0, 1, 1, 4, 2, 0])
-
-
-def arr(x):
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
 
 
 def test_constants_are_the_originals():

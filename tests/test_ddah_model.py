@@ -9,27 +9,15 @@ import pytest
 import tensorflow as tf
 
 import test_ddah_numpy_reference as ref
+from tiny_networks import arr, count, randomize_batchnorms
 from ddah_tf.layers import DDAHChannelAttention, DDAHSpatialAttention
 from ddah_tf.model import OUTPUT_NAMES, attended_pass_model, build_ddah, build_trunk
 from ddah_tf.variable_groups import attention_variables, trunk_variables, unoptimised_variables
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _seeded():
-    """Deterministic initial weights (the layers' initializers are unseeded)."""
-    keras.utils.set_random_seed(0)
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*"),
+              pytest.mark.usefixtures("seeded_weights")]
 
 SMALL = dict(num_classes=5, num_bits=8, width_multiplier=0.125)   # widths / 8
-
-
-def arr(x):
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
-
-
-def count(variables) -> int:
-    return sum(int(np.prod(v.shape)) for v in variables)
 
 
 def ids(variables) -> set[int]:
@@ -139,23 +127,13 @@ def test_full_model_variable_groups(full_models):
 def small():
     model = build_ddah(**SMALL)
     rng = np.random.default_rng(0)
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
-            layer.beta.assign(rng.normal(scale=0.2, size=n).astype(np.float32))
-            layer.moving_mean.assign(rng.normal(scale=0.2, size=n).astype(np.float32))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
+    randomize_batchnorms(model, rng, std=0.2, max_variance=2.0)
     x = rng.uniform(-1, 1, (6, 32, 32, 3)).astype(np.float32)
     return model, x
 
 
 def numpy_params(model):
-    spatial = model.get_layer("spatial_attention")
-    subs = [spatial.encoder[i][j] for i in range(4) for j in range(2)]
-    subs += [spatial.up_1, spatial.up_2, spatial.up_3, spatial.bn1, spatial.bn2,
-             spatial.mask_conv]
-    spatial_p = {s.name: s.get_weights() for s in subs}
+    spatial_p = ref.spatial_params(model.get_layer("spatial_attention"))
     trunk = model.get_layer("trunk")
     trunk_p = {}
     for layer in trunk.layers:

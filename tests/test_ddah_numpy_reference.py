@@ -145,6 +145,14 @@ def spatial_attention_mask(x, p, training, epsilon=0.0):
     return min_max(conv2d(d3, *p["mask_conv"]), epsilon)
 
 
+def spatial_params(layer) -> dict:
+    """A built ddah_tf DDAHSpatialAttention's weights as ``spatial_attention_mask`` takes them:
+    sub-layer name -> its weight list (read through the layer's attributes only)."""
+    subs = [layer.encoder[i][j] for i in range(4) for j in range(2)]
+    subs += [layer.up_1, layer.up_2, layer.up_3, layer.bn1, layer.bn2, layer.mask_conv]
+    return {sub.name: sub.get_weights() for sub in subs}
+
+
 def trunk(x, p, training, epsilon=0.0):
     """The original's features / conv4 / channel attentions / fusion / hash / classifier:
     returns (logits, hash)."""

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from numpy_reference import center_loss, center_update_delta, cross_entropy
+from numpy_reference import center_loss, center_update_delta, cross_entropy, sign
+from tiny_networks import arr, checked_gradients, images
 
 
 from common.regularization import decayed_kernels, weight_decay_loss
@@ -33,16 +34,6 @@ KERNEL_LAYERS = ["block1_1_conv", "block1_2_conv", "block2_1_conv", "block2_2_co
                  "block4_2_conv", "block4_3_conv", "feature_dense", "hash_hidden_dense",
                  "hash_dense", "logits", "feature_logits"]
 CENTERS = ("feature_center", "code_center")
-
-
-def arr(x, dtype=None):
-    """Tensor / variable -> numpy (via .numpy(), avoiding numpy 2's __array__ warning)."""
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x, dtype)
-
-
-def images(seed=0, n=BATCH):
-    rng = np.random.default_rng(seed)
-    return np.clip(rng.normal(scale=0.5, size=(n, 32, 32, 3)), -1, 1).astype(np.float32)
 
 
 def ddch(**kwargs):
@@ -68,16 +59,6 @@ def forward(method, model, training=False, seed=0):
 
 def centers_of(model, name):
     return arr(model.get_layer(name).centers, np.float64)
-
-
-def np_sign(x):
-    return np.where(np.asarray(x) >= 0, 1.0, -1.0)
-
-
-
-
-
-
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +107,7 @@ def test_feature_center_term(tiny):
 def test_code_center_term_uses_the_binary_codes(tiny):
     _, model, outputs, terms = tiny
     relaxed = arr(outputs["relaxed_codes"], np.float64)
-    b = np_sign(relaxed)                              # from the relaxed codes, not the output
+    b = sign(relaxed)                                 # from the relaxed codes, not the output
     np.testing.assert_array_equal(arr(outputs["codes"]), b)
     c = centers_of(model, "code_center")
     expected = 1e-3 * center_loss(b, LABELS, c)
@@ -148,7 +129,7 @@ def test_mean_reduction_for_both_centers():
     outputs = forward(method, model)
     terms = method.loss_terms(model, outputs, tf.constant(LABELS))
     f = arr(outputs["features"], np.float64)
-    b = np_sign(arr(outputs["relaxed_codes"]))
+    b = sign(arr(outputs["relaxed_codes"]))
     np.testing.assert_allclose(
         float(terms["feature_center"]),
         1e-4 * center_loss(f, LABELS, centers_of(model, "feature_center"), "mean"), rtol=1e-5)
@@ -271,7 +252,7 @@ def test_before_optimizer_step_updates_both_center_sets():
     outputs = forward(method, model, training=True, seed=4)
     before = {n: centers_of(model, n).copy() for n in CENTERS}
     x = {"feature_center": arr(outputs["features"], np.float64),
-         "code_center": np_sign(arr(outputs["relaxed_codes"]))}
+         "code_center": sign(arr(outputs["relaxed_codes"]))}
     others = {w.path: arr(w).copy() for w in model.weights
               if w.path not in {model.get_layer(n).centers.path for n in CENTERS}}
     method.before_optimizer_step(model, outputs, tf.constant(LABELS))
@@ -315,7 +296,7 @@ def test_code_center_gradient_reaches_the_hash_layer_straight_through():
     grad = arr(tf.convert_to_tensor(tape.gradient(loss, kernel)), np.float64)
     assert grad.shape == (HIDDEN_UNITS, NUM_BITS) and np.any(grad != 0)
     relaxed = arr(outputs["relaxed_codes"], np.float64)
-    b = np_sign(relaxed)
+    b = sign(relaxed)
     c = centers_of(model, "code_center")
     scale = arr(bn.gamma, np.float64) / np.sqrt(arr(bn.moving_variance, np.float64) + 1e-3)
     upstream = 1e-3 * (b - c[LABELS]) * (1 - relaxed ** 2) * scale
@@ -324,24 +305,12 @@ def test_code_center_gradient_reaches_the_hash_layer_straight_through():
 
 def test_every_trainable_weight_gets_a_gradient():
     method, model = make(seed=1)
-    labels = tf.constant(LABELS)
-    with tf.GradientTape() as tape:
-        outputs = method.named_outputs(model(images(seed=6), training=True))
-        terms = method.loss_terms(model, outputs, labels)
-        total = tf.add_n(list(terms.values()))
-    weights = model.trainable_weights
-    grads = tape.gradient(total, weights)
-    assert np.isfinite(float(total))
-    missing = [w.path for w, g in zip(weights, grads) if g is None]
-    assert not missing, missing
-    zero = [w.path for w, g in zip(weights, grads)
-            if not np.any(arr(tf.convert_to_tensor(g)) != 0)]
-    assert not zero, zero
+    outputs, weights, grads = checked_gradients(method, model, images(seed=6), LABELS)
     # centers: the gradient reaches only the rows of present labels, and equals
     # -weight * sum_{i: y_i = y} (x_i - c_y)
     by_path = {w.path: g for w, g in zip(weights, grads)}
     xs = {"feature_center": (1e-4, arr(outputs["features"], np.float64)),
-          "code_center": (1e-3, np_sign(arr(outputs["relaxed_codes"])))}
+          "code_center": (1e-3, sign(arr(outputs["relaxed_codes"])))}
     for name, (weight, x) in xs.items():
         centers = model.get_layer(name).centers
         g = arr(tf.convert_to_tensor(by_path[centers.path]), np.float64)

@@ -13,6 +13,8 @@ import keras
 import numpy as np
 import pytest
 
+from tiny_networks import CONV_FILTERS, arr, count, images, inbound, randomize_batchnorms
+
 from common.layers import CenterLoss, StraightThroughSign
 from dcbh_tf.model import build_dcbh
 from ddch_tf.model import OUTPUT_NAMES, build_ddch
@@ -24,57 +26,19 @@ NUM_CLASSES = 5
 NUM_BITS = 12
 FEATURE_UNITS = 24
 HIDDEN_UNITS = 20
-BATCH = 6
 
-CONV_FILTERS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512)
-CONV_NAMES = ("block1_1", "block1_2", "block2_1", "block2_2", "block3_1", "block3_2", "block3_3",
-              "block4_1", "block4_2", "block4_3")
 HEAD_LAYERS = ("feature_dense", "feature_bn", "feature_relu", "feature_center",
                "hash_hidden_dense", "hash_hidden_bn", "hash_hidden_relu", "hash_dense", "hash_bn",
                "hash_tanh", "discrete_hash", "code_center", "logits", "feature_logits",
                "relaxed_codes", "codes", "features")
 
 
-def arr(x, dtype=None):
-    """Tensor / variable -> numpy (via .numpy(), avoiding numpy 2's __array__ warning)."""
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x, dtype)
-
-
-def count(weights):
-    return sum(int(np.prod(w.shape)) for w in weights)
-
-
-def images(seed=0, n=BATCH):
-    rng = np.random.default_rng(seed)
-    return np.clip(rng.normal(scale=0.5, size=(n, 32, 32, 3)), -1, 1).astype(np.float32)
-
-
-def randomize_bn(model, seed=0):
-    """Non-trivial BN parameters and moving statistics so inference-mode BN matters."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
-            layer.beta.assign(rng.normal(scale=0.1, size=n).astype(np.float32))
-            layer.moving_mean.assign(rng.normal(scale=0.1, size=n).astype(np.float32))
-            layer.moving_variance.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
-
-
 def tiny_model(seed=0, **kwargs):
     keras.utils.set_random_seed(seed)
     model = build_ddch(NUM_CLASSES, NUM_BITS, FEATURE_UNITS, HIDDEN_UNITS,
                        width_multiplier=TINY_WIDTH, **kwargs)
-    randomize_bn(model, seed)
+    randomize_batchnorms(model, np.random.default_rng(seed))
     return model
-
-
-def inbound(model, name):
-    """Names of the layers whose outputs feed layer ``name``."""
-    layer = model.get_layer(name)
-    inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
-    by_output = {id(l.output): l.name for l in model.layers}
-    return [by_output[id(t)] for t in inputs]
 
 
 def expected_trainable(num_classes, num_bits, feature_units=512, hidden_units=512, width=1.0):

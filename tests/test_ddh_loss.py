@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from numpy_reference import cross_entropy
+from tiny_networks import arr
 
 from ddh_tf.method import DDH, ddh_kernels
 from ddh_tf.model import build_ddh
@@ -23,10 +24,6 @@ NUM_BITS = 8
 LABELS = np.array([0, 1, 1, 4, 2, 0])
 DECAYED_LAYERS = ("conv1", "conv2", "conv3", "local4", "face_feature", "divide_and_encode",
                   "logits")
-
-
-def arr(x, dtype=None):
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x, dtype)
 
 
 @pytest.fixture(scope="module")

@@ -14,19 +14,12 @@ import keras
 import numpy as np
 import pytest
 
+from tiny_networks import arr, count, randomize_batchnorms
+
 from ddh_tf.layers import DivideAndEncode, LocallyConnected2D, keras1_he_uniform_limit
 from ddh_tf.model import OUTPUT_NAMES, build_ddh
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
-
-
-def arr(x, dtype=None):
-    """Tensor / variable -> numpy (via .numpy(), avoiding numpy 2's __array__ warning)."""
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x, dtype)
-
-
-def count(weights):
-    return sum(int(np.prod(w.shape)) for w in weights)
 
 
 # --------------------------------------------------------------------------- LocallyConnected2D
@@ -276,13 +269,7 @@ def test_bad_model_arguments():
 def test_keras_file_round_trip(tmp_path):
     model = build_ddh(7, 12)
     rng = np.random.default_rng(5)
-    for layer in model.layers:          # non-trivial BN statistics, so inference BN matters
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
-            layer.beta.assign(rng.normal(scale=0.1, size=n).astype(np.float32))
-            layer.moving_mean.assign(rng.normal(scale=0.1, size=n).astype(np.float32))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
+    randomize_batchnorms(model, rng, max_variance=2.0)   # so that inference BN matters
     x = rng.uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
     model.save(tmp_path / "ddh.keras")
     loaded = keras.models.load_model(tmp_path / "ddh.keras")
