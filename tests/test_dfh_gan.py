@@ -263,6 +263,27 @@ def test_augment_writes_a_readable_enlarged_split(data_dir, trained_run, tmp_pat
     assert [e for e in os.listdir(out) if e.startswith(".")] == []  # no temporary left
 
 
+def test_copies_only_writes_the_control_split_without_a_gan(data_dir, tmp_path):
+    from common.data import load_pickle_folder
+
+    source = os.path.join(data_dir, "train")
+    out = tmp_path / "copies"
+    result = _cli("dfh_tf.gan.augment", "--copies_only", "--train_dir", source, "--out", str(out),
+                  "--variants_per_image", "2", "--rows_per_file", "7")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows, labels = load_pickle_folder(source)
+    back_x, back_y = load_pickle_folder(str(out / "train"))
+    assert np.array_equal(back_x, np.concatenate([rows, rows, rows]))
+    assert np.array_equal(back_y, np.concatenate([labels, labels, labels]))
+    assert len(os.listdir(out / "train")) == -(-3 * len(labels) // 7)
+    with open(out / "augment.json", encoding="utf-8") as f:
+        info = json.load(f)
+    assert (info["control"], info["copies_per_image"], info["generated_images"],
+            info["total_images"]) == ("copies_only", 2, 0, 3 * len(labels))
+    _one_error(_cli("dfh_tf.gan.augment", "--copies_only", "--out", str(tmp_path / "o")), 2,
+               "--copies_only needs the source split")
+
+
 # ------------------------------------------------------------------ command lines
 def test_augment_command_line_refusals(trained_run, tmp_path):
     (tmp_path / "not_a_run").mkdir()

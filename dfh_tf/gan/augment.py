@@ -8,12 +8,19 @@ r"""Write an enlarged train split with a trained GAN: originals + N variants of 
 The source split is the GAN run's own train split unless --train_dir or --dataset
 names another. --out/train is refused when it exists and is not empty (--overwrite
 replaces it, only once the new one is complete).
+
+--copies_only writes the ablation's control instead: every original repeated
+1 + --variants_per_image times and nothing generated, so a method trained on it takes
+as many steps per epoch as on the augmented split and the two differ only in what the
+extra rows are (no --gan_dir needed).
 """
 
 from __future__ import annotations
 
 import os
 import time
+
+import numpy as np
 
 from absl import flags
 
@@ -37,6 +44,9 @@ VARIANTS = flags.DEFINE_integer("variants_per_image", 1, "Generated variants of 
                                 lower_bound=1, upper_bound=1000)
 SEED = flags.DEFINE_integer("seed", 0, "Seed of the variants' noise.", lower_bound=0)
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing OUT/train.")
+COPIES_ONLY = flags.DEFINE_bool(
+    "copies_only", False, "Write the augmentation ablation's control: every original "
+    "repeated 1 + --variants_per_image times, nothing generated (no --gan_dir needed).")
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per generator call.",
                                   lower_bound=1)
 ROWS_PER_FILE = flags.DEFINE_integer("rows_per_file", 1000, "Rows per .pkl file.",
@@ -53,6 +63,9 @@ def source_folder(run_config: dict) -> str:
         if DATASET.value == "folder":
             fail("--dataset folder needs --train_dir")
         return resolve_folders(DATASET.value, DATA_DIR.value)[0]
+    if not GAN_DIR.value:
+        fail("--copies_only needs the source split: --train_dir or --dataset (or --gan_dir, "
+             "whose train split is used)")
     folder = run_config.get("data", {}).get("train_dir")
     if not folder:
         fail(f"--gan_dir {GAN_DIR.value}: its config names no train split; pass --train_dir")
@@ -62,16 +75,18 @@ def source_folder(run_config: dict) -> str:
 def main(argv: list[str]) -> None:
     """Check everything that needs no TensorFlow, then generate and write."""
     check_no_arguments(argv)
-    if not GAN_DIR.value:
+    if not GAN_DIR.value and not COPIES_ONLY.value:
         fail("--gan_dir is required (the run folder of python -m dfh_tf.gan.train)")
     if not OUT.value:
         fail("--out is required (the folder to write train/ and augment.json into)")
     for flag in (GAN_DIR, OUT, DATA_DIR, TRAIN_DIR):
         exits.check_folder_flag(flag.name, flag.value)
-    try:
-        run_config = check_gan_run(GAN_DIR.value)
-    except GanRunError as exc:
-        fail(f"--gan_dir {exc}")
+    run_config: dict = {}
+    if GAN_DIR.value:
+        try:
+            run_config = check_gan_run(GAN_DIR.value)
+        except GanRunError as exc:
+            fail(f"--gan_dir {exc}")
     problem = output_problem(OUT.value, OVERWRITE.value)
     if problem:
         fail(problem)
@@ -86,6 +101,9 @@ def main(argv: list[str]) -> None:
     too_big = exits.image_memory_error(total + len(labels))
     if too_big:
         fail(f"--variants_per_image {VARIANTS.value}: {total:,} output rows: {too_big}")
+    if COPIES_ONLY.value:
+        write_copies(source, rows, labels)
+        return
     print(f"augmenting {source} ({len(labels)} images) with {VARIANTS.value} variant(s) per "
           f"image from {GAN_DIR.value} into {os.path.join(OUT.value, TRAIN_SUBDIR)}", flush=True)
     start = time.perf_counter()
@@ -115,6 +133,27 @@ def main(argv: list[str]) -> None:
     print(f"wrote {len(y)} images ({len(labels)} originals + {len(labels) * VARIANTS.value} "
           f"generated) to {train} and {os.path.join(OUT.value, INFO_FILE)} in "
           f"{time.perf_counter() - start:.1f}s", flush=True)
+
+
+def write_copies(source: str, rows: np.ndarray, labels: np.ndarray) -> None:
+    """The control split: the originals 1 + --variants_per_image times, in that order."""
+    repeats = 1 + VARIANTS.value
+    x, y = np.tile(rows, (repeats, 1)), np.tile(labels, repeats)
+    info = {
+        "source_train_dir": source, "control": "copies_only",
+        "original_images": int(len(labels)), "copies_per_image": VARIANTS.value,
+        "generated_images": 0, "total_images": int(len(y)),
+        "identities": int(len(set(labels.tolist()))),
+        "row_order": "the originals, then the same originals again, copy after copy",
+    }
+    try:
+        train = write_augmented(OUT.value, x, y, info, OVERWRITE.value, ROWS_PER_FILE.value)
+    except FileExistsError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted; nothing was written", EXIT_INTERRUPTED)
+    print(f"wrote {len(y)} images ({len(labels)} originals x {repeats}, nothing generated) "
+          f"to {train} and {os.path.join(OUT.value, INFO_FILE)}", flush=True)
 
 
 def run() -> None:
