@@ -21,12 +21,15 @@ usage: ./run.sh [SUBCOMMAND] [ARGS...]
                            (python -m common.reproduce FLAGS; see README "Reproducing the table")
   setup            create .venv and install the package (editable) with its dev extras;
                    a no-op when nothing changed since the last install
-  test [ARGS]      set up if needed, then run the whole test suite (ARGS go to pytest)
+  test [ARGS]      set up if needed, then run the whole test suite (ARGS go to pytest);
+                   test files run in parallel processes (TEST_WORKERS, default: the CPU
+                   count up to 4; TEST_WORKERS=1 runs them one after another)
   synthetic [ARGS] write the synthetic identity data set (python -m common.synthetic ARGS)
   bench NAME       run bench/NAME.py (e.g. ./run.sh bench metrics)
   help             this text
 
-Environment: VENV (default ./.venv), PYTHON (interpreter used to create the venv, default python3).
+Environment: VENV (default ./.venv), PYTHON (interpreter used to create the venv, default python3),
+TEST_WORKERS (see test).
 USAGE
 }
 
@@ -47,6 +50,14 @@ setup() {
   "$PY" -m pip install --quiet -e ".[dev]"
   echo "$key" > "$STAMP"
   echo "[setup] done" >&2
+}
+
+# Test worker processes by default: one per CPU, at most 4 (each worker runs TensorFlow,
+# about 1-3 GB at its peak, and its tests start further processes of their own).
+test_workers() {
+  local n; n=$("$PY" -c 'import os; print(len(os.sched_getaffinity(0)))' 2>/dev/null || echo 1)
+  (( n > 4 )) && n=4
+  echo "$n"
 }
 
 # The main job's settings (documented in README.md, "The main job").
@@ -96,6 +107,15 @@ case "$cmd" in
   setup) setup ;;
   test)
     setup
+    workers="${TEST_WORKERS:-$(test_workers)}"
+    if [[ ! "$workers" =~ ^[1-9][0-9]*$ ]]; then
+      echo "error: TEST_WORKERS must be a whole number >= 1, not '$workers'" >&2; exit 2
+    fi
+    if [[ "$workers" -gt 1 ]]; then
+      # One test file per worker at a time (pytest-xdist --dist loadfile): a file's
+      # module-scoped fixtures (trained tiny models, generated data) are built once.
+      exec "$PY" -m pytest -n "$workers" --dist loadfile "$@"
+    fi
     exec "$PY" -m pytest "$@" ;;
   synthetic)
     setup
