@@ -8,6 +8,7 @@ loaded into it, by every method through the same code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -167,28 +168,42 @@ def export_run(method_cls, model_dir: str, export_dir: str, slot: str = "best_ma
 
 def evaluate_run(method_cls, model_dir: str, slot: str = "best_map", hamming: str = "exact",
                  ties: str = "index", top_k: int = 50, radius: int = 2,
-                 train_dir: str | None = None, test_dir: str | None = None) -> dict[str, Any]:
-    """Retrieval figures of a run's checkpoint on the data it was trained on.
+                 train_dir: str | None = None, test_dir: str | None = None,
+                 database_dir: str | None = None) -> dict[str, Any]:
+    """Retrieval figures of a run's checkpoint: the test split's queries against a database.
 
     The data folders come from ``run_config.json`` unless given (e.g. when the data
-    moved); they must hold the same train split (checked by its normalisation).
+    moved); ``train_dir`` must hold the same train split (checked by its normalisation).
+
+    ``database_dir`` replaces the train split as the database with another split (a
+    gallery the model never trained on, or the originals of an augmented split, so
+    that runs trained on different splits are scored against the same database). Its
+    images are normalised with the run's recorded train constants, as an export
+    does; the test split keeps its own, as in training.
     """
+    from common.data import load_pickle_folder, to_nhwc
     from common.training.data import load_split_data
     from common.training.evaluate import evaluate_retrieval
 
+    if train_dir and database_dir:
+        raise ValueError("give --train_dir (the run's train split, moved) or --database_dir "
+                         "(another database), not both")
     run = load_run(method_cls, model_dir, slot)
     recorded = run.run_config.get("dataset", {})
-    train_dir = train_dir or recorded.get("train_dir")
+    train_dir = database_dir or train_dir or recorded.get("train_dir")
     test_dir = test_dir or recorded.get("test_dir")
     if not train_dir or not test_dir:
         raise RunFolderError(f"{model_dir}: the run does not record its data folders; "
                              "give --train_dir and --test_dir")
     data = load_split_data("folder", train_dir=train_dir, test_dir=test_dir)
-    if data.num_classes > int(run.run_config["num_classes"]):
+    norm = run.normalization
+    if database_dir:
+        rows, _ = load_pickle_folder(database_dir)
+        data = dataclasses.replace(data, train_images=to_nhwc(norm.apply(rows, out=rows)))
+    elif data.num_classes > int(run.run_config["num_classes"]):
         raise RunFolderError(f"{train_dir}: labels up to {data.num_classes - 1} but the model "
                              f"has {run.run_config['num_classes']} classes")
-    norm = run.normalization
-    if abs(data.normalization.mean - norm.mean) > 1e-4 * max(1.0, abs(norm.mean)) or \
+    elif abs(data.normalization.mean - norm.mean) > 1e-4 * max(1.0, abs(norm.mean)) or \
             abs(data.normalization.std - norm.std) > 1e-4 * max(1.0, abs(norm.std)):
         raise RunFolderError(f"{train_dir}: not the train split this run was trained on "
                              f"(mean/std {data.normalization.mean:.4f}/"
@@ -198,4 +213,5 @@ def evaluate_run(method_cls, model_dir: str, slot: str = "best_map", hamming: st
                                  top_k=top_k, radius=radius)
     return {**figures, "slot": slot, "epoch": run.record.get("epoch"), "hamming": hamming,
             "ties": ties, "top_k": top_k, "radius": radius,
-            "queries": int(len(data.test_labels)), "database": int(len(data.train_labels))}
+            "queries": int(len(data.test_labels)), "database": int(len(data.train_labels)),
+            "database_dir": os.path.abspath(train_dir)}

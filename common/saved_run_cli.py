@@ -36,6 +36,10 @@ TRAIN_DIR = flags.DEFINE_string("train_dir", None,
                                 "evaluate: train split folder (default: the one the run used).")
 TEST_DIR = flags.DEFINE_string("test_dir", None,
                                "evaluate: test split folder (default: the one the run used).")
+DATABASE_DIR = flags.DEFINE_string(
+    "database_dir", None, "evaluate: score against this split as the database instead of the "
+    "train split (e.g. the originals of an augmented split, to compare runs trained on "
+    "different splits); normalised with the run's train constants, as an export is.")
 OUTPUT = flags.DEFINE_string("output", None, "evaluate: also write the figures to this JSON file.")
 exits.bound_flag("top_k", exits.MAX_TOP_K, "more than any database this project handles")
 exits.bound_flag("radius", exits.MAX_BITS, "codes are at most 1024 bits")
@@ -87,9 +91,9 @@ def run_evaluate(method_cls_factory) -> dict:
     result = _guarded(lambda: evaluate_run(
         method_cls_factory(), MODEL_DIR.value, CHECKPOINT.value, hamming=HAMMING.value,
         ties=TIES.value, top_k=TOP_K.value, radius=RADIUS.value, train_dir=TRAIN_DIR.value,
-        test_dir=TEST_DIR.value))
+        test_dir=TEST_DIR.value, database_dir=DATABASE_DIR.value))
     print(f"{result['slot']} (epoch {result['epoch']}), {result['queries']} queries x "
-          f"{result['database']} database items, {result['hamming']} Hamming, {result['ties']} "
+          f"{result['database']} database items ({result['database_dir']}), {result['hamming']} Hamming, {result['ties']} "
           "ties:")
     print(f"  mAP {result['map']:.4f} | precision@{result['top_k']} "
           f"{result['precision_at_k']:.4f} | within radius {result['radius']}: precision "

@@ -150,6 +150,42 @@ def test_evaluate_run_reproduces_the_figures_of_metrics_json(trained):
     assert legacy["hamming"] == "legacy" and 0.0 <= legacy["map"] <= 1.0
 
 
+def test_evaluate_run_against_another_database(trained, tmp_path):
+    """--database_dir: the train split's rows in another order and half of them, scored
+    against codes computed here from the raw rows with the run's own constants."""
+    from common.data import load_pickle_folder, write_pickle_folder
+    from common.metrics import retrieval_metrics
+    from common.training.data import load_split_data as load
+
+    model_dir, _, _ = trained
+    recorded = load_run(DCBH, str(model_dir), "last").run_config["dataset"]
+    rows, labels = load_pickle_folder(recorded["train_dir"])
+    order = np.random.default_rng(3).permutation(len(labels))[: len(labels) // 2]
+    write_pickle_folder(tmp_path / "gallery", rows[order], labels[order], rows_per_file=7)
+
+    result = evaluate_run(DCBH, str(model_dir), "last", database_dir=str(tmp_path / "gallery"))
+    run = load_run(DCBH, str(model_dir), "last")
+    gallery = run.normalization.apply(rows[order]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    test = load("folder", train_dir=recorded["train_dir"], test_dir=recorded["test_dir"])
+
+    def codes(images):
+        return np.asarray(run.model(images, training=False)[run.codes_output])
+
+    expected = retrieval_metrics(codes(test.test_images), test.test_labels, codes(gallery),
+                                 labels[order], top_k=50, radius=2)
+    for key in ("map", "precision_at_k", "precision_within_radius", "recall_within_radius"):
+        assert result[key] == pytest.approx(expected[key], abs=1e-12), key
+    assert result["database"] == len(order)
+    assert result["database_dir"] == str(tmp_path / "gallery")
+
+    whole = evaluate_run(DCBH, str(model_dir), "last", database_dir=recorded["train_dir"])
+    default = evaluate_run(DCBH, str(model_dir), "last")
+    assert whole["map"] == default["map"]  # the train split itself: the same figures
+    with pytest.raises(ValueError, match="not both"):
+        evaluate_run(DCBH, str(model_dir), "last", train_dir=recorded["train_dir"],
+                     database_dir=str(tmp_path / "gallery"))
+
+
 def test_run_folder_errors_name_the_problem(trained, tmp_path):
     model_dir, _, _ = trained
     with pytest.raises(RunFolderError, match="folder does not exist"):
