@@ -17,8 +17,10 @@ extra rows are (no --gan_dir needed).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from typing import Iterator
 
 import numpy as np
 
@@ -53,6 +55,18 @@ ROWS_PER_FILE = flags.DEFINE_integer("rows_per_file", 1000, "Rows per .pkl file.
                                      lower_bound=1)
 exits.bound_flag("seed", exits.MAX_SEED, "numpy's seed range")
 exits.bound_flag("batch_size", exits.MAX_BATCH_SIZE, "a larger batch exhausts memory")
+
+
+@contextlib.contextmanager
+def _one_error_line() -> Iterator[None]:
+    """An occupied output (FileExistsError) or Ctrl-C becomes one ``error:`` line; the
+    split is written all or nothing, so nothing half-written is left behind."""
+    try:
+        yield
+    except FileExistsError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted; nothing was written", EXIT_INTERRUPTED)
 
 
 def source_folder(run_config: dict) -> str:
@@ -114,7 +128,7 @@ def main(argv: list[str]) -> None:
     except GanRunError as exc:
         fail(f"--gan_dir {exc}")
     noise_dim = config["settings"]["noise_dim"]
-    try:
+    with _one_error_line():
         x, y = augment_rows(generator, rows, labels, noise_dim, VARIANTS.value, SEED.value,
                             BATCH_SIZE.value)
         info = {
@@ -126,10 +140,6 @@ def main(argv: list[str]) -> None:
             "row_order": "originals first, then variant 1 of every image, variant 2, ...",
         }
         train = write_augmented(OUT.value, x, y, info, OVERWRITE.value, ROWS_PER_FILE.value)
-    except FileExistsError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        fail("interrupted; nothing was written", EXIT_INTERRUPTED)
     print(f"wrote {len(y)} images ({len(labels)} originals + {len(labels) * VARIANTS.value} "
           f"generated) to {train} and {os.path.join(OUT.value, INFO_FILE)} in "
           f"{time.perf_counter() - start:.1f}s", flush=True)
@@ -146,12 +156,8 @@ def write_copies(source: str, rows: np.ndarray, labels: np.ndarray) -> None:
         "identities": int(len(set(labels.tolist()))),
         "row_order": "the originals, then the same originals again, copy after copy",
     }
-    try:
+    with _one_error_line():
         train = write_augmented(OUT.value, x, y, info, OVERWRITE.value, ROWS_PER_FILE.value)
-    except FileExistsError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        fail("interrupted; nothing was written", EXIT_INTERRUPTED)
     print(f"wrote {len(y)} images ({len(labels)} originals x {repeats}, nothing generated) "
           f"to {train} and {os.path.join(OUT.value, INFO_FILE)}", flush=True)
 
