@@ -41,6 +41,14 @@ SYNTHETIC_TEST = flags.DEFINE_integer(
     lower_bound=1)
 SYNTHETIC_SEED = flags.DEFINE_integer(
     "synthetic_seed", None, "Synthetic set: generator seed (default 0).", lower_bound=0)
+VALIDATION_FRACTION = flags.DEFINE_float(
+    "validation_fraction", 0.0, "Share of each identity's train images held out as a "
+    "validation split (seeded by --validation_seed); best_map is then chosen on it and the "
+    "test split is only scored. 0: no validation split, best_map is chosen on the test split "
+    "as the original did. DDH's protocol: 0.1.", lower_bound=0.0, upper_bound=0.9)
+VALIDATION_SEED = flags.DEFINE_integer(
+    "validation_seed", 0, "Seed of the validation split's draw (independent of --seed, so "
+    "runs of every seed hold out the same images).", lower_bound=0)
 
 EPOCHS = flags.DEFINE_integer("epochs", 2000, "Total epochs (the original: 2000).", lower_bound=1)
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Batch size (the original: 256).",
@@ -67,6 +75,10 @@ TIES = flags.DEFINE_enum("ties", "index", ["index", "expected"],
                          "over a random order.")
 TOP_K = flags.DEFINE_integer("top_k", 50, "Cut-off of precision@k.", lower_bound=1)
 RADIUS = flags.DEFINE_integer("radius", 2, "Hamming radius of precision/recall.", lower_bound=0)
+EVAL_BATCH_NORM = flags.DEFINE_enum(
+    "eval_batch_norm", "moving", ["moving", "batch"],
+    "Codes for evaluation: moving (inference mode, batch norm's moving statistics: what an "
+    "export serves) or batch (each batch's own statistics, as the original DDAH evaluated).")
 MIXED_PRECISION = flags.DEFINE_bool(
     "mixed_precision", False, "mixed_float16 with loss scaling on GPU, mixed_bfloat16 on CPU.")
 JIT_COMPILE = flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
@@ -97,6 +109,8 @@ exits.bound_flag("top_k", exits.MAX_TOP_K, "more than any database this project 
 exits.bound_flag("radius", exits.MAX_BITS, "codes are at most 1024 bits")
 exits.bound_flag("seed", exits.MAX_SEED, "numpy's seed range")
 exits.bound_flag("synthetic_seed", exits.MAX_SEED, "numpy's seed range")
+exits.bound_flag("validation_seed", exits.MAX_SEED, "numpy's seed range")
+exits.finite_flag("validation_fraction")
 SYNTHETIC_DEFAULTS = {"synthetic_identities": 100, "synthetic_train_per_identity": 40,
                       "synthetic_test_per_identity": 5}  # the generator's defaults
 
@@ -133,7 +147,9 @@ def load_data_from_flags():
         fail("--synthetic_* flags only apply to --dataset synthetic")
     try:
         return load_split_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value,
-                               synthetic_kwargs=synthetic_kwargs())
+                               synthetic_kwargs=synthetic_kwargs(),
+                               validation_fraction=VALIDATION_FRACTION.value,
+                               validation_seed=VALIDATION_SEED.value)
     except DataFormatError as exc:
         fail(f"bad data: {exc}")
     except (ValueError, OSError) as exc:
@@ -142,15 +158,23 @@ def load_data_from_flags():
 
 def _print_report(report: dict, model_dir: str) -> None:
     protocol = report["protocol"]
-    print(f"retrieval ({protocol['hamming']} Hamming, {protocol['ties']} ties; queries: test "
-          f"split, database: train split)")
+    validation = "validation" in report["best_map"]
+    if validation:
+        print(f"retrieval ({protocol['hamming']} Hamming, {protocol['ties']} ties; queries: test "
+              f"split, database: train split without the validation rows; best_map chosen on "
+              f"the validation split)")
+    else:
+        print(f"retrieval ({protocol['hamming']} Hamming, {protocol['ties']} ties; queries: test "
+              f"split, database: train split)")
     radius = protocol["radius"]
     print(f"{'state':<10} {'epoch':>6} {'mAP':>8} {'P@' + str(protocol['top_k']):>8} "
-          f"{f'P(r<={radius})':>9} {f'R(r<={radius})':>9}")
+          f"{f'P(r<={radius})':>9} {f'R(r<={radius})':>9}"
+          + (f" {'val mAP':>8}" if validation else ""))
     for slot in ("last", "best_loss", "best_map"):
         r = report[slot]
         print(f"{slot:<10} {r['epoch']:>6} {r['map']:>8.4f} {r['precision_at_k']:>8.4f} "
-              f"{r['precision_within_radius']:>9.4f} {r['recall_within_radius']:>9.4f}")
+              f"{r['precision_within_radius']:>9.4f} {r['recall_within_radius']:>9.4f}"
+              + (f" {r['validation']['map']:>8.4f}" if validation else ""))
     print(f"metrics: {os.path.join(model_dir, 'metrics.json')}")
 
 
@@ -199,7 +223,7 @@ def run_training(method: MethodOrFactory) -> dict:
         sparse_adam=SPARSE_ADAM.value,
         shuffle=SHUFFLE.value, seed=SEED.value, eval_every=EVAL_EVERY.value,
         hamming=HAMMING.value, ties=TIES.value, top_k=TOP_K.value, radius=RADIUS.value,
-        mixed_precision=MIXED_PRECISION.value, jit_compile=JIT_COMPILE.value,
+        eval_batch_norm=EVAL_BATCH_NORM.value, mixed_precision=MIXED_PRECISION.value, jit_compile=JIT_COMPILE.value,
         deterministic=DETERMINISTIC.value, distribution=DISTRIBUTION.value,
         log_every_steps=LOG_EVERY_STEPS.value,
         max_steps_per_epoch=MAX_STEPS_PER_EPOCH.value)
@@ -207,8 +231,10 @@ def run_training(method: MethodOrFactory) -> dict:
         config.validate()
     except ValueError as exc:
         fail(str(exc))
+    held = (f", {len(data.validation_labels)} held out for validation" if data.has_validation
+            else "")
     print(f"training {method.name} on {DATASET.value} ({data.num_classes} classes, "
-          f"{len(data.train_labels)} train / {len(data.test_labels)} test images) into "
+          f"{len(data.train_labels)} train{held} / {len(data.test_labels)} test images) into "
           f"{model_dir}", flush=True)
     try:
         report = train(method, data, config)

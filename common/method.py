@@ -99,10 +99,22 @@ class HashingMethod:
 
     name: str = "method"
     output_names: tuple[str, ...] = (LOGITS, CODES)
+    # Settings added after runs of the method were made, with the value those runs had
+    # (a run config without the key was made with it): resume and rebuild use it.
+    settings_added_later: dict[str, Any] = {}
 
     def build_model(self, num_classes: int) -> keras.Model:
         """A functional model from (batch, 32, 32, 3) preprocessed images to the outputs."""
         raise NotImplementedError
+
+    def call_model(self, model: keras.Model, images: tf.Tensor, training: bool):
+        """The model's outputs for a batch in the training and test steps.
+
+        Default: one call of the model. A method whose training forward must do more
+        than the model's own call (DDAH: leave the moving statistics to one pass) says
+        so here; the outputs must be those of ``model(images, training=training)``.
+        """
+        return model(images, training=training)
 
     def loss_terms(self, model: keras.Model, outputs: dict[str, tf.Tensor],
                    labels: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -175,7 +187,13 @@ class HashingMethod:
         """Rebuild the method from :meth:`config` (e.g. to export a finished run)."""
         if config.get("method", cls.name) != cls.name:
             raise ValueError(f"config is for method {config.get('method')!r}, not {cls.name!r}")
+        config = cls.complete_config(config)
         return cls(**{k: v for k, v in config.items() if k != "method"})
+
+    @classmethod
+    def complete_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` with the settings it predates at the value its run had."""
+        return {**cls.settings_added_later, **config}
 
     def named_outputs(self, outputs) -> dict[str, tf.Tensor]:
         """Model outputs (list) -> {name: float32 tensor}."""

@@ -169,7 +169,8 @@ def export_run(method_cls, model_dir: str, export_dir: str, slot: str = "best_ma
 def evaluate_run(method_cls, model_dir: str, slot: str = "best_map", hamming: str = "exact",
                  ties: str = "index", top_k: int = 50, radius: int = 2,
                  train_dir: str | None = None, test_dir: str | None = None,
-                 database_dir: str | None = None) -> dict[str, Any]:
+                 database_dir: str | None = None,
+                 eval_batch_norm: str = "moving") -> dict[str, Any]:
     """Retrieval figures of a run's checkpoint: the test split's queries against a database.
 
     The data folders come from ``run_config.json`` unless given (e.g. when the data
@@ -180,6 +181,11 @@ def evaluate_run(method_cls, model_dir: str, slot: str = "best_map", hamming: st
     that runs trained on different splits are scored against the same database). Its
     images are normalised with the run's recorded train constants, as an export
     does; the test split keeps its own, as in training.
+
+    A run trained with a validation split is scored with the database it had: the train
+    split without the rows it held out (the same draw, from the recorded fraction and
+    seed). ``eval_batch_norm`` "batch" codes with each batch's own batch-norm statistics
+    (the original DDAH's evaluation) instead of the moving ones.
     """
     from common.data import load_pickle_folder, to_nhwc
     from common.training.data import load_split_data
@@ -195,7 +201,10 @@ def evaluate_run(method_cls, model_dir: str, slot: str = "best_map", hamming: st
     if not train_dir or not test_dir:
         raise RunFolderError(f"{model_dir}: the run does not record its data folders; "
                              "give --train_dir and --test_dir")
-    data = load_split_data("folder", train_dir=train_dir, test_dir=test_dir)
+    validation = {} if database_dir else (recorded.get("validation") or {})
+    data = load_split_data("folder", train_dir=train_dir, test_dir=test_dir,
+                           validation_fraction=float(validation.get("fraction", 0.0)),
+                           validation_seed=int(validation.get("seed", 0)))
     norm = run.normalization
     if database_dir:
         rows, _ = load_pickle_folder(database_dir)
@@ -210,8 +219,9 @@ def evaluate_run(method_cls, model_dir: str, slot: str = "best_map", hamming: st
                              f"{data.normalization.std:.4f}, run recorded {norm.mean:.4f}/"
                              f"{norm.std:.4f})")
     figures = evaluate_retrieval(run.model, run.method, data, hamming=hamming, ties=ties,
-                                 top_k=top_k, radius=radius)
+                                 top_k=top_k, radius=radius, eval_batch_norm=eval_batch_norm)
     return {**figures, "slot": slot, "epoch": run.record.get("epoch"), "hamming": hamming,
-            "ties": ties, "top_k": top_k, "radius": radius,
+            "ties": ties, "top_k": top_k, "radius": radius, "eval_batch_norm": eval_batch_norm,
+            "validation_held_out": int(len(data.validation_labels)),
             "queries": int(len(data.test_labels)), "database": int(len(data.train_labels)),
             "database_dir": os.path.abspath(train_dir)}

@@ -40,6 +40,10 @@ DATABASE_DIR = flags.DEFINE_string(
     "database_dir", None, "evaluate: score against this split as the database instead of the "
     "train split (e.g. the originals of an augmented split, to compare runs trained on "
     "different splits); normalised with the run's train constants, as an export is.")
+EVAL_BATCH_NORM = flags.DEFINE_enum(
+    "eval_batch_norm", "moving", ["moving", "batch"],
+    "evaluate: codes from batch norm's moving statistics (inference mode, as exported) or "
+    "from each batch's own statistics (the original DDAH's evaluation).")
 OUTPUT = flags.DEFINE_string("output", None, "evaluate: also write the figures to this JSON file.")
 exits.bound_flag("top_k", exits.MAX_TOP_K, "more than any database this project handles")
 exits.bound_flag("radius", exits.MAX_BITS, "codes are at most 1024 bits")
@@ -91,10 +95,14 @@ def run_evaluate(method_cls_factory) -> dict:
     result = _guarded(lambda: evaluate_run(
         method_cls_factory(), MODEL_DIR.value, CHECKPOINT.value, hamming=HAMMING.value,
         ties=TIES.value, top_k=TOP_K.value, radius=RADIUS.value, train_dir=TRAIN_DIR.value,
-        test_dir=TEST_DIR.value, database_dir=DATABASE_DIR.value))
+        test_dir=TEST_DIR.value, database_dir=DATABASE_DIR.value,
+        eval_batch_norm=EVAL_BATCH_NORM.value))
     print(f"{result['slot']} (epoch {result['epoch']}), {result['queries']} queries x "
-          f"{result['database']} database items ({result['database_dir']}), {result['hamming']} Hamming, {result['ties']} "
-          "ties:")
+          f"{result['database']} database items ({result['database_dir']}"
+          + (f", without the {result['validation_held_out']} validation rows"
+             if result["validation_held_out"] else "")
+          + f"), {result['hamming']} Hamming, {result['ties']} ties"
+          + (", batch statistics" if result["eval_batch_norm"] == "batch" else "") + ":")
     print(f"  mAP {result['map']:.4f} | precision@{result['top_k']} "
           f"{result['precision_at_k']:.4f} | within radius {result['radius']}: precision "
           f"{result['precision_within_radius']:.4f}, recall {result['recall_within_radius']:.4f}")

@@ -18,6 +18,8 @@ import numpy as np
 from absl import logging
 
 from common.atomic_files import make_temp_dir
+from common.data.validation_split import DEFAULT_SEED as DEFAULT_VALIDATION_SEED
+from common.data.validation_split import validation_indices
 
 from common.data import (
     DataFormatError,
@@ -49,17 +51,25 @@ SYNTHETIC_KEYS = ("num_identities", "train_per_identity", "test_per_identity", "
 
 @dataclass
 class SplitData:
-    """Both splits, preprocessed, plus what export and resume need to know about them.
+    """The splits, preprocessed, plus what export and resume need to know about them.
 
     Attributes:
         train_images: (n, 32, 32, 3) float32, normalised with the train split's statistics.
+            With a validation split, the train folder's rows without the held-out ones:
+            what training sees and the retrieval database.
         train_labels: (n,) int64.
         test_images: (m, 32, 32, 3) float32, normalised with the TEST split's own
             statistics (as the original did).
         test_labels: (m,) int64.
         num_classes: classifier width.
-        normalization: the TRAIN split's constants (baked into exported models).
-        description: JSON-able facts about the data (name, folders, sizes, classes).
+        normalization: the TRAIN folder's constants (all its rows, held-out ones
+            included; baked into exported models).
+        description: JSON-able facts about the data (name, folders, sizes, classes,
+            the validation split's fraction and seed).
+        validation_images: (v, 32, 32, 3) float32 rows held out of the train folder
+            (common.data.validation_split), normalised as the train split; empty when
+            there is no validation split.
+        validation_labels: (v,) int64.
     """
 
     train_images: np.ndarray
@@ -69,6 +79,27 @@ class SplitData:
     num_classes: int
     normalization: Normalization
     description: dict[str, Any] = field(default_factory=dict)
+    validation_images: np.ndarray | None = None
+    validation_labels: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.validation_images is None:
+            self.validation_images = self.train_images[:0]
+        if self.validation_labels is None:
+            self.validation_labels = self.train_labels[:0]
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether states are selected on a validation split (else on the test split)."""
+        return len(self.validation_labels) > 0
+
+    def queries(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(images, labels) of the query split "validation" or "test"."""
+        if split == "validation":
+            return self.validation_images, self.validation_labels
+        if split == "test":
+            return self.test_images, self.test_labels
+        raise ValueError(f"query split must be 'validation' or 'test', got {split!r}")
 
 
 def _load_split(folder: str, name: str) -> tuple[np.ndarray, np.ndarray, Normalization]:
@@ -169,7 +200,9 @@ def ensure_synthetic(data_dir: str, synthetic_kwargs: dict[str, Any] | None = No
 
 def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | None = None,
                     test_dir: str | None = None,
-                    synthetic_kwargs: dict[str, Any] | None = None) -> SplitData:
+                    synthetic_kwargs: dict[str, Any] | None = None,
+                    validation_fraction: float = 0.0,
+                    validation_seed: int = DEFAULT_VALIDATION_SEED) -> SplitData:
     """Load and preprocess the train and test splits of ``dataset``.
 
     Args:
@@ -181,6 +214,10 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
         data_dir: parent folder of the original split folders / the synthetic set.
         train_dir, test_dir: explicit split folders (override the defaults).
         synthetic_kwargs: generator settings for "synthetic" (see :func:`ensure_synthetic`).
+        validation_fraction: share of each identity's train images held out as the
+            validation split (common.data.validation_split; 0: none, states are then
+            selected on the test split as the original did).
+        validation_seed: seed of that draw.
 
     Raises:
         DataFormatError: a folder is missing or malformed, a split is empty or
@@ -230,5 +267,30 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
         "test_normalization": {"mean": test_norm.mean, "std": test_norm.std},
         **extra,
     }
-    return SplitData(train_images, train_labels, test_images, test_labels, int(num_classes),
+    data = SplitData(train_images, train_labels, test_images, test_labels, int(num_classes),
                      train_norm, description)
+    return hold_out_validation(data, validation_fraction, validation_seed)
+
+
+def hold_out_validation(data: SplitData, fraction: float,
+                        seed: int = DEFAULT_VALIDATION_SEED) -> SplitData:
+    """``data`` with ``fraction`` of each identity's train images held out as its validation
+    split (common.data.validation_split); ``data`` itself if ``fraction`` is 0.
+
+    The normalisation stays the train folder's (all rows); ``description`` records the
+    split (``"validation"``: fraction, seed, images) and the remaining train count.
+
+    Raises:
+        ValueError: ``data`` already has a validation split, or a bad fraction.
+    """
+    if data.has_validation:
+        raise ValueError("the data already holds a validation split")
+    kept, held = validation_indices(data.train_labels, fraction, seed)
+    if not len(held):
+        return data
+    description = dict(data.description, train_images=int(len(kept)),
+                       validation={"fraction": float(fraction), "seed": int(seed),
+                                   "images": int(len(held))})
+    return SplitData(data.train_images[kept], data.train_labels[kept], data.test_images,
+                     data.test_labels, data.num_classes, data.normalization, description,
+                     data.train_images[held], data.train_labels[held])

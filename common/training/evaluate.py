@@ -15,16 +15,26 @@ import numpy as np
 import tensorflow as tf
 
 from common import interrupts
+from common.batch_norm import frozen_moving_statistics
 from common.method import CODES, HashingMethod
 from common.metrics import retrieval_metrics
 
-_PREDICTORS: "weakref.WeakKeyDictionary[Any, tf.types.experimental.GenericFunction]" = (
-    weakref.WeakKeyDictionary())
+# How codes are computed: "moving": inference mode, batch norm with its moving statistics
+# (a face's code does not depend on its batch; what an export serves); "batch": each batch
+# normalised with its own statistics, the moving ones left untouched (the original DDAH's
+# evaluation, which never switches its network to inference mode).
+EVAL_BATCH_NORMS = ("moving", "batch")
+QUERY_SPLITS = ("validation", "test")
+
+_PREDICTORS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 
 
-def _predictor(model, method: HashingMethod):
-    """One traced inference function per model (fixed signature: no retracing)."""
-    fn = _PREDICTORS.get(model)
+def _predictor(model, method: HashingMethod, batch_norm: str = "moving"):
+    """One traced inference function per model and batch-norm mode (no retracing)."""
+    if batch_norm not in EVAL_BATCH_NORMS:
+        raise ValueError(f"eval_batch_norm must be one of {EVAL_BATCH_NORMS}, got {batch_norm!r}")
+    fns = _PREDICTORS.setdefault(model, {})
+    fn = fns.get(batch_norm)
     if fn is None:
         index = list(method.output_names).index(CODES)
         inference = method.inference_model(model)  # e.g. DDAH: pass a only
@@ -36,22 +46,27 @@ def _predictor(model, method: HashingMethod):
         @tf.function(input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)],
                      reduce_retracing=True)
         def fn(images):
-            outputs = ref()(images, training=False)
+            network = ref()
+            if batch_norm == "batch":
+                with frozen_moving_statistics(network):
+                    outputs = network(images, training=True)
+            else:
+                outputs = network(images, training=False)
             return tf.cast(outputs[index], tf.float32)
 
-        _PREDICTORS[model] = fn
+        fns[batch_norm] = fn
     return fn
 
 
 def compute_codes(model, method: HashingMethod, images: np.ndarray,
-                  batch_size: int = 1024) -> np.ndarray:
-    """Relaxed codes (n, bits) float32 of ``images`` in inference mode.
+                  batch_size: int = 1024, batch_norm: str = "moving") -> np.ndarray:
+    """Relaxed codes (n, bits) float32 of ``images`` (``batch_norm``: see EVAL_BATCH_NORMS).
 
     The sign of each value is the bit (0 -> +1), as the original's ``sign`` step.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    fn = _predictor(model, method)
+    fn = _predictor(model, method, batch_norm)
     parts = []
     for i in range(0, len(images), batch_size):
         interrupts.check()  # inside training's deferred signals: stop between batches
@@ -64,21 +79,25 @@ def compute_codes(model, method: HashingMethod, images: np.ndarray,
 
 def evaluate_retrieval(model, method: HashingMethod, data, hamming: str = "exact",
                        ties: str = "index", top_k: int = 50, radius: int = 2,
-                       batch_size: int = 1024) -> dict[str, float]:
-    """Retrieval metrics of ``model``: test split as queries against the train split.
+                       batch_size: int = 1024, queries: str = "test",
+                       eval_batch_norm: str = "moving") -> dict[str, float]:
+    """Retrieval metrics of ``model``: a query split against the train split.
 
     Args:
         model: the trained model (any weights currently loaded in it).
         method: its method (names the codes output).
         data: a :class:`common.training.data.SplitData`.
         hamming, ties, top_k, radius: see :func:`common.metrics.retrieval_metrics`.
+        queries: "test" (the reported figures) or "validation" (what selects a state).
+        eval_batch_norm: "moving" (inference mode) or "batch" (see EVAL_BATCH_NORMS).
 
     Returns:
         {"map", "precision_at_k", "precision_within_radius", "recall_within_radius"}.
     """
-    queries = compute_codes(model, method, data.test_images, batch_size)
-    database = compute_codes(model, method, data.train_images, batch_size)
-    if not (np.all(np.isfinite(queries)) and np.all(np.isfinite(database))):
+    query_images, query_labels = data.queries(queries)
+    query_codes = compute_codes(model, method, query_images, batch_size, eval_batch_norm)
+    database = compute_codes(model, method, data.train_images, batch_size, eval_batch_norm)
+    if not (np.all(np.isfinite(query_codes)) and np.all(np.isfinite(database))):
         raise FloatingPointError("the model produced non-finite codes")
-    return retrieval_metrics(queries, data.test_labels, database, data.train_labels,
+    return retrieval_metrics(query_codes, query_labels, database, data.train_labels,
                              top_k=top_k, radius=radius, hamming=hamming, ties=ties)

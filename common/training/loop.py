@@ -58,7 +58,7 @@ from common.training.distribution import (DISTRIBUTIONS, DistributionError, dist
                                           distributed_steps, is_chief, make_strategy,
                                           replica_loss_scale, replica_values, strategy_tf_config,
                                           synchronize_batch_norm)
-from common.training.evaluate import evaluate_retrieval
+from common.training.evaluate import EVAL_BATCH_NORMS, evaluate_retrieval
 from common.training.progress import EpochProgress
 from common.training.sparse_gradients import (BEFORE_THE_OPTION, ORIGINAL_SPARSE_ADAM,
                                               SPARSE_ADAM_MODES, gradients_for_adam)
@@ -67,7 +67,9 @@ RUN_CONFIG = "run_config.json"
 METRICS = "metrics.json"
 TENSORBOARD = "tensorboard"
 REPORTED_SLOTS = ("last", "best_loss", "best_map")
-TRAIN_SETTINGS_BEFORE_THEY_EXISTED = {"sparse_adam": BEFORE_THE_OPTION}
+TRAIN_SETTINGS_BEFORE_THEY_EXISTED = {"sparse_adam": BEFORE_THE_OPTION, "eval_batch_norm": "moving"}
+# What a state's cached figures were computed with when they did not say (older runs).
+EVAL_SETTINGS_BEFORE_THEY_EXISTED = {"eval_batch_norm": "moving", "queries": "test"}
 
 
 @dataclass(kw_only=True)
@@ -87,6 +89,9 @@ class TrainConfig:
         seed: seeds weights initialisation and shuffles.
         eval_every: evaluate retrieval every this many epochs (0 = only at the end).
         hamming, ties, top_k, radius: evaluation protocol (common.metrics).
+        eval_batch_norm: how codes are computed: "moving" (inference mode) or "batch"
+            (each batch's own statistics, the original DDAH's evaluation;
+            common.training.evaluate.EVAL_BATCH_NORMS).
         mixed_precision: mixed_float16 on GPU (with loss scaling), mixed_bfloat16 on CPU.
         jit_compile: XLA-compile the training step.
         deterministic: deterministic TensorFlow ops (bit-exact reruns and resumes).
@@ -114,6 +119,7 @@ class TrainConfig:
     ties: str = "index"
     top_k: int = 50
     radius: int = 2
+    eval_batch_norm: str = "moving"
     mixed_precision: bool = False
     jit_compile: bool = False
     deterministic: bool = False
@@ -145,6 +151,8 @@ class TrainConfig:
             (self.ties in TIE_MODES, f"ties must be one of {TIE_MODES}, got {self.ties!r}"),
             (self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}"),
             (self.radius >= 0, f"radius must be >= 0, got {self.radius}"),
+            (self.eval_batch_norm in EVAL_BATCH_NORMS,
+             f"eval_batch_norm must be one of {EVAL_BATCH_NORMS}, got {self.eval_batch_norm!r}"),
             (self.log_every_steps >= 0,
              f"log_every_steps must be >= 0, got {self.log_every_steps}"),
             (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
@@ -158,7 +166,7 @@ class TrainConfig:
 
     def eval_settings(self) -> dict[str, Any]:
         return {"hamming": self.hamming, "ties": self.ties, "top_k": self.top_k,
-                "radius": self.radius}
+                "radius": self.radius, "eval_batch_norm": self.eval_batch_norm}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -425,7 +433,7 @@ def _make_steps(model, method: HashingMethod, optimizer, jit_compile: bool,
     names: list[str] = []
 
     def forward(images, labels, training, distributed=False):
-        outputs = method.named_outputs(model(images, training=training))
+        outputs = method.named_outputs(method.call_model(model, images, training))
         terms = method.loss_terms(model, outputs, labels)
         names[:] = list(terms)  # at trace time: the order of the parts in the result
         parts = [tf.cast(v, tf.float32) for v in terms.values()]
@@ -695,12 +703,23 @@ class _Trainer:
             for variable, value in zip(self.model.variables, live):
                 variable.assign(value)
 
-    def metrics_of(self, slot: str, current_epoch: int) -> dict[str, Any]:
-        """Retrieval metrics of a slot's state, computed once per state and protocol."""
+    @property
+    def selection_split(self) -> str:
+        """The query split that selects ``best_map``: validation when the data has one,
+        else the test split (the original's way, which flatters every method)."""
+        return "validation" if self.data.has_validation else "test"
+
+    def metrics_of(self, slot: str, current_epoch: int,
+                   queries: str | None = None) -> dict[str, Any]:
+        """Retrieval metrics of a slot's state, computed once per state, query split and
+        protocol (``queries``: default the selection split)."""
+        queries = queries or self.selection_split
+        key = "metrics" if queries == self.selection_split else f"{queries}_metrics"
         record = self.store.info(slot)
-        settings = self.config.eval_settings()
-        cached = record.get("metrics")
-        if cached and all(cached.get(k) == v for k, v in settings.items()):
+        settings = {**self.config.eval_settings(), "queries": queries}
+        cached = record.get(key)
+        if cached and all({**EVAL_SETTINGS_BEFORE_THEY_EXISTED, **cached}.get(k) == v
+                          for k, v in settings.items()):
             return cached
         start = time.perf_counter()
         with self.weights_of(slot):
@@ -709,9 +728,10 @@ class _Trainer:
         metrics = dict(figures, **settings, evaluated_at_epoch=current_epoch,
                        seconds=round(time.perf_counter() - start, 3))
         crash_point("eval:computed")
-        self.store.annotate_state(record["dir"], metrics=metrics)
+        self.store.annotate_state(record["dir"], **{key: metrics})
         crash_point("eval:annotated")
-        self.say(f"retrieval of {slot} (epoch {record['epoch']}): mAP {figures['map']:.4f}, "
+        split = "" if queries == "test" and not self.data.has_validation else f"{queries} "
+        self.say(f"retrieval of {slot} (epoch {record['epoch']}): {split}mAP {figures['map']:.4f}, "
                  f"precision@{self.config.top_k} {figures['precision_at_k']:.4f}, "
                  f"precision/recall within radius {self.config.radius} "
                  f"{figures['precision_within_radius']:.4f} / "
@@ -837,6 +857,9 @@ class _Trainer:
             metrics = self.consider_for_best_map(slot, final_epoch)
             self.summary_scalars(final_epoch, {f"retrieval_{slot}/{k}": metrics[k]
                                                for k in METRIC_KEYS})
+        if self.data.has_validation:  # the chosen states, scored once on the test split
+            for slot in REPORTED_SLOTS:
+                self.metrics_of(slot, final_epoch, queries="test")
         report = self.report(train_seconds, train_images, session_seconds, session_images,
                              time.perf_counter() - wall_start)
         crash_point("train:report")
@@ -869,18 +892,28 @@ class _Trainer:
                session_images: int, wall_seconds: float) -> dict[str, Any]:
         """The content of ``metrics.json``."""
         entries = {}
+        validation = self.data.has_validation
         for slot in REPORTED_SLOTS:
             record = self.store.info(slot)
-            metrics = record["metrics"]
+            metrics = record["test_metrics" if validation else "metrics"]
             entries[slot] = {"epoch": record["epoch"], "loss": record["loss"],
                              "test_accuracy": record.get("test_accuracy"),
                              **{k: metrics[k] for k in METRIC_KEYS},
                              **self.config.eval_settings()}
+            if validation:
+                entries[slot]["validation"] = {k: record["metrics"][k] for k in METRIC_KEYS}
+        protocol = {"queries": "test split", "database": "train split",
+                    "relevant": "same label", **self.config.eval_settings()}
+        if validation:
+            protocol.update(database="train split without the validation rows",
+                            selection="validation split", validation=self.data.description.get(
+                                "validation"))
+        else:
+            protocol["selection"] = "test split (no validation split)"
         return {
             **entries,
             "epochs_completed": int(self.epoch.numpy()),
-            "protocol": {"queries": "test split", "database": "train split",
-                         "relevant": "same label", **self.config.eval_settings()},
+            "protocol": protocol,
             "method": self.method.config(),
             "dataset": self.data.description.get("dataset"),
             "num_classes": int(self.data.num_classes),
@@ -931,6 +964,8 @@ def train(method: HashingMethod, data: SplitData, config: TrainConfig) -> dict[s
         last = read_index(config.model_dir)["slots"].get("last")
         if last is not None:
             old = read_run_config_for_resume(path, config.model_dir)
+            if isinstance(old.get("method"), dict):  # settings the run predates: their value then
+                old["method"] = type(method).complete_config(old["method"])
             check_resumable(old, run_config, config.model_dir)
             record_setting_changes(old, run_config, int(last["epoch"]))
             if old.get("created"):
