@@ -51,6 +51,10 @@ MIN_MAX_EPSILON = flags.DEFINE_float(
 LR_HALVE_EVERY = flags.DEFINE_integer(
     "lr_halve_every", 100, "Halve the learning rate every N epochs (DDAH's: 100).",
     lower_bound=1)
+PASSES = flags.DEFINE_enum(
+    "passes", "1", ["1", "2"],
+    "1: DAGH as its abstract describes it (one pass, one Adam); 2: trained as DDAH is, on the "
+    "attended and on the raw image with two Adams and DDAH's hinge (dagh_tf/README.md).")
 flags.register_validator("width_multiplier", lambda v: v > 0,
                          message="--width_multiplier must be > 0")
 flags.register_validator("scale", lambda v: v is None or v > 0,
@@ -75,7 +79,8 @@ def make_method():
                 identity_head=IDENTITY_HEAD.value, scale=SCALE.value, margin=MARGIN.value,
                 backward=BACKWARD.value, quantization_weight=QUANTIZATION_WEIGHT.value,
                 weight_decay=WEIGHT_DECAY.value, gate_kernel=GATE_KERNEL.value,
-                min_max_epsilon=MIN_MAX_EPSILON.value, lr_halve_every=LR_HALVE_EVERY.value)
+                min_max_epsilon=MIN_MAX_EPSILON.value, lr_halve_every=LR_HALVE_EVERY.value,
+                passes=int(PASSES.value))
 
 
 main = cli.training_main(make_method)

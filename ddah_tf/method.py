@@ -9,7 +9,8 @@ import keras
 
 from common.method import HashingMethod, OptimizerGroup, check_settings
 from ddah_tf import losses, schedule
-from ddah_tf.model import OUTPUT_NAMES, attended_pass_model, build_ddah
+from ddah_tf.model import (BATCH_NORM_STATISTICS, OUTPUT_NAMES, attended_pass_model, build_ddah,
+                           two_pass_outputs)
 from ddah_tf.variable_groups import attention_variables, trunk_variables
 
 # The loss parts, in the order the loop logs them: pass a (attended), then pass b (raw).
@@ -39,7 +40,14 @@ class DDAH(HashingMethod):
     base * 0.5 ** (epoch // lr_halve_every) (:meth:`learning_rate`).
 
     Evaluation and export use pass a only (:meth:`inference_model`): codes are
-    sign(relaxed_codes of the attended image).
+    sign(relaxed_codes of the attended image), in inference mode, with the trunk's moving
+    batch-norm statistics. Those come from pass a alone (``batch_norm_statistics=
+    "attended"``): pass b normalises with its own batch's statistics but leaves the
+    moving ones alone, so they describe the attended images that inference sees. With
+    "both_passes" (how this port trained before 2026-12-06) both passes update them and
+    they blend the attended and the raw images' distributions, which no image has. The
+    original never switches to inference mode: it codes with each batch's own statistics
+    (``--eval_batch_norm batch`` evaluates that way).
 
     Args:
         num_bits: code length (original 48).
@@ -53,18 +61,23 @@ class DDAH(HashingMethod):
             model).
         min_max_epsilon: epsilon of the three min-max normalisations (original 0).
         lr_halve_every: the schedule's period in epochs (original 100).
+        batch_norm_statistics: which passes update the trunk's moving batch-norm
+            statistics: "attended" (pass a only, the default) or "both_passes".
     """
 
     name = "ddah"
     output_names = OUTPUT_NAMES
+    settings_added_later = {"batch_norm_statistics": "both_passes"}
 
     def __init__(self, num_bits: int = schedule.HASH_BITS, width_multiplier: float = 1.0,
                  quantization_weight: float = losses.QUANTIZATION_WEIGHT,
                  margin: float = losses.MARGIN, weight_decay: float = losses.WEIGHT_DECAY,
                  include_skip_batchnorms: bool = False, unused_bn3: bool = False,
                  min_max_epsilon: float = 0.0,
-                 lr_halve_every: int = schedule.HALVE_EVERY_EPOCHS):
+                 lr_halve_every: int = schedule.HALVE_EVERY_EPOCHS,
+                 batch_norm_statistics: str = "attended"):
         self.num_bits, self.width_multiplier = num_bits, width_multiplier
+        self.batch_norm_statistics = batch_norm_statistics
         self.quantization_weight, self.margin = quantization_weight, margin
         self.weight_decay = weight_decay
         self.include_skip_batchnorms, self.unused_bn3 = include_skip_batchnorms, unused_bn3
@@ -83,11 +96,21 @@ class DDAH(HashingMethod):
              f"min_max_epsilon must be >= 0, got {min_max_epsilon}"),
             (isinstance(lr_halve_every, int) and lr_halve_every >= 1,
              f"lr_halve_every must be an integer >= 1, got {lr_halve_every}"),
+            (batch_norm_statistics in BATCH_NORM_STATISTICS,
+             f"batch_norm_statistics must be one of {BATCH_NORM_STATISTICS}, got "
+             f"{batch_norm_statistics!r}"),
         ])
 
     def build_model(self, num_classes: int) -> keras.Model:
         return build_ddah(num_classes, self.num_bits, self.width_multiplier,
                           unused_bn3=self.unused_bn3, min_max_epsilon=self.min_max_epsilon)
+
+    def call_model(self, model, images, training):
+        """The model's four outputs; in training, pass b leaves the moving statistics to
+        pass a unless ``batch_norm_statistics="both_passes"``."""
+        if training and self.batch_norm_statistics == "attended":
+            return two_pass_outputs(model, images)
+        return model(images, training=training)
 
     def loss_terms(self, model, outputs, labels):
         del model
@@ -140,4 +163,5 @@ class DDAH(HashingMethod):
                 "weight_decay": self.weight_decay,
                 "include_skip_batchnorms": self.include_skip_batchnorms,
                 "unused_bn3": self.unused_bn3, "min_max_epsilon": self.min_max_epsilon,
-                "lr_halve_every": self.lr_halve_every}
+                "lr_halve_every": self.lr_halve_every,
+                "batch_norm_statistics": self.batch_norm_statistics}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import keras
 
+from common.batch_norm import frozen_moving_statistics
 from ddah_tf.layers import ChannelsFirstFlatten, DDAHChannelAttention, DDAHSpatialAttention
 from ddah_tf.torch_defaults import batch_norm, xavier_normal
 
@@ -20,6 +21,8 @@ OUTPUT_NAMES = ("logits", "relaxed_codes", "raw_logits", "raw_relaxed_codes")
 INPUT_SHAPE = (32, 32, 3)     # the original's too: utils.py reshapes every row to (3, 32, 32)
 ATTENTION_LAYER = "spatial_attention"
 TRUNK_LAYER = "trunk"
+# Which passes update the trunk's moving batch-norm statistics in training.
+BATCH_NORM_STATISTICS = ("attended", "both_passes")
 
 # Original widths (width_multiplier 1).
 ATTENTION_FILTERS = 32
@@ -160,3 +163,20 @@ def attended_pass_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, [model.get_layer(OUTPUT_NAMES[0]).output,
                                       model.get_layer(OUTPUT_NAMES[1]).output],
                        name=f"{model.name}_attended_pass")
+
+
+def two_pass_outputs(model: keras.Model, images):
+    """``model(images, training=True)`` of a two-pass model (DDAH's layout: the
+    ``spatial_attention`` layer, then one ``trunk`` on the attended and on the raw image),
+    with pass b's batch-norm layers leaving the moving statistics to pass a.
+
+    Same outputs, same order (logits_a, hash_a, logits_b, hash_b), float32: both passes
+    still normalise with their own batch's statistics, as in training; only the moving
+    averages, which inference uses, see the attended images alone.
+    """
+    trunk = model.get_layer(TRUNK_LAYER)
+    attended = model.get_layer(ATTENTION_LAYER)(images, training=True)
+    logits_a, hash_a = trunk(attended, training=True)
+    with frozen_moving_statistics(trunk):
+        logits_b, hash_b = trunk(images, training=True)
+    return [keras.ops.cast(t, "float32") for t in (logits_a, hash_a, logits_b, hash_b)]

@@ -38,6 +38,11 @@ MIN_MAX_EPSILON = flags.DEFINE_float(
 LR_HALVE_EVERY = flags.DEFINE_integer(
     "lr_halve_every", 100, "Halve both learning rates every N epochs (the original: 100).",
     lower_bound=1)
+BATCH_NORM_STATISTICS = flags.DEFINE_enum(
+    "batch_norm_statistics", "attended", ["attended", "both_passes"],
+    "Which passes update the trunk's moving batch-norm statistics, which inference (codes, "
+    "export) uses: attended (pass a alone: the images inference sees) or both_passes (the "
+    "attended and the raw pass blended, as this port did before 2026-12-06).")
 flags.register_validator("width_multiplier", lambda v: v > 0,
                          message="--width_multiplier must be > 0")
 exits.bound_flag("num_bits", exits.MAX_BITS, exits.WHY_BITS)
@@ -57,7 +62,8 @@ def make_method():
                 weight_decay=WEIGHT_DECAY.value,
                 include_skip_batchnorms=INCLUDE_SKIP_BATCHNORMS.value,
                 unused_bn3=UNUSED_BN3.value, min_max_epsilon=MIN_MAX_EPSILON.value,
-                lr_halve_every=LR_HALVE_EVERY.value)
+                lr_halve_every=LR_HALVE_EVERY.value,
+                batch_norm_statistics=BATCH_NORM_STATISTICS.value)
 
 
 main = cli.training_main(make_method)

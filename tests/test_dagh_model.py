@@ -294,7 +294,7 @@ def test_method_config_round_trip():
         "method": "dagh", "num_bits": 48, "width_multiplier": 1.0, "attention": "cascade",
         "hash_layer": "discrete", "identity_head": "discrete", "scale": 16.0, "margin": 0.2,
         "backward": "identity", "quantization_weight": 0.001, "weight_decay": 1e-4,
-        "gate_kernel": 3, "min_max_epsilon": 0.0, "lr_halve_every": 100}
+        "gate_kernel": 3, "min_max_epsilon": 0.0, "lr_halve_every": 100, "passes": 1}
     with pytest.raises(ValueError, match="not 'dagh'"):
         DAGH.from_config({**config, "method": "ddah"})
 

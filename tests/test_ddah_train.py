@@ -32,9 +32,12 @@ def tiny_data(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------- the step
-def _step_against_reference(data, model_dir, eager: bool, adam_epsilon: float):
+def _step_against_reference(data, model_dir, eager: bool, adam_epsilon: float,
+                            statistics: str = "both_passes"):
     """One loop step and the reference (ddah_gradients, then a trunk Adam and an attention
-    Adam applied in that order) from the same state and batch."""
+    Adam applied in that order) from the same state and batch. The reference's forward is
+    the original's (both passes update the moving batch-norm statistics), hence the
+    default ``statistics``."""
     import keras
     import tensorflow as tf
 
@@ -45,7 +48,8 @@ def _step_against_reference(data, model_dir, eager: bool, adam_epsilon: float):
     keras.utils.set_random_seed(0)
     config = TrainConfig(epochs=1, model_dir=str(model_dir), batch_size=12,
                          adam_epsilon=adam_epsilon)
-    trainer = _Trainer(DDAH(num_bits=12, width_multiplier=WIDTH), data, config)
+    trainer = _Trainer(DDAH(num_bits=12, width_multiplier=WIDTH,
+                            batch_norm_statistics=statistics), data, config)
     model = trainer.model
     assert [g.name for g in trainer.groups] == ["trunk", "attention"]
     assert [len(o.variables) for o in trainer.optimizers] == [
@@ -108,6 +112,24 @@ def test_one_step_is_the_originals_two_optimiser_step(tiny_data, tmp_path):
             assert np.all(value == (1.0 if variable.name == "gamma" else 0.0)), variable.path
     for optimizer in got["loop_optimizers"]:
         assert optimizer[0] == 1  # iterations: each optimiser stepped once
+
+
+def test_the_default_step_differs_from_the_original_in_the_trunks_statistics_only(tiny_data,
+                                                                                   tmp_path):
+    """With the moving statistics left to pass a (the default), one step moves every
+    weight and optimiser state exactly as the original's; only the trunk's moving
+    statistics differ (tests/test_batch_norm_statistics.py: they are pass a's alone)."""
+    got = _step_against_reference(tiny_data, tmp_path / "eager", eager=True, adam_epsilon=1e-8,
+                                  statistics="attended")
+    differ = {v.path for v, loop, expected in zip(got["variables"], got["loop"], got["expected"])
+              if not np.array_equal(loop, expected)}
+    trunk_statistics = {v.path for v in got["variables"]
+                        if v.name in ("moving_mean", "moving_variance")
+                        and not v.path.startswith("spatial_attention")}
+    assert differ == trunk_statistics
+    for loop, expected in zip(got["loop_optimizers"], got["expected_optimizers"]):
+        for a, b in zip(loop, expected):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_compiled_step_matches_the_reference(tiny_data, tmp_path):
@@ -364,7 +386,7 @@ def test_train_command_line(tmp_path):
                                  "quantization_weight": 1e-3, "margin": 0.1,
                                  "weight_decay": 0.0, "include_skip_batchnorms": True,
                                  "unused_bn3": False, "min_max_epsilon": 0.0,
-                                 "lr_halve_every": 1}
+                                 "lr_halve_every": 1, "batch_norm_statistics": "attended"}
     assert metrics["epochs_completed"] == 2 and metrics["num_classes"] == 4
     assert [h["learning_rate"] for h in read_history(str(model_dir))] == [1e-3, 5e-4]
     attention = load_run(DDAH, str(model_dir), "last").model.get_layer("spatial_attention")
