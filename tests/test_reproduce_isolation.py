@@ -80,10 +80,11 @@ def table(tmp_path_factory):
 def test_every_deep_cell_runs_in_a_process_of_its_own(table):
     _, cells, started = table
     assert started == ["dcbh 8 bits", "ddh 8 bits"]  # the baseline stays in the harness
-    for (method, bits), cell in cells.items():
+    for (method, bits, seed), cell in cells.items():
         argv = cell["command"]["argv"]
         assert argv[:3] == [sys.executable, "-m", "common.reproduce.run_cell"]
-        assert {f"--method={method}", f"--bits={bits}", "--deterministic"} <= set(argv)
+        assert {f"--method={method}", f"--bits={bits}", f"--seed={seed}",
+                "--deterministic"} <= set(argv)
         assert cell["command"]["shell"].split()[:3] == argv[:3]
 
 
@@ -92,20 +93,20 @@ def test_a_cell_run_alone_gives_the_codes_it_gave_after_other_cells(table):
     train through the same losses to the same codes (DDH: its codes are not all equal)."""
     root, cells, _ = table
     alone = root / "alone_ddh"
-    _run_alone(cells["ddh", 8]["command"], alone)
+    _run_alone(cells["ddh", 8, 0]["command"], alone)
     ours, theirs = _codes(root / "table", "ddh", 8), _codes(alone, "ddh", 8)
     assert len(np.unique(ours["db_codes"], axis=0)) > 1
     for key in ours.files:
         np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
     assert _losses(root / "table", "ddh", 8) == _losses(alone, "ddh", 8)
     with open(os.path.join(cell_dir(str(alone), "ddh", 8), CELL_FILE)) as f:
-        assert json.load(f)["figures"] == cells["ddh", 8]["figures"]
+        assert json.load(f)["figures"] == cells["ddh", 8, 0]["figures"]
 
 
 def test_a_baseline_cells_recorded_command_reproduces_it(table):
     root, cells, _ = table
     alone = root / "alone_lsh"
-    _run_alone(cells["lsh", 8]["command"], alone)
+    _run_alone(cells["lsh", 8, 0]["command"], alone)
     ours, theirs = _codes(root / "table", "lsh", 8), _codes(alone, "lsh", 8)
     for key in ours.files:
         np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
@@ -160,7 +161,7 @@ def test_an_interrupted_cell_continues_from_its_last_epoch_on_the_next_call(tabl
     ours, theirs = _codes(tmp_path / "out", "ddh", 8), _codes(root / "table", "ddh", 8)
     for key in ours.files:
         np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
-    assert again["ddh", 8]["figures"] == cells["ddh", 8]["figures"]
+    assert again["ddh", 8, 0]["figures"] == cells["ddh", 8, 0]["figures"]
 
 
 def test_a_child_killed_by_a_signal_is_reported_as_such():
@@ -210,8 +211,10 @@ def test_cell_command_names_the_data_folders_and_every_setting(tmp_path):
     argv = isolation.cell_argv(config, "ddch", 24, description, python="python")
     assert argv[:5] == ["python", "-m", "common.reproduce.run_cell",
                         f"--out={tmp_path / 'out'}", "--method=ddch"]
-    assert {"--bits=24", "--dataset=folder", "--train_dir=/d/train", "--test_dir=/d/test",
-            "--noshuffle", "--nodeterministic", "--width_multiplier=0.0625"} <= set(argv)
-    assert len(argv) == 6 + 3 + len(isolation.CONFIG_FLAGS)
+    assert {"--bits=24", "--seed=0", "--dataset=folder", "--train_dir=/d/train",
+            "--test_dir=/d/test", "--noshuffle", "--nodeterministic",
+            "--width_multiplier=0.0625", "--validation_fraction=0.1",
+            "--validation_seed=0"} <= set(argv)
+    assert len(argv) == 7 + 3 + len(isolation.CONFIG_FLAGS)
     with pytest.raises(ValueError, match="description must name"):
         isolation.cell_argv(config, "ddch", 24, {"dataset": "folder"})

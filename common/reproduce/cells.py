@@ -1,6 +1,7 @@
 """One cell of the table: a method at a bit length, trained (or fitted), coded, evaluated.
 
-A cell lives in ``OUT/cells/<method>_<bits>/``: ``run/`` (the training run folder of a
+A cell lives in ``OUT/cells/<row>_<bits>/`` (``<row>_<bits>_s<seed>/`` for seeds other
+than 0; a row is a method, or ``method@width``): ``run/`` (the training run folder of a
 deep method, resumable), ``codes.npz`` (query and database codes with labels) and,
 written last and atomically, ``cell.json`` (figures, curves, settings, time, and the
 command that re-runs the cell alone). A cell with a ``cell.json`` for the same settings
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from common.metrics import retrieval_metrics
+from common.metrics import METRIC_KEYS, retrieval_metrics
 from common.reproduce import methods as registry
 from common.reproduce.curves import precision_at_k_curve, radius_curve
 from common.training.checkpoints import write_json_atomic
@@ -31,21 +32,22 @@ CODES_FILE = "codes.npz"
 HAMMINGS = ("exact", "legacy")
 
 
-# Settings added after cells were first written, with the value those cells were made with.
-# Settings added later, with the value a cell made before them had.
-LATER_SETTINGS = {"deterministic": False, "sparse_adam": "keras"}
+# Settings added after cells were first written, with the value a cell made before them had.
+LATER_SETTINGS = {"deterministic": False, "sparse_adam": "keras", "validation_fraction": 0.0,
+                  "validation_seed": 0}
 
 
 class CellSettingsError(ValueError):
     """A finished cell in the output folder was made with other settings."""
 
 
-def cell_dir(out: str, method: str, bits: int) -> str:
-    return os.path.join(out, "cells", f"{method}_{bits}")
+def cell_dir(out: str, method: str, bits: int, seed: int = 0) -> str:
+    """The cell's folder: ``cells/<row>_<bits>``, with ``_s<seed>`` for seeds other than 0."""
+    return os.path.join(out, "cells", f"{method}_{bits}" + (f"_s{seed}" if seed else ""))
 
 
-def read_cell(out: str, method: str, bits: int) -> dict[str, Any] | None:
-    path = os.path.join(cell_dir(out, method, bits), CELL_FILE)
+def read_cell(out: str, method: str, bits: int, seed: int = 0) -> dict[str, Any] | None:
+    path = os.path.join(cell_dir(out, method, bits, seed), CELL_FILE)
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as f:
@@ -56,22 +58,27 @@ def finished_cell(out: str, method: str, bits: int,
                   settings: dict[str, Any]) -> dict[str, Any] | None:
     """The cell's ``cell.json`` if it is done with these settings, None if not done.
 
+    ``settings`` are the cell's own (its seed and its row's width included).
+
     Raises:
         CellSettingsError: it is done, with other settings.
     """
-    done = read_cell(out, method, bits)
+    seed = settings.get("seed", 0)
+    done = read_cell(out, method, bits, seed)
     if done is None:
         return None
     made_with = {**LATER_SETTINGS, **done["settings"]}
+    settings = {**LATER_SETTINGS, **settings}
     if made_with != settings:
         changed = sorted(k for k in {*settings, *made_with} if made_with.get(k) != settings.get(k))
         raise CellSettingsError(
-            f"{cell_dir(out, method, bits)} was made with other settings ({', '.join(changed)}"
-            "); use a new --out, or the same settings to resume")
+            f"{cell_dir(out, method, bits, seed)} was made with other settings "
+            f"({', '.join(changed)}); use a new --out, or the same settings to resume")
     return done
 
 
 def _deep_codes(method_name: str, bits: int, data, settings: dict[str, Any], folder: str):
+    from common.model_size import model_size
     from common.saved_run import load_run
     from common.training.evaluate import compute_codes
     from common.training.loop import TrainConfig, train
@@ -86,9 +93,12 @@ def _deep_codes(method_name: str, bits: int, data, settings: dict[str, Any], fol
     run = load_run(type(method), config.model_dir, settings["checkpoint"])
     queries = compute_codes(run.model, run.method, data.test_images)
     database = compute_codes(run.model, run.method, data.train_images)
-    return queries, database, {"checkpoint": settings["checkpoint"],
-                               "state_epoch": run.record.get("epoch"),
-                               "method_config": run.method.config()}
+    validation = (run.record.get("metrics") or {}) if data.has_validation else {}
+    return queries, database, {
+        "checkpoint": settings["checkpoint"], "state_epoch": run.record.get("epoch"),
+        "method_config": run.method.config(), "size": model_size(run.method, run.model),
+        "selected_on": "validation" if data.has_validation else "test",
+        "validation_figures": {k: validation[k] for k in METRIC_KEYS if k in validation}}
 
 
 def _baseline_codes(method_name: str, bits: int, data, settings: dict[str, Any]):
@@ -97,7 +107,17 @@ def _baseline_codes(method_name: str, bits: int, data, settings: dict[str, Any])
     queries = model.project(data.test_images.reshape(len(data.test_images), -1))
     database = model.project(data.train_images.reshape(len(data.train_images), -1))
     return queries.astype(np.float32), database.astype(np.float32), {
-        "method_config": {"method": method_name, "num_bits": bits, "seed": settings["seed"]}}
+        "method_config": {"method": method_name, "num_bits": bits, "seed": settings["seed"]},
+        "size": _baseline_size(model, data.train_images[0].size)}
+
+
+def _baseline_size(model, dims: int) -> dict[str, int]:
+    """A baseline's fitted parameters (mean, projection, ITQ's rotation) and the
+    multiply-adds of coding one image (its projection: dims x bits, then bits x bits)."""
+    bits = model.num_bits
+    rotation = bits * bits if getattr(model, "rotation", None) is not None else 0
+    return {"trainable_weights": dims + dims * bits + rotation,
+            "multiply_adds": dims * bits + rotation}
 
 
 def run_cell(out: str, method: str, bits: int, data, settings: dict[str, Any],
@@ -111,7 +131,7 @@ def run_cell(out: str, method: str, bits: int, data, settings: dict[str, Any],
     if done is not None:
         logging.info("%s %d bits: done earlier, skipped", method, bits)
         return done
-    folder = cell_dir(out, method, bits)
+    folder = cell_dir(out, method, bits, settings.get("seed", 0))
     os.makedirs(folder, exist_ok=True)
     start = time.perf_counter()
     logging.info("%s %d bits: %s", method, bits,

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from common.reproduce.curves import ranking
-from common.reproduce.methods import DISPLAY_NAMES
+from common.reproduce.methods import display_name
 
 PR_FIGURE = "precision_recall_radius.png"
 PK_FIGURE = "precision_at_k.png"
@@ -39,7 +39,7 @@ def _curve_figure(plt, cells, methods, bits, path: str, curve: str, x: str, y: s
             cell = cells.get((m, b))
             if cell is not None:
                 points = cell["curves"][curve]
-                ax.plot(points[x], points[y], marker=".", label=DISPLAY_NAMES.get(m, m))
+                ax.plot(points[x], points[y], marker=".", label=display_name(m))
         ax.set(title=f"{b} bits", **axis)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(ylabel)
@@ -118,9 +118,10 @@ def write_figures(out: str, cells, methods, bits, data) -> list[str]:
     names = [PR_FIGURE, PK_FIGURE]
     best = max(cells.values(), key=lambda c: (c["bits"], c["figures"]["exact"]["map"]))
     from common.reproduce.cells import CODES_FILE, cell_dir
-    codes = np.load(os.path.join(cell_dir(out, best["method"], best["bits"]), CODES_FILE))
+    codes = np.load(os.path.join(cell_dir(out, best["method"], best["bits"],
+                                          best["settings"].get("seed", 0)), CODES_FILE))
     retrieval_grid_figure(
-        plt, codes, data, f"{DISPLAY_NAMES.get(best['method'], best['method'])}, "
+        plt, codes, data, f"{display_name(best['method'])}, "
         f"{best['bits']} bits (mAP {best['figures']['exact']['map']:.3f}): queries and their "
         "top 10; red = another identity", os.path.join(out, GRID_FIGURE))
     names.append(GRID_FIGURE)

@@ -16,10 +16,12 @@ from common.reproduce.cells import finished_cell, run_cell
 from common.reproduce.figures import write_figures
 from common.reproduce.report import results_csv, results_markdown
 from common.training.checkpoints import run_lock
+from common.training.data import hold_out_validation
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
 DEFAULT_EPOCHS = 100
+DEFAULT_VALIDATION_FRACTION = 0.1  # DDH's protocol: 10% of the training set for validation
 ORIGINAL_EPOCHS = 2000
 
 
@@ -30,6 +32,14 @@ class ReproduceConfig:
     ``deterministic`` switches TensorFlow's op determinism on in every deep cell's
     process (bit-identical re-runs on the same machine and software). ``sparse_adam``
     is the deep cells' Adam on the centers' repeated rows (common.training.sparse_gradients).
+
+    ``methods`` are the table's rows: a method name, or ``method@width`` for a row at its
+    own width (common.reproduce.methods.parse_row). Every row x bit length runs once per
+    seed of ``seeds`` (``seed`` alone when ``seeds`` is empty). ``validation_fraction``
+    holds out that share of each identity's train images (seeded by ``validation_seed``,
+    the same rows for every seed); the tabulated state is then chosen on them, and the
+    test split is scored once, on that state. 0: the state is chosen on the test split
+    (the original code's way), which the table then says.
     """
 
     out: str
@@ -39,6 +49,9 @@ class ReproduceConfig:
     batch_size: int = 256
     shuffle: bool = True
     seed: int = 0
+    seeds: list[int] = field(default_factory=list)
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    validation_seed: int = 0
     eval_every: int = 10
     width_multiplier: float = 1.0
     checkpoint: str = "best_map"
@@ -53,6 +66,14 @@ class ReproduceConfig:
         if not self.bits or any(b < 1 for b in self.bits):
             raise ValueError(f"bits must be positive, got {self.bits}")
         self.bits = sorted(set(int(b) for b in self.bits))
+        self.seeds = sorted(set(int(s) for s in self.seeds)) or [int(self.seed)]
+        if any(s < 0 for s in self.seeds):
+            raise ValueError(f"seeds must be >= 0, got {self.seeds}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got "
+                             f"{self.validation_fraction}")
+        if self.validation_seed < 0:
+            raise ValueError(f"validation_seed must be >= 0, got {self.validation_seed}")
         for name, value, low in (("epochs", self.epochs, 1), ("batch_size", self.batch_size, 1),
                                  ("eval_every", self.eval_every, 0), ("top_k", self.top_k, 1),
                                  ("radius", self.radius, 0), ("seed", self.seed, 0)):
@@ -69,9 +90,16 @@ class ReproduceConfig:
             raise ValueError(f"ties must be index or expected, got {self.ties!r}")
 
 
-def cell_settings(config: ReproduceConfig, data) -> dict[str, Any]:
-    """Everything that decides a cell's result (a finished cell must match it to be reused)."""
-    settings = {k: v for k, v in asdict(config).items() if k not in ("out", "methods", "bits")}
+def cell_settings(config: ReproduceConfig, data, row: str | None = None,
+                  seed: int | None = None) -> dict[str, Any]:
+    """Everything that decides a cell's result (a finished cell must match it to be reused):
+    the table's settings with the cell's own seed and its row's width (``row`` and
+    ``seed``: default, the table's settings, with its first seed)."""
+    settings = {k: v for k, v in asdict(config).items()
+                if k not in ("out", "methods", "bits", "seeds")}
+    settings["seed"] = int(config.seeds[0] if seed is None else seed)
+    if row is not None:
+        settings["width_multiplier"] = registry.row_width(row, config.width_multiplier)
     settings.update(dataset=data.description.get("dataset"),
                     train_images=int(len(data.train_labels)),
                     test_images=int(len(data.test_labels)), num_classes=int(data.num_classes),
@@ -106,7 +134,7 @@ def environment() -> dict[str, Any]:
 
 
 def run_isolated_cell(config: ReproduceConfig, method: str, bits: int, data,
-                      settings: dict[str, Any]) -> dict[str, Any]:
+                      settings: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     """One cell, so that no other cell's state can reach it; returns its cell.json.
 
     A finished cell is reused; a deep one runs in a fresh process (its recorded
@@ -116,7 +144,7 @@ def run_isolated_cell(config: ReproduceConfig, method: str, bits: int, data,
     """
     try:
         command = isolation.command_record(
-            isolation.cell_argv(config, method, bits, data.description))
+            isolation.cell_argv(config, method, bits, data.description, seed=seed))
     except ValueError:  # data not loaded by load_split_data: baselines only (see reproduce)
         command = None
     done = finished_cell(config.out, method, bits, settings)
@@ -126,13 +154,28 @@ def run_isolated_cell(config: ReproduceConfig, method: str, bits: int, data,
     if not registry.is_deep(method):
         return run_cell(config.out, method, bits, data, settings, command)
     assert command is not None, "reproduce() checks that a child can load the data"
-    isolation.run_cell_process(command["argv"], f"{method} {bits} bits")
+    label = f"{method} {bits} bits" + (f" seed {seed}" if len(config.seeds) > 1 else "")
+    isolation.run_cell_process(command["argv"], label)
     cell = finished_cell(config.out, method, bits, settings)
     if cell is None:
-        raise isolation.CellProcessError(f"{method} {bits} bits", 0,
+        raise isolation.CellProcessError(label, 0,
                                          ["error: it exited 0 without writing its cell.json"],
                                          command["shell"])
     return cell
+
+
+def table_data(data, config: ReproduceConfig):
+    """``data`` with the table's validation split held out (what every cell's process
+    loads from its flags); data that holds a validation split must hold this one."""
+    if not data.has_validation:
+        return hold_out_validation(data, config.validation_fraction, config.validation_seed)
+    held = data.description.get("validation", {})
+    if (held.get("fraction"), held.get("seed")) != (config.validation_fraction,
+                                                      config.validation_seed):
+        raise ValueError(f"the data holds a validation split of fraction {held.get('fraction')} "
+                         f"(seed {held.get('seed')}), the table asks for "
+                         f"{config.validation_fraction} (seed {config.validation_seed})")
+    return data
 
 
 def reproduce(config: ReproduceConfig, data) -> dict[tuple[str, int], dict]:
@@ -145,26 +188,32 @@ def reproduce(config: ReproduceConfig, data) -> dict[tuple[str, int], dict]:
         data: a :class:`common.training.data.SplitData`.
 
     Returns:
-        {(method, bits): cell record (see common.reproduce.cells)}.
+        {(row, bits, seed): cell record (see common.reproduce.cells)}.
     """
     config.validate()
+    data = table_data(data, config)
     if any(registry.is_deep(m) for m in config.methods):
         isolation.data_flags(data.description)  # a child must be able to load the data
     os.makedirs(config.out, exist_ok=True)
-    settings = cell_settings(config, data)
     cells = {}
     with run_lock(config.out):
-        total = len(config.methods) * len(config.bits)
-        for i, (method, bits) in enumerate(((m, b) for m in config.methods for b in config.bits),
-                                           start=1):
-            logging.info("cell %d/%d: %s, %d bits", i, total, method, bits)
-            cells[method, bits] = run_isolated_cell(config, method, bits, data, settings)
-        figures = write_figures(config.out, cells, config.methods, config.bits, data)
+        work = [(m, b, s) for b in config.bits for m in config.methods for s in config.seeds]
+        # seeds last within a bit length: a table fills column by column, seed 0 first
+        work.sort(key=lambda c: (config.seeds.index(c[2]), config.bits.index(c[1])))
+        for i, (method, bits, seed) in enumerate(work, start=1):
+            logging.info("cell %d/%d: %s, %d bits, seed %d", i, len(work), method, bits, seed)
+            settings = cell_settings(config, data, method, seed)
+            cells[method, bits, seed] = run_isolated_cell(config, method, bits, data, settings,
+                                                          seed)
+        first = {(m, b): cells[m, b, config.seeds[0]] for m in config.methods
+                 for b in config.bits}
+        figures = write_figures(config.out, first, config.methods, config.bits, data)
         if not figures:
             logging.warning("matplotlib is not installed: no figures (pip install -e '.[plots]')")
+        settings = cell_settings(config, data)
         with open(os.path.join(config.out, RESULTS_MD), "w", encoding="utf-8") as f:
-            f.write(results_markdown(cells, config.methods, config.bits, settings, environment(),
-                                     figures))
+            f.write(results_markdown(cells, config.methods, config.bits, config.seeds, settings,
+                                     environment(), figures))
         with open(os.path.join(config.out, RESULTS_CSV), "w", encoding="utf-8") as f:
-            f.write(results_csv(cells, config.methods, config.bits))
+            f.write(results_csv(cells, config.methods, config.bits, config.seeds))
     return cells

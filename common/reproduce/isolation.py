@@ -25,9 +25,11 @@ import time
 from typing import Any, Iterable, TextIO
 
 CHILD_MODULE = "common.reproduce.run_cell"
-# The ReproduceConfig fields a cell's command passes as flags (all but out, methods, bits).
-CONFIG_FLAGS = ("epochs", "batch_size", "shuffle", "seed", "eval_every", "width_multiplier",
-                "checkpoint", "top_k", "radius", "ties", "deterministic", "sparse_adam")
+# The ReproduceConfig fields a cell's command passes as flags (all but out, methods, bits
+# and seeds: a cell has one seed, passed as --seed).
+CONFIG_FLAGS = ("epochs", "batch_size", "shuffle", "eval_every", "width_multiplier",
+                "checkpoint", "top_k", "radius", "ties", "deterministic", "sparse_adam",
+                "validation_fraction", "validation_seed")
 # SplitData.description["synthetic"] keys passed as --synthetic_<key>.
 SYNTHETIC_FLAGS = ("num_identities", "train_per_identity", "test_per_identity", "seed")
 PARENT_PID_ENV = "FACE_HASHING_REPRODUCE_PARENT"  # set for a child the harness started
@@ -76,11 +78,14 @@ def data_flags(description: dict[str, Any]) -> list[str]:
 
 
 def cell_argv(config, method: str, bits: int, description: dict[str, Any],
-              python: str | None = None) -> list[str]:
-    """The command line that runs exactly this cell, alone, into ``config.out``."""
+              python: str | None = None, seed: int | None = None) -> list[str]:
+    """The command line that runs exactly this cell (``seed``: default the config's
+    first), alone, into ``config.out``."""
+    if seed is None:
+        seed = config.seeds[0] if config.seeds else config.seed
     argv = [python or sys.executable, "-m", CHILD_MODULE,
             _flag("out", os.path.abspath(config.out)), _flag("method", method),
-            _flag("bits", int(bits)), *data_flags(description)]
+            _flag("bits", int(bits)), _flag("seed", int(seed)), *data_flags(description)]
     return argv + [_flag(name, getattr(config, name)) for name in CONFIG_FLAGS]
 
 

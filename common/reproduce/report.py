@@ -9,7 +9,7 @@ from typing import Any
 
 from common.metrics import METRIC_KEYS
 from common.reproduce.cells import HAMMINGS
-from common.reproduce.methods import DISPLAY_NAMES, is_deep
+from common.reproduce.methods import display_name, is_deep, row_width
 
 METRIC_TITLES = {
     "map": "mAP",
@@ -34,41 +34,99 @@ RERUN_MEASURED = (
     "type, a GPU or other software versions. Such a change makes a re-run another sample of "
     "training noise: expect differences of the order of the seed-to-seed spread (DCBH at 48 "
     "bits on LFW, 30 epochs: mAP 0.355 to 0.395 over seeds 0 to 2, docs/RESULTS.md).")
-CSV_FIELDS = ("method", "bits", "hamming", "ties", *METRIC_KEYS, "wall_seconds", "checkpoint",
-              "state_epoch")
+CSV_FIELDS = ("method", "bits", "seed", "hamming", "ties", *METRIC_KEYS, "selected_on",
+              "trainable_weights", "multiply_adds", "wall_seconds", "checkpoint", "state_epoch")
 
 
-def table(cells: dict[tuple[str, int], dict], methods, bits, metric: str, hamming: str) -> str:
-    """One markdown table: rows methods, columns bit lengths; best of each column in bold."""
+def seed_values(cells, row: str, bits: int, seeds, value) -> list[float]:
+    """``value(cell)`` of every finished seed of a row at a bit length."""
+    return [value(cells[row, bits, s]) for s in seeds if (row, bits, s) in cells]
+
+
+def mean_sd(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def _shown(values: list[float]) -> str:
+    mean, sd = mean_sd(values)
+    return f"{mean:.4f}" if sd is None else f"{mean:.4f} +- {sd:.4f}"
+
+
+def table(cells: dict, methods, bits, seeds, metric: str, hamming: str) -> str:
+    """One markdown table: rows methods, columns bit lengths (mean +- sample sd over the
+    seeds where several ran); the best mean of each column in bold."""
+    figure = lambda cell: cell["figures"][hamming][metric]  # noqa: E731
+    means = {(m, b): mean_sd(v)[0] for m in methods for b in bits
+             if (v := seed_values(cells, m, b, seeds, figure))}
+    best = {b: max((means[m, b] for m in methods if (m, b) in means), default=None)
+            for b in bits}
     lines = ["| method | " + " | ".join(f"{b} bits" for b in bits) + " |",
              "|---" * (len(bits) + 1) + "|"]
-    best = {b: max((cells[m, b]["figures"][hamming][metric] for m in methods if (m, b) in cells),
-                   default=None) for b in bits}
     for m in methods:
         row = []
         for b in bits:
-            cell = cells.get((m, b))
-            if cell is None:
+            values = seed_values(cells, m, b, seeds, figure)
+            if not values:
                 row.append("-")
                 continue
-            value = cell["figures"][hamming][metric]
-            text = f"{value:.4f}"
-            row.append(f"**{text}**" if value == best[b] and len(methods) > 1 else text)
-        lines.append(f"| {DISPLAY_NAMES.get(m, m)} | " + " | ".join(row) + " |")
+            text = _shown(values)
+            row.append(f"**{text}**" if means[m, b] == best[b] and len(methods) > 1 else text)
+        lines.append(f"| {display_name(m)} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _count(n: int) -> str:
+    """1234567 -> "1.23M"; 45678 -> "45.7k"."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
+
+
+def size_table(cells: dict, methods, bits, seeds) -> str:
+    """Trainable weights and multiply-adds per image of every row at every bit length."""
+    lines = ["| method | " + " | ".join(f"{b} bits" for b in bits) + " |",
+             "|---" * (len(bits) + 1) + "|"]
+    for m in methods:
+        row = []
+        for b in bits:
+            cell = next((cells[m, b, s] for s in seeds if (m, b, s) in cells), None)
+            size = (cell or {}).get("size")
+            row.append(f"{_count(size['trainable_weights'])} / {_count(size['multiply_adds'])}"
+                       if size else "-")
+        lines.append(f"| {display_name(m)} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def seed_list(cells, methods, bits, seeds) -> str:
+    """Per-seed mAP (exact distance) of every row and bit length that ran several seeds."""
+    lines = []
+    for m in methods:
+        for b in bits:
+            done = [s for s in seeds if (m, b, s) in cells]
+            if len(done) > 1:
+                shown = " / ".join(f"{cells[m, b, s]['figures']['exact']['map']:.4f}"
+                                   for s in done)
+                lines.append(f"* {display_name(m)}, {b} bits, seeds "
+                             f"{', '.join(map(str, done))}: {shown}")
     return "\n".join(lines)
 
 
 def reproducibility(cells, settings: dict[str, Any], environment: dict[str, Any]) -> str:
     """How each cell was run, and how far a re-run of its recorded command may differ."""
-    unisolated = [f"{m}_{b}" for (m, b) in sorted(cells)
-                  if is_deep(m) and not cells[m, b].get("command")]
+    unisolated = [f"{m}_{b}" for (m, b, _) in sorted(cells)
+                  if is_deep(m) and not cells[m, b, _].get("command")]
     text = ("Every deep cell ran in a process of its own (`python -m "
             "common.reproduce.run_cell ...`; the exact command is `command` in "
-            "`cells/<method>_<bits>/cell.json`), so its figures depend on its settings and "
-            "data only, never on the cells run before it. ITQ and LSH are numpy functions of "
-            "the data, the bit length and their own seeded generator; they ran in the "
-            "harness's process. Re-running a cell's command with another `--out` re-runs it "
-            "alone (with the same `--out` it reuses the finished cell).")
+            "`cells/<method>_<bits>[_s<seed>]/cell.json`), so its figures depend on its "
+            "settings and data only, never on the cells run before it. ITQ and LSH are numpy "
+            "functions of the data, the bit length and their own seeded generator; they ran in "
+            "the harness's process. Re-running a cell's command with another `--out` re-runs "
+            "it alone (with the same `--out` it reuses the finished cell).")
     if unisolated:
         text += (" Exception, cells made by an earlier harness in one process with other "
                  f"cells (they record no command): {', '.join(unisolated)}.")
@@ -89,58 +147,101 @@ def reproducibility(cells, settings: dict[str, Any], environment: dict[str, Any]
     return text + "\n\n" + RERUN_MEASURED
 
 
-def results_markdown(cells, methods, bits, settings: dict[str, Any], environment: dict[str, Any],
-                     figures: list[str]) -> str:
+def selection_text(settings: dict[str, Any]) -> str:
+    """How the tabulated state of each deep run was chosen, in one sentence."""
+    fraction = settings.get("validation_fraction", 0.0)
+    if fraction:
+        return (f"state `{settings['checkpoint']}` chosen on a **validation split** "
+                f"({fraction:g} of each identity's train images, drawn with seed "
+                f"{settings.get('validation_seed', 0)}, the same for every row and seed; the "
+                "database is the train split without them), then scored once on the test split")
+    return (f"state `{settings['checkpoint']}` chosen **on the test split itself** (no "
+            "validation split, the original code's way: this flatters every deep method, "
+            "unstable ones most)")
+
+
+def results_markdown(cells, methods, bits, seeds, settings: dict[str, Any],
+                     environment: dict[str, Any], figures: list[str]) -> str:
+    """The table's page: every metric under both distances, sizes, times, how it was run.
+
+    ``cells``: {(row, bits, seed): cell.json}.
+    """
     out = io.StringIO()
     out.write("# Retrieval results\n\n")
+    held = settings.get("validation_fraction", 0.0)
+    widths = sorted({w for m in methods if (w := row_width(m, settings["width_multiplier"]))
+                     is not None})
     out.write(f"Data: **{settings['dataset']}** ({settings['train_images']} database / train "
-              f"images, {settings['test_images']} queries / test images, "
+              f"images{', validation rows held out of them' if held else ''}, "
+              f"{settings['test_images']} queries / test images, "
               f"{settings['num_classes']} identities). Queries: the test split; database: the "
               "train split; relevant: same identity. Deep methods: "
               f"{settings['epochs']} epochs, batch {settings['batch_size']}, "
-              f"{'shuffled' if settings['shuffle'] else 'file order'}, seed {settings['seed']}, "
+              f"{'shuffled' if settings['shuffle'] else 'file order'}, "
+              f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+              f"{' (mean +- sample standard deviation over them)' if len(seeds) > 1 else ''}, "
               f"network width x{settings['width_multiplier']} (every deep method but DDH, "
-              "whose network is small), state "
-              f"`{settings['checkpoint']}`. Ties between equal distances: "
+              "whose network has one size; a row named with its own width trains at that "
+              f"width{'; widths here: ' + ', '.join(f'{w:g}' for w in widths) if widths else ''}), "
+              f"{selection_text(settings)}. Ties between equal distances: "
               f"**{settings['ties']}** "
               f"({'by database index' if settings['ties'] == 'index' else 'exact expectation over a random order'}).\n\n")
+    out.write("## Size: trainable weights / multiply-adds to code one image\n\n")
+    out.write(f"{size_table(cells, methods, bits, seeds)}\n\n(Weights: every trainable "
+              "weight of the trained network, classifier heads and centers included; ITQ and "
+              "LSH: their fitted projection. Multiply-adds: the convolutions and matrix "
+              "products of coding one 32x32 image, common/model_size.py.)\n\n")
     for hamming in HAMMINGS:
         out.write(f"## Under the {HAMMING_TITLES[hamming]}\n\n")
         for metric in METRIC_KEYS:
             title = METRIC_TITLES[metric].format(**settings)
-            out.write(f"### {title}\n\n{table(cells, methods, bits, metric, hamming)}\n\n")
-    out.write("## Wall time per cell (seconds, this session's part for resumed cells)\n\n")
+            out.write(f"### {title}\n\n{table(cells, methods, bits, seeds, metric, hamming)}"
+                      "\n\n")
+    per_seed = seed_list(cells, methods, bits, seeds)
+    if per_seed:
+        out.write(f"## mAP of each seed (exact distance)\n\n{per_seed}\n\n")
+    out.write("## Wall time per cell (seconds, this session's part for resumed cells; mean "
+              "over seeds)\n\n")
     out.write("| method | " + " | ".join(f"{b} bits" for b in bits) + " |\n")
     out.write("|---" * (len(bits) + 1) + "|\n")
     for m in methods:
-        row = [f"{cells[m, b]['wall_seconds']:.0f}" if (m, b) in cells else "-" for b in bits]
-        out.write(f"| {DISPLAY_NAMES.get(m, m)} | " + " | ".join(row) + " |\n")
+        row = []
+        for b in bits:
+            times = seed_values(cells, m, b, seeds, lambda c: c["wall_seconds"])
+            row.append(f"{mean_sd(times)[0]:.0f}" if times else "-")
+        out.write(f"| {display_name(m)} | " + " | ".join(row) + " |\n")
     out.write(f"\n## Reproducibility\n\n{reproducibility(cells, settings, environment)}\n")
     if figures:
-        out.write("\n## Figures\n\n")
+        out.write(f"\n## Figures (seed {seeds[0]})\n\n")
         for path in figures:
             out.write(f"![{os.path.splitext(path)[0]}]({path})\n\n")
     out.write("\n## Settings and environment\n\n```\n")
-    for key, value in {**settings, **environment}.items():
-        out.write(f"{key}: {value}\n")
+    for key, value in {**settings, "seeds": seeds, **environment}.items():
+        if key != "seed":
+            out.write(f"{key}: {value}\n")
     out.write("```\n")
     return out.getvalue()
 
 
-def results_csv(cells, methods, bits) -> str:
+def results_csv(cells, methods, bits, seeds) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for m in methods:
         for b in bits:
-            cell = cells.get((m, b))
-            if cell is None:
-                continue
-            for hamming in HAMMINGS:
-                writer.writerow({"method": m, "bits": b, "hamming": hamming,
-                                 "ties": cell["settings"]["ties"],
-                                 **cell["figures"][hamming],
-                                 "wall_seconds": round(cell["wall_seconds"], 3),
-                                 "checkpoint": cell.get("checkpoint", ""),
-                                 "state_epoch": cell.get("state_epoch", "")})
+            for seed in seeds:
+                cell = cells.get((m, b, seed))
+                if cell is None:
+                    continue
+                size = cell.get("size") or {}
+                for hamming in HAMMINGS:
+                    writer.writerow({"method": m, "bits": b, "seed": seed, "hamming": hamming,
+                                     "ties": cell["settings"]["ties"],
+                                     **cell["figures"][hamming],
+                                     "selected_on": cell.get("selected_on", ""),
+                                     "trainable_weights": size.get("trainable_weights", ""),
+                                     "multiply_adds": size.get("multiply_adds", ""),
+                                     "wall_seconds": round(cell["wall_seconds"], 3),
+                                     "checkpoint": cell.get("checkpoint", ""),
+                                     "state_epoch": cell.get("state_epoch", "")})
     return out.getvalue()

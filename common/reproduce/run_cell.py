@@ -24,8 +24,8 @@ from common.reproduce.methods import ALL_METHODS
 
 OUT = flags.DEFINE_string("out", None, "The table's output folder (the cell goes to "
                                        "OUT/cells/<method>_<bits>/).")
-METHOD = flags.DEFINE_enum("method", None, list(ALL_METHODS),
-                           "The method.")
+METHOD = flags.DEFINE_string("method", None, "The table row: a method (" + ", ".join(ALL_METHODS)
+                             + "), or method@width for a row at its own width.")
 BITS = flags.DEFINE_integer("bits", None, "The code length.", lower_bound=1,
                             upper_bound=exits.MAX_BITS)
 DATASET = flags.DEFINE_enum("dataset", "synthetic",
@@ -42,8 +42,13 @@ flags.DEFINE_integer("epochs", 100, "Epochs of a deep cell.", lower_bound=1,
 flags.DEFINE_integer("batch_size", 256, "Batch size of a deep cell.", lower_bound=1,
                      upper_bound=exits.MAX_BATCH_SIZE)
 flags.DEFINE_bool("shuffle", True, "Reshuffle every epoch (seeded).")
-flags.DEFINE_integer("seed", 0, "Seed of training and of the baselines.", lower_bound=0,
-                     upper_bound=exits.MAX_SEED)
+SEED = flags.DEFINE_integer("seed", 0, "Seed of training and of the baselines.", lower_bound=0,
+                            upper_bound=exits.MAX_SEED)
+flags.DEFINE_float("validation_fraction", 0.0, "Share of each identity's train images held "
+                   "out to choose the state on (0: chosen on the test split).",
+                   lower_bound=0.0, upper_bound=0.9)
+flags.DEFINE_integer("validation_seed", 0, "Seed of the validation split's draw.",
+                     lower_bound=0, upper_bound=exits.MAX_SEED)
 flags.DEFINE_integer("eval_every", 10, "Evaluation period of a deep cell.", lower_bound=0)
 flags.DEFINE_float("width_multiplier", 1.0, "Backbone width of DCBH and DDCH.")
 flags.register_validator("width_multiplier", lambda v: v > 0,
@@ -62,6 +67,16 @@ _MISSING = [name for name in CONFIG_FLAGS if name not in flags.FLAGS]
 assert not _MISSING, f"run_cell defines no flag for the cell settings {_MISSING}"
 
 
+@flags.validator("method", message="--method must be a method of the table, or method@width "
+                                   "with a width > 0 for a method that has one")
+def _known_row(value: str | None) -> bool:
+    from common.reproduce.methods import parse_row
+    try:
+        return value is None or bool(parse_row(value))
+    except ValueError:
+        return False
+
+
 def main(argv: list[str]) -> None:
     """Load the data, run (or reuse) the one cell, write its cell.json."""
     exits.check_no_arguments(argv)
@@ -75,7 +90,9 @@ def main(argv: list[str]) -> None:
     synthetic = {k: f.value for k, f in SYNTHETIC.items() if f.value is not None}
     try:
         data = load_split_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value,
-                               synthetic_kwargs=synthetic or None)
+                               synthetic_kwargs=synthetic or None,
+                               validation_fraction=flags.FLAGS.validation_fraction,
+                               validation_seed=flags.FLAGS.validation_seed)
     except ValueError as exc:  # "folder" without its folders, or the data's own errors
         known = exits.user_error(exc)
         exits.fail(known[0] if known else str(exc))
@@ -85,17 +102,20 @@ def main(argv: list[str]) -> None:
     from common.training.checkpoints import run_lock
 
     config = ReproduceConfig(out=OUT.value, methods=[METHOD.value], bits=[BITS.value],
+                             seeds=[SEED.value],
                              **{name: flags.FLAGS[name].value for name in CONFIG_FLAGS})
     try:
         config.validate()
     except ValueError as exc:
         exits.fail(str(exc))
-    command = command_record(cell_argv(config, METHOD.value, BITS.value, data.description))
-    with run_lock(cell_dir(config.out, METHOD.value, BITS.value)):
-        cell = run_cell(config.out, METHOD.value, BITS.value, data, cell_settings(config, data),
+    row, bits, seed = METHOD.value, BITS.value, SEED.value
+    command = command_record(cell_argv(config, row, bits, data.description, seed=seed))
+    with run_lock(cell_dir(config.out, row, bits, seed)):
+        cell = run_cell(config.out, row, bits, data, cell_settings(config, data, row, seed),
                         command)
-    print(f"{METHOD.value} {BITS.value} bits: mAP {cell['figures']['exact']['map']:.4f} "
-          f"(exact Hamming); {cell_dir(config.out, METHOD.value, BITS.value)}")
+    print(f"{row} {bits} bits, seed {seed}: mAP {cell['figures']['exact']['map']:.4f} "
+          f"(exact Hamming, state chosen on the {cell.get('selected_on', 'test')} split); "
+          f"{cell_dir(config.out, row, bits, seed)}")
 
 
 def run() -> None:
