@@ -198,6 +198,9 @@ def user_error(exc: BaseException) -> tuple[str, int] | None:
     TensorFlow's (damaged checkpoint, missing file, out of memory), malformed JSON,
     undecodable text, memory and OS errors.
     """
+    from common.errors import ProjectError
+    if isinstance(exc, ProjectError):
+        return str(exc), exc.exit_code
     usage, failed = _project_errors()
     if isinstance(exc, tuple(failed)):
         return str(exc), EXIT_FAILED

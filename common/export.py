@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Any
 
 import keras
@@ -28,8 +27,9 @@ from common.data.preprocess import SCALE, STD_EPSILON, Normalization
 from common.encoder import Encoder, check_images, load_encoder  # noqa: F401 (re-exported)
 from common.export_folder import (EXPORT_FILES, EXPORT_INFO, FORMAT, FORMAT_KEY,  # noqa: F401
                                   KERAS_FILE, ExportBusyError, ExportDirError,
-                                  check_export_dir, export_lock, fsync_tree,
-                                  put_in_place, recover_export, recover_locked, remove_stale)
+                                  check_export_dir, discard_or_keep, export_lock, export_owns,
+                                  fsync_tree, put_in_place, recover_export, recover_locked,
+                                  remove_stale)
 from common.faults import crash_point
 from common.serving import (ANY_SIZE_SIGNATURE, IMAGE_SHAPE, SIGNATURE,  # noqa: F401
                             any_size_serving_function, pack_codes, pack_codes_numpy,
@@ -114,6 +114,6 @@ def export_model(model: keras.Model, normalization: Normalization, export_dir: s
             interrupts.check()
             put_in_place(tmp, export_dir)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            discard_or_keep(tmp, export_dir, export_owns)  # ours only, whatever it holds now
             raise
     return export_dir

@@ -23,6 +23,14 @@ Why: ``--export_dir`` is replaced, so pointed at the wrong folder (a run, a pare
 * Cleanup. Under that lock, stale ``.NAME.tmp-*`` / ``.NAME.old-*`` folders of this very
   ``export_dir`` (exact name pattern, real folders only) that a killed export left are
   removed. Nothing else is ever removed.
+* Only what it wrote. Replacing or cleaning up never removes a folder wholesale: it
+  deletes, one by one, the entries the writer recognises as its own (for an export: the
+  files an export writes, :func:`export_owns`) and then the folders that became empty. A
+  file someone else put there (say, written into ``export_dir`` while the export ran)
+  therefore survives whatever the timing: found before the old folder is dropped, the
+  swap is undone and the command stops with :class:`common.errors.FolderChangedError`
+  (``export_dir`` as it was, nothing replaced); appearing later still, it is kept in a
+  visible ``NAME.kept-<hex>`` folder beside ``export_dir`` and a warning names it.
 * Permissions. The export folder is made with ``mkdir(0o777)``, so the process umask
   applies exactly as for ``mkdir`` (umask 022 -> 0755), not ``mkdtemp``'s 0700.
 * Durability. Files and folders are fsync'ed before the swap, the parent folder after it.
@@ -42,11 +50,13 @@ import json
 import os
 import re
 import secrets
-import shutil
 import stat
 from typing import Callable, Iterator
 
+from absl import logging
+
 from common.atomic_files import fsync_path as _fsync_path
+from common.errors import FolderChangedError
 from common.faults import crash_point
 
 EXPORT_INFO = "export_info.json"
@@ -173,6 +183,87 @@ def check_export_dir(export_dir: str) -> str:
         raise ExportDirError(f"{path}: {why}; choose an empty or new folder "
                              "(an export replaces its folder)")
     return path
+
+
+# --- what a writer owns -------------------------------------------------------------------
+
+# owns(relative path, is a folder) -> whether the writer itself makes such an entry.
+Owns = Callable[[str, bool], bool]
+
+
+def export_owns(relative: str, is_dir: bool) -> bool:
+    """The entries an export writes (:data:`EXPORT_FILES`, ``variables/variables.*``,
+    ``assets/``)."""
+    parts = relative.split(os.sep)
+    if len(parts) == 1:
+        return (not is_dir and parts[0] in EXPORT_FILES) or \
+            (is_dir and parts[0] in ("variables", "assets"))
+    return (len(parts) == 2 and parts[0] == "variables" and not is_dir
+            and bool(_VARIABLES_FILE.fullmatch(parts[1])))
+
+
+def foreign_paths(folder: str, owns: Owns) -> list[str]:
+    """Entries below ``folder`` (relative, sorted) that ``owns`` does not accept; a
+    symbolic link is always foreign (never followed)."""
+    foreign = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in sorted(dirnames + filenames):
+            path = os.path.join(dirpath, name)
+            relative = os.path.relpath(path, folder)
+            is_dir = _is_plain(path, want_dir=True)
+            if os.path.islink(path) or not (is_dir or _is_plain(path, want_dir=False)) \
+                    or not owns(relative, is_dir):
+                foreign.append(relative + ("/" if is_dir else ""))
+        dirnames[:] = [d for d in dirnames
+                       if not os.path.islink(os.path.join(dirpath, d))
+                       and owns(os.path.relpath(os.path.join(dirpath, d), folder), True)]
+    return sorted(foreign)
+
+
+def discard_owned(folder: str, owns: Owns) -> list[str]:
+    """Delete below ``folder`` only the files ``owns`` accepts, then every folder left
+    empty (``folder`` itself included), bottom up. Returns what is left (relative).
+
+    Never a wholesale removal: a file that appears at any moment and is not the writer's
+    own is still there afterwards.
+    """
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return []
+    for dirpath, dirnames, filenames in os.walk(folder, topdown=False):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path) and _is_plain(path, want_dir=False) and \
+                    owns(os.path.relpath(path, folder), False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        for name in dirnames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)  # only if empty
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
+    if not os.path.lexists(folder):
+        return []
+    return foreign_paths(folder, owns) or sorted(os.listdir(folder))
+
+
+def keep_aside(folder: str, target: str, left: list[str]) -> str:
+    """Rename ``folder`` (holding entries the writer did not make) to a visible
+    ``NAME.kept-<hex>`` beside ``target`` and warn; returns the new path."""
+    kept = os.path.join(os.path.dirname(target), f"{os.path.basename(target)}.kept-"
+                                                  f"{secrets.token_hex(_TOKEN_HEX // 2)}")
+    os.rename(folder, kept)
+    logging.warning("%s: kept %s, which this program did not write, in %s", target,
+                    _summary(left), kept)
+    return kept
+
+
+def discard_or_keep(folder: str, target: str, owns: Owns) -> None:
+    """Delete what the writer owns in ``folder``; anything else is kept (:func:`keep_aside`)."""
+    left = discard_owned(folder, owns)
+    if left and os.path.lexists(folder):
+        keep_aside(folder, target, left)
 
 
 # --- renames ----------------------------------------------------------------------------
@@ -356,17 +447,42 @@ def recover_export(export_dir: str) -> bool:
         return recover_locked(export_dir)
 
 
-def remove_stale(export_dir: str) -> None:
-    """With the lock held: remove temporaries and aside copies killed exports left."""
+def remove_stale(export_dir: str, owns: Owns = export_owns) -> None:
+    """With the lock held: remove temporaries and aside copies killed writers left (only
+    what ``owns`` accepts; anything else in them is kept, :func:`keep_aside`)."""
     for path in _siblings(export_dir, "tmp") + _siblings(export_dir, "old"):
-        shutil.rmtree(path, ignore_errors=True)
+        discard_or_keep(path, export_dir, owns)
 
 
-def swap_in_place(tmp: str, target: str, crash_prefix: str) -> None:
+def _drop_replaced(old: str, target: str, owns: Owns, swap_back: Callable[[], None],
+                   new: str) -> None:
+    """After a swap: delete the replaced folder ``old`` if it holds only what the writer
+    makes; if something else appeared in it while the new folder was written, undo the
+    swap (``swap_back`` puts ``old`` back at ``target`` and the new folder at ``new``),
+    drop the new folder and raise FolderChangedError."""
+    foreign = foreign_paths(old, owns)
+    if foreign:
+        swap_back()
+        _fsync_path(os.path.dirname(target))
+        discard_or_keep(new, target, owns)
+        raise FolderChangedError(
+            f"{target}: changed while it was being replaced (it now holds "
+            f"{_summary(foreign)}); it was left as it is and nothing was replaced. Move those "
+            "files away, or choose another folder, and run the command again")
+    discard_or_keep(old, target, owns)
+
+
+def swap_in_place(tmp: str, target: str, crash_prefix: str, owns: Owns) -> None:
     """Make the complete folder ``tmp`` the folder ``target``, never leaving it missing
     (exchange) or only briefly so and recoverably (fallback: the old one waits aside
-    as ``sibling(target, "old")``); then drop the old one. ``crash_prefix`` names the
-    fault-injection points (``PREFIX:swapped``, ``PREFIX:aside``)."""
+    as ``sibling(target, "old")``); then drop what the old one held of the writer's own
+    (``owns``), undoing the swap if it holds anything else (:func:`_drop_replaced`).
+    ``crash_prefix`` names the fault-injection points (``PREFIX:swapped``, ``PREFIX:aside``).
+
+    Raises:
+        FolderChangedError: ``target`` gained entries the writer does not make while
+            ``tmp`` was written; ``target`` is as it was.
+    """
     parent = os.path.dirname(target)
     if not os.path.lexists(target):
         rename_noreplace(tmp, target)
@@ -376,7 +492,8 @@ def swap_in_place(tmp: str, target: str, crash_prefix: str) -> None:
     if _exchange(tmp, target):
         _fsync_path(parent)
         crash_point(f"{crash_prefix}:swapped")
-        shutil.rmtree(tmp, ignore_errors=True)  # now the previous folder
+        # ``tmp`` now holds the previous folder
+        _drop_replaced(tmp, target, owns, lambda: _exchange(tmp, target), tmp)
         return
     old = sibling(target, "old")
     os.rename(target, old)
@@ -389,9 +506,14 @@ def swap_in_place(tmp: str, target: str, crash_prefix: str) -> None:
         raise
     _fsync_path(parent)
     crash_point(f"{crash_prefix}:swapped")
-    shutil.rmtree(old, ignore_errors=True)
+
+    def swap_back() -> None:
+        os.rename(target, tmp)
+        os.rename(old, target)
+
+    _drop_replaced(old, target, owns, swap_back, tmp)
 
 
 def put_in_place(tmp: str, export_dir: str) -> None:
     """Make the complete ``tmp`` export ``export_dir`` (see :func:`swap_in_place`)."""
-    swap_in_place(tmp, export_dir, "export")
+    swap_in_place(tmp, export_dir, "export", export_owns)

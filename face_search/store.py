@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import stat
 import time
 from typing import Any, Iterator
@@ -35,8 +34,8 @@ import numpy as np
 from common import interrupts
 from common.atomic_files import make_temp_dir
 # The exports' rename primitives: the same atomic exchange and no-replace rename.
-from common.export_folder import (folder_lock, fsync_tree, put_back_newest_aside, siblings,
-                                  swap_in_place)
+from common.export_folder import (discard_or_keep, folder_lock, fsync_tree,
+                                  put_back_newest_aside, siblings, swap_in_place)
 from common.faults import crash_point
 from face_search.errors import IndexBusyError, IndexFolderError
 
@@ -165,9 +164,14 @@ def _write_files(index, folder: str) -> None:
     fsync_tree(folder)
 
 
+def owns(relative: str, is_dir: bool) -> bool:
+    """The files an index folder holds (:data:`INDEX_FILES`): all a save may delete."""
+    return not is_dir and relative in INDEX_FILES
+
+
 def _put_in_place(tmp: str, path: str) -> None:
     """Make the complete ``tmp`` the index at ``path``; never leave it missing for good."""
-    swap_in_place(tmp, path, "index")
+    swap_in_place(tmp, path, "index", owns)
 
 
 def save_index(index, folder: str) -> str:
@@ -182,7 +186,7 @@ def save_index(index, folder: str) -> str:
         _recover(path)
         check_index_dir(path)  # again, now that we hold the lock
         for stale in siblings(path, "tmp") + siblings(path, "old"):
-            shutil.rmtree(stale, ignore_errors=True)
+            discard_or_keep(stale, path, owns)
         tmp = make_temp_dir(f".{os.path.basename(path)}.tmp-", os.path.dirname(path))
         try:
             _write_files(index, tmp)
@@ -190,7 +194,7 @@ def save_index(index, folder: str) -> str:
             interrupts.check()
             _put_in_place(tmp, path)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            discard_or_keep(tmp, path, owns)
             raise
     return path
 

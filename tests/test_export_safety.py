@@ -20,6 +20,7 @@ import tensorflow as tf
 from common import export, export_folder
 from common.export import (ANY_SIZE_SIGNATURE, EXPORT_INFO, FORMAT, FORMAT_KEY, SIGNATURE,
                            ExportBusyError, ExportDirError, export_model, load_encoder)
+from common.errors import FolderChangedError
 from common.faults import ENV as CRASH_ENV
 from common.saved_run import load_run
 from common.training.data import load_split_data
@@ -159,6 +160,33 @@ def test_export_into_a_new_or_empty_folder(trained, tmp_path):
             assert json.load(f)[FORMAT_KEY] == FORMAT
     assert sorted(os.listdir(tmp_path)) == ["empty", "new"]
     assert os.listdir(tmp_path / "new") == ["deeper"]
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["empty", "previous export"])
+def test_a_file_written_into_the_target_during_the_export_survives(trained, tmp_path,
+                                                                   monkeypatch, previous):
+    """Issue 27: an export into an empty folder deleted a file a user wrote there while it
+    ran. Now the swap is undone: the folder keeps the file (and a previous export), the
+    command fails with one error, nothing of the new export is left behind."""
+    target = tmp_path / "exp"
+    target.mkdir()
+    if previous:
+        _export(trained, target, slot="old")
+    real = export._write_export
+
+    def user_writes_meanwhile(folder, *args, **kwargs):
+        real(folder, *args, **kwargs)
+        (target / "notes.txt").write_text("mine")
+
+    monkeypatch.setattr(export, "_write_export", user_writes_meanwhile)
+    with pytest.raises(FolderChangedError, match="notes.txt"):
+        _export(trained, target)
+    assert (target / "notes.txt").read_text() == "mine"
+    if previous:
+        assert _slot(target) == "old"
+    else:
+        assert os.listdir(target) == ["notes.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["exp"]
 
 
 def test_export_replaces_a_previous_export(trained, tmp_path):

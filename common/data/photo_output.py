@@ -15,7 +15,9 @@ or Ctrl-C must never leave a half-written data set nor lose the previous one.
   always the complete old or the complete new data set. The temporary folder is removed
   on any error or interrupt; leftovers of a killed run (its own ``.NAME.tmp-*`` /
   ``.NAME.old-*`` only) are removed by the next run, under a lock (``.NAME.lock``) that
-  refuses a second conversion into the same folder.
+  refuses a second conversion into the same folder. Only what the converter writes is ever
+  deleted (:func:`owns`): a file someone puts into the output folder while a conversion
+  runs stops it with the folder left as it is (common.export_folder, "Only what it wrote").
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import stat
 from typing import Callable, Iterator
 
@@ -59,6 +60,16 @@ def is_previous_output(folder: str) -> bool:
             continue
         return False
     return True
+
+
+def owns(relative: str, is_dir: bool) -> bool:
+    """The entries the converter writes: ``meta.json``, ``train/``, ``test/`` and their
+    ``.pkl`` parts (what replacing a previous output may delete)."""
+    parts = relative.split(os.sep)
+    if len(parts) == 1:
+        return (not is_dir and parts[0] == META_FILE) or (is_dir and parts[0] in SPLITS)
+    return (len(parts) == 2 and parts[0] in SPLITS and not is_dir
+            and parts[1].endswith(".pkl"))
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -129,15 +140,16 @@ def write_folder_atomically(out: str | os.PathLike, write: Callable[[str], None]
     out = check_output_folder(out, src)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with _locked(out):
-        export_folder.remove_stale(out)
+        export_folder.remove_stale(out, owns)
         tmp = export_folder.sibling(out, "tmp")
         os.mkdir(tmp, 0o777)  # mkdir's mode less the umask, as any output
         try:
             write(tmp)
             export_folder.fsync_tree(tmp)
             check_output_folder(out, src)  # unchanged while we worked
-            export_folder.put_in_place(tmp, out)
+            export_folder.swap_in_place(tmp, out, "export", owns)
+        except export_folder.FolderChangedError as exc:
+            raise DataFormatError(out, str(exc).split(": ", 1)[-1]) from None
         finally:
-            if os.path.lexists(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
+            export_folder.discard_or_keep(tmp, out, owns)
     return out

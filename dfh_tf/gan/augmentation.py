@@ -12,16 +12,15 @@ FOLDER/train --test_dir ORIGINAL_TEST``.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import sys
 import time
 from typing import Any, TextIO
 
 import numpy as np
 
-from common.atomic_files import make_temp_dir, write_json_atomic
+from common import export_folder
+from common.atomic_files import write_json_atomic
 from common.data import list_data_files, to_nhwc, to_rows, write_pickle_folder
 from dfh_tf.gan.data import to_gan_pixels, to_stored_pixels
 from dfh_tf.gan.sampling import draw_noise, generate
@@ -85,6 +84,11 @@ def augment_rows(generator, rows: np.ndarray, labels: np.ndarray, noise_dim: int
     return x, y
 
 
+def owns_split(relative: str, is_dir: bool) -> bool:
+    """What a written split holds: its ``.pkl`` parts (all that replacing it may delete)."""
+    return not is_dir and os.sep not in relative and relative.endswith(".pkl")
+
+
 def write_augmented(out_dir: str, x: np.ndarray, y: np.ndarray, info: dict[str, Any],
                     overwrite: bool = False, rows_per_file: int = 1000) -> str:
     """Write ``out_dir/train`` (all or nothing) and ``out_dir/augment.json``; return train's path.
@@ -97,23 +101,19 @@ def write_augmented(out_dir: str, x: np.ndarray, y: np.ndarray, info: dict[str, 
         raise FileExistsError(problem)
     os.makedirs(out_dir, exist_ok=True)
     train = os.path.join(out_dir, TRAIN_SUBDIR)
-    tmp = make_temp_dir(f".{TRAIN_SUBDIR}.tmp-", out_dir)
-    old = None
-    try:
-        write_pickle_folder(tmp, x, y, rows_per_file=rows_per_file)
-        list_data_files(tmp)
-        if os.path.isdir(train):
-            old = make_temp_dir(f".{TRAIN_SUBDIR}.old-", out_dir)
-            os.replace(train, os.path.join(old, TRAIN_SUBDIR))
-        os.replace(tmp, train)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not os.path.exists(train):  # put the old split back
-            with contextlib.suppress(OSError):
-                os.replace(os.path.join(old, TRAIN_SUBDIR), train)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    with export_folder.folder_lock(train, lambda lock: FileExistsError(
+            f"{train}: another augmentation is writing it (it holds {lock})")):
+        export_folder.remove_stale(train, owns_split)
+        tmp = export_folder.sibling(train, "tmp")
+        os.mkdir(tmp, 0o777)
+        try:
+            write_pickle_folder(tmp, x, y, rows_per_file=rows_per_file)
+            list_data_files(tmp)
+            export_folder.fsync_tree(tmp)
+            # Replacing deletes only the .pkl parts a split holds: a file someone else put
+            # into train/ meanwhile stops this, train/ left as it is (FolderChangedError).
+            export_folder.swap_in_place(tmp, train, "augment", owns_split)
+        finally:
+            export_folder.discard_or_keep(tmp, train, owns_split)
     write_json_atomic(os.path.join(out_dir, INFO_FILE), info)
     return train
