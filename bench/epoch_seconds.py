@@ -44,7 +44,7 @@ def _time_one(row: str) -> dict:
     from common.reproduce.methods import make_deep_method
     from common.training.data import load_split_data
     from common.training.loop import TrainConfig, read_history, train
-    from common.model_size import trainable_weights
+    from common.models.size import trainable_weights
 
     if FLAGS.train_dir:
         data = load_split_data("folder", train_dir=FLAGS.train_dir, test_dir=FLAGS.test_dir,

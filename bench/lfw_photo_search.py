@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from absl import flags
 
-from common import exits
+from common.cli import checks, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared", "data")
@@ -147,13 +147,13 @@ def search_photos(searcher, photos: list[tuple[str, str]], labels: dict[str, int
 
 
 def main(argv: list[str]) -> None:
-    exits.check_no_arguments(argv)
+    checks.check_no_arguments(argv)
     train_dir, test_dir = os.path.join(DATA.value, "train"), os.path.join(DATA.value, "test")
     if not (os.path.isdir(train_dir) and os.path.isdir(test_dir)):
         print(f"skipped: no LFW data at {DATA.value} (research-only, beside the repository)")
         return
     if not MODEL.value:
-        exits.fail("--model is required: a run folder or export trained on LFW")
+        runner.fail("--model is required: a run folder or export trained on LFW")
     from face_search import api
     from face_search.encoder import CodeEncoder
     from face_search.searcher import FaceSearcher
@@ -201,4 +201,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    exits.run_main(main)
+    runner.run_main(main)

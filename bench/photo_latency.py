@@ -40,7 +40,7 @@ import numpy as np
 from absl import app, flags
 
 import search as clustered  # bench/search.py: make_codes and the flags --bits, --k, --seed, ...
-from common import exits
+from common.cli import checks, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared", "data")
@@ -138,7 +138,7 @@ def clustered_galleries(num_bits: int):
     if not FLAGS.gallery_size:
         return {}, None
     if FLAGS.bits != num_bits:
-        exits.fail(f"--bits {FLAGS.bits}: the model makes {num_bits}-bit codes")
+        runner.fail(f"--bits {FLAGS.bits}: the model makes {num_bits}-bit codes")
     start = time.perf_counter()
     packed, queries = clustered.make_codes(FLAGS.gallery_size, np.random.default_rng(FLAGS.seed))
     n = len(packed)
@@ -239,9 +239,9 @@ def report_start_up(log: dict[str, float], first_set: tuple[str, int, dict, dict
 
 
 def main(argv: list[str]) -> None:
-    exits.check_no_arguments(argv)
+    checks.check_no_arguments(argv)
     if not os.path.isfile(os.path.join(FLAGS.index, "index.json")):
-        exits.fail(f"no index at {FLAGS.index}: python -m face_search build --model "
+        runner.fail(f"no index at {FLAGS.index}: python -m face_search build --model "
                    "exports/dcbh_synthetic --gallery data/synthetic/train --index "
                    "data/synthetic_index")
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")

@@ -22,8 +22,8 @@ import tempfile
 
 from absl import flags
 
-from common import exits
-from common.exits import fail
+from common.cli import checks, runner
+from common.cli.runner import fail
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESEARCH_ONLY = os.path.join(ROOT, "..", "shared")
@@ -88,15 +88,15 @@ def screenshot(index_dir: str, faces_dir: str, row: int, out: str, top_k: int,
 
 
 def main(argv: list[str]) -> None:
-    exits.check_no_arguments(argv)
+    checks.check_no_arguments(argv)
     for name, path in (("index", INDEX.value), ("faces", FACES.value)):
         if research_only(path):
             fail(f"--{name} {path}: research-only data may not appear in a committed figure")
-    exits.check_file_flag("out", OUT.value)
+    checks.check_file_flag("out", OUT.value)
     cards = screenshot(INDEX.value, FACES.value, ROW.value, OUT.value, TOP_K.value, WIDTH.value)
     print(f"wrote {OUT.value}: {len(cards)} hits, identities "
           f"{sorted({c['identity'] for c in cards})}, distances {[c['distance'] for c in cards]}")
 
 
 if __name__ == "__main__":
-    exits.run_main(main)
+    runner.run_main(main)

@@ -3,7 +3,7 @@
 Why: every command turns an error a user can cause into one ``error:`` line with exit code
 2 (bad input) or 1 (the work itself failed), and a bug into an "internal error". Deciding
 by class, from one TensorFlow-free base that every project error derives from, keeps that
-decision right when a module moves (common.exits.user_error).
+decision right when a module moves (common.cli.runner.user_error).
 """
 
 from __future__ import annotations

@@ -2,19 +2,13 @@
 
     python -m dagh_tf.evaluate --model_dir runs/dagh [--checkpoint best_loss] [--hamming legacy]
 
-Codes are sign(relaxed_codes), the discrete hash layer's output, in inference mode
-(moving batch-norm statistics). Flags: common/saved_run_cli.py.
+The same as ``python -m common.cli.evaluate``, which serves every method, but refuses a
+run of another method. Flags: common/cli/evaluate.py.
 """
 
-from common import saved_run_cli
+from common.cli.evaluate import command
 
-main = saved_run_cli.evaluate_main("dagh_tf.method", "DAGH")
-
-
-def run() -> None:
-    """Console-script entry point."""
-    saved_run_cli.run_app(main)
-
+main, run = command("dagh", __name__)
 
 if __name__ == "__main__":
     run()

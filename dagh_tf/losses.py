@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from common.method import sparse_cross_entropy
+from common.methods.base import sparse_cross_entropy
 from ddah_tf.losses import quantization_loss
 
 __all__ = ["default_scale", "discrete_identity_loss", "quantization_loss", "MARGIN"]

@@ -2,18 +2,13 @@
 
     python -m dcbh_tf.evaluate --model_dir runs/dcbh [--checkpoint best_loss] [--hamming legacy]
 
-Flags: common/saved_run_cli.py.
+The same as ``python -m common.cli.evaluate``, which serves every method, but refuses a
+run of another method. Flags: common/cli/evaluate.py.
 """
 
-from common import saved_run_cli
+from common.cli.evaluate import command
 
-main = saved_run_cli.evaluate_main("dcbh_tf.method", "DCBH")
-
-
-def run() -> None:
-    """Console-script entry point."""
-    saved_run_cli.run_app(main)
-
+main, run = command("dcbh", __name__)
 
 if __name__ == "__main__":
     run()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from common.backbone import multiscale_backbone
+from common.models.backbone import multiscale_backbone
 from common.layers import BlockHash, CenterLoss
 
 OUTPUT_NAMES = ("logits", "center_logits", "relaxed_codes", "features")

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from common.method import batch_mean, sparse_cross_entropy
+from common.methods.base import batch_mean, sparse_cross_entropy
 
 QUANTIZATION_WEIGHT = 0.001    # train.py LOSS_01
 MARGIN = 0.0                   # train.py m (a commented-out alternative: loss_a.detach() / 16)

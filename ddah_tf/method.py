@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
 
-from common.method import HashingMethod, OptimizerGroup, check_settings
+from common.methods.base import HashingMethod, OptimizerGroup
 from ddah_tf import losses, schedule
-from ddah_tf.model import (BATCH_NORM_STATISTICS, OUTPUT_NAMES, attended_pass_model, build_ddah,
-                           two_pass_outputs)
+from ddah_tf.model import OUTPUT_NAMES, attended_pass_model, build_ddah, two_pass_outputs
+from ddah_tf.settings import DDAHSettings
 from ddah_tf.variable_groups import attention_variables, trunk_variables
 
 # The loss parts, in the order the loop logs them: pass a (attended), then pass b (raw).
@@ -49,57 +48,13 @@ class DDAH(HashingMethod):
     original never switches to inference mode: it codes with each batch's own statistics
     (``--eval_batch_norm batch`` evaluates that way).
 
-    Args:
-        num_bits: code length (original 48).
-        width_multiplier: scales every width (1.0 = original; small only for tests).
-        quantization_weight: the original's LOSS_01 (0.001).
-        margin: m of the hinge (original 0).
-        weight_decay: coupled L2 rate of both optimisers (original 1e-4; 0: none).
-        include_skip_batchnorms: also train bn1 / bn2 with the attention optimiser
-            (the original never updates them).
-        unused_bn3: build the original's unused bn3 (same function; layout of the public
-            model).
-        min_max_epsilon: epsilon of the three min-max normalisations (original 0).
-        lr_halve_every: the schedule's period in epochs (original 100).
-        batch_norm_statistics: which passes update the trunk's moving batch-norm
-            statistics: "attended" (pass a only, the default) or "both_passes".
+    Settings: :class:`ddah_tf.settings.DDAHSettings` (quantization_weight is the original's
+    LOSS_01; margin the hinge's m; weight_decay the coupled L2 rate of both optimisers;
+    unused_bn3 builds the original's unused bn3, the public model's layout).
     """
 
-    name = "ddah"
+    Settings = DDAHSettings
     output_names = OUTPUT_NAMES
-    settings_added_later = {"batch_norm_statistics": "both_passes"}
-
-    def __init__(self, num_bits: int = schedule.HASH_BITS, width_multiplier: float = 1.0,
-                 quantization_weight: float = losses.QUANTIZATION_WEIGHT,
-                 margin: float = losses.MARGIN, weight_decay: float = losses.WEIGHT_DECAY,
-                 include_skip_batchnorms: bool = False, unused_bn3: bool = False,
-                 min_max_epsilon: float = 0.0,
-                 lr_halve_every: int = schedule.HALVE_EVERY_EPOCHS,
-                 batch_norm_statistics: str = "attended"):
-        self.num_bits, self.width_multiplier = num_bits, width_multiplier
-        self.batch_norm_statistics = batch_norm_statistics
-        self.quantization_weight, self.margin = quantization_weight, margin
-        self.weight_decay = weight_decay
-        self.include_skip_batchnorms, self.unused_bn3 = include_skip_batchnorms, unused_bn3
-        self.min_max_epsilon, self.lr_halve_every = min_max_epsilon, lr_halve_every
-        finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
-        check_settings([
-            (num_bits >= 1, f"num_bits must be >= 1, got {num_bits}"),
-            (finite(width_multiplier) and width_multiplier > 0,
-             f"width_multiplier must be > 0, got {width_multiplier}"),
-            (finite(quantization_weight) and quantization_weight >= 0,
-             f"quantization_weight must be >= 0, got {quantization_weight}"),
-            (finite(margin), f"margin must be a finite number, got {margin}"),
-            (finite(weight_decay) and weight_decay >= 0,
-             f"weight_decay must be >= 0, got {weight_decay}"),
-            (finite(min_max_epsilon) and min_max_epsilon >= 0,
-             f"min_max_epsilon must be >= 0, got {min_max_epsilon}"),
-            (isinstance(lr_halve_every, int) and lr_halve_every >= 1,
-             f"lr_halve_every must be an integer >= 1, got {lr_halve_every}"),
-            (batch_norm_statistics in BATCH_NORM_STATISTICS,
-             f"batch_norm_statistics must be one of {BATCH_NORM_STATISTICS}, got "
-             f"{batch_norm_statistics!r}"),
-        ])
 
     def build_model(self, num_classes: int) -> keras.Model:
         return build_ddah(num_classes, self.num_bits, self.width_multiplier,
@@ -155,13 +110,3 @@ class DDAH(HashingMethod):
     def before_optimizer_step(self, model, outputs, labels):
         """Nothing: DDAH keeps no state outside its optimisers."""
         del model, outputs, labels
-
-    def config(self) -> dict[str, Any]:
-        return {"method": self.name, "num_bits": self.num_bits,
-                "width_multiplier": self.width_multiplier,
-                "quantization_weight": self.quantization_weight, "margin": self.margin,
-                "weight_decay": self.weight_decay,
-                "include_skip_batchnorms": self.include_skip_batchnorms,
-                "unused_bn3": self.unused_bn3, "min_max_epsilon": self.min_max_epsilon,
-                "lr_halve_every": self.lr_halve_every,
-                "batch_norm_statistics": self.batch_norm_statistics}

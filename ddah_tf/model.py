@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import keras
 
-from common.batch_norm import frozen_moving_statistics
+from common.models.batch_norm import frozen_moving_statistics
 from ddah_tf.layers import ChannelsFirstFlatten, DDAHChannelAttention, DDAHSpatialAttention
 from ddah_tf.torch_defaults import batch_norm, xavier_normal
 

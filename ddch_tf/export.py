@@ -2,21 +2,13 @@
 
     python -m ddch_tf.export --model_dir runs/ddch --export_dir exports/ddch [--checkpoint best_map]
 
-The signature ``serving_default`` takes ``images`` (N, 32, 32, 3) uint8 and returns
-``codes`` (int8 +-1), ``packed`` (uint8, LSB first) and ``relaxed`` (float32); the
-train split's normalisation is baked in (see common/export.py). ``model.keras`` is
-saved beside it. Flags: common/saved_run_cli.py.
+The same as ``python -m common.cli.export``, which serves every method (its docstring
+describes the SavedModel), but refuses a run of another method. Flags: common/cli/export.py.
 """
 
-from common import saved_run_cli
+from common.cli.export import command
 
-main = saved_run_cli.export_main("ddch_tf.method", "DDCH")
-
-
-def run() -> None:
-    """Console-script entry point."""
-    saved_run_cli.run_app(main)
-
+main, run = command("ddch", __name__)
 
 if __name__ == "__main__":
     run()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import keras
 
-from common.backbone import multiscale_backbone
+from common.models.backbone import multiscale_backbone
 from common.layers import CenterLoss, StraightThroughSign
 
 OUTPUT_NAMES = ("logits", "feature_logits", "relaxed_codes", "codes", "features")

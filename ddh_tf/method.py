@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 import tensorflow as tf
 
-from common.method import HashingMethod, batch_mean, check_settings, sparse_cross_entropy
-from common.regularization import weight_decay_loss
+from common.methods.base import HashingMethod, batch_mean, sparse_cross_entropy
+from common.models.regularization import weight_decay_loss
 from ddh_tf.model import OUTPUT_NAMES, build_ddh
-
-WEIGHT_DECAY_MODES = ("l2", "none")
+from ddh_tf.settings import DDHSettings
 
 
 def ddh_kernels(model: keras.Model) -> list:
@@ -38,33 +35,17 @@ class DDH(HashingMethod):
     per-example ``loss_01`` averaged by Keras over the batch. No state outside the
     optimizer: :meth:`before_optimizer_step` is the base class's no-op.
 
-    Args:
-        num_bits: bits per code.
-        split_num: units per bit entering divide-and-encode.
-        quantization_weight: weight of the 0/1 loss (original 0.01).
-        weight_decay: "l2" (the original's) or "none".
-        weight_decay_scale: the Keras-1 ``l2(c)`` coefficient c (original 1e-4).
+    Settings: :class:`ddh_tf.settings.DDHSettings` (weight_decay_scale is the Keras-1
+    ``l2(c)`` coefficient c, original 1e-4).
     """
 
-    name = "ddh"
+    Settings = DDHSettings
     output_names = OUTPUT_NAMES
 
-    def __init__(self, num_bits: int = 48, split_num: int = 4, quantization_weight: float = 0.01,
-                 weight_decay: str = "l2", weight_decay_scale: float = 1e-4):
-        self.num_bits, self.split_num = num_bits, split_num
-        self.quantization_weight = quantization_weight
-        self.weight_decay, self.weight_decay_scale = weight_decay, weight_decay_scale
+    def __init__(self, settings: DDHSettings | None = None, **values):
+        super().__init__(settings, **values)
         self._model = None
         self._kernels = None
-        check_settings([
-            (num_bits >= 1, f"num_bits must be >= 1, got {num_bits}"),
-            (split_num >= 1, f"split_num must be >= 1, got {split_num}"),
-            (quantization_weight >= 0,
-             f"quantization_weight must be >= 0, got {quantization_weight}"),
-            (weight_decay in WEIGHT_DECAY_MODES,
-             f"weight_decay must be one of {WEIGHT_DECAY_MODES}, got {weight_decay!r}"),
-            (weight_decay_scale >= 0, f"weight_decay_scale must be >= 0, got {weight_decay_scale}"),
-        ])
 
     def build_model(self, num_classes: int) -> keras.Model:
         model = build_ddh(num_classes, self.num_bits, self.split_num)
@@ -90,8 +71,3 @@ class DDH(HashingMethod):
         """Nothing: DDH keeps no state outside the optimizer (no centers)."""
         # A body of its own: AutoGraph cannot convert the base class's docstring-only one.
         del model, outputs, labels
-
-    def config(self) -> dict[str, Any]:
-        return {"method": self.name, "num_bits": self.num_bits, "split_num": self.split_num,
-                "quantization_weight": self.quantization_weight,
-                "weight_decay": self.weight_decay, "weight_decay_scale": self.weight_decay_scale}

@@ -2,19 +2,13 @@
 
     python -m dfh_tf.evaluate --model_dir runs/dfh [--checkpoint best_loss] [--hamming legacy]
 
-Codes are sign(relaxed_codes), the hash layer's tanh output, in inference mode
-(moving batch-norm statistics). Flags: common/saved_run_cli.py.
+The same as ``python -m common.cli.evaluate``, which serves every method, but refuses a
+run of another method. Flags: common/cli/evaluate.py.
 """
 
-from common import saved_run_cli
+from common.cli.evaluate import command
 
-main = saved_run_cli.evaluate_main("dfh_tf.method", "DFH")
-
-
-def run() -> None:
-    """Console-script entry point."""
-    saved_run_cli.run_app(main)
-
+main, run = command("dfh", __name__)
 
 if __name__ == "__main__":
     run()

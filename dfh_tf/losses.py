@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from common.method import batch_mean
+from common.methods.base import batch_mean
 
 QUANTIZATIONS = ("quadratic", "first_order")
 PAIR_MARGIN = 0.5       # DSH's m = 2K on squared distances = half the bits apart

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import keras
 
-from common.backbone import BN_EPSILON, BN_MOMENTUM, multiscale_backbone
+from common.models.backbone import BN_EPSILON, BN_MOMENTUM, multiscale_backbone
 
 OUTPUT_NAMES = ("logits", "relaxed_codes", "feature_logits", "hash_activations")
 

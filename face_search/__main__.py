@@ -7,7 +7,7 @@
     python -m face_search info --index IDX
     python -m face_search serve --index IDX [--host 127.0.0.1] [--port 8080] [--max_upload_mb 10]
 
-Bad input stops with one ``error:`` line and exit code 2 (``common.exits``); a bad photo
+Bad input stops with one ``error:`` line and exit code 2 (``common.cli.runner``); a bad photo
 among many is reported and skipped. The work is in :mod:`face_search.api`.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from absl import flags
 
-from common import exits
-from common.exits import fail
+from common.cli import checks, runner
+from common.cli.runner import fail
 
 COMMANDS = ("build", "add", "remove", "query", "info", "serve")
 
@@ -47,8 +47,8 @@ MAX_UPLOAD_MB = flags.DEFINE_float("max_upload_mb", 10.0, "serve: largest photo 
                                    lower_bound=0.001, upper_bound=1024.0)
 DETECTOR = flags.DEFINE_enum("detector", "auto", ["auto", "mtcnn", "center"], "serve: face "
                              "detector for uploads (auto: mtcnn when installed).")
-exits.bound_flag("top_k", exits.MAX_TOP_K, "more than any gallery this project handles")
-exits.bound_flag("radius", exits.MAX_BITS, "codes are at most 1024 bits")
+checks.bound_flag("top_k", checks.MAX_TOP_K, "more than any gallery this project handles")
+checks.bound_flag("radius", checks.MAX_BITS, "codes are at most 1024 bits")
 
 
 def _guarded(work):
@@ -56,7 +56,7 @@ def _guarded(work):
     try:
         return work()
     except (ValueError, OSError) as exc:
-        known = exits.user_error(exc)
+        known = runner.user_error(exc)
         fail(known[0] if known else str(exc))
 
 
@@ -68,7 +68,7 @@ def _need(flag, name: str) -> str:
 
 def build() -> None:
     from face_search import api, report
-    exits.check_folder_flag("index", INDEX.value)
+    checks.check_folder_flag("index", INDEX.value)
     result = _guarded(lambda: api.build_index(
         _need(MODEL, "model"), GALLERY.value or fail("--gallery is required"),
         _need(INDEX, "index"), KIND.value, CHECKPOINT.value or "best_map",
@@ -153,7 +153,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (``face-search``)."""
-    exits.run_main(main)
+    runner.run_main(main)
 
 
 if __name__ == "__main__":

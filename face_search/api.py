@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from common import interrupts
+from common.io import interrupts
 from face_search import inputs, store
 from face_search.encoder import CodeEncoder, encoder_for_index
 from face_search.errors import UnknownIdError

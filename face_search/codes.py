@@ -1,6 +1,6 @@
 """The packed code layout every part of the search shares, and its checks.
 
-Codes are the exports' ``packed`` output (``common.serving``): uint8 (N, ceil(bits/8)),
+Codes are the exports' ``packed`` output (``common.export.serving``): uint8 (N, ceil(bits/8)),
 bit b of the code in bit (b % 8) of byte b // 8, least significant bit first, padding
 bits 0. A padding bit set by mistake would add distance to every comparison, silently,
 so :func:`check_packed` refuses it. Searches run on codes widened to whole 64-bit words
@@ -14,7 +14,7 @@ import numpy as np
 
 from common.metrics.hamming import popcount
 
-MAX_BITS = 1024  # as common.exits.MAX_BITS: the methods are meant for 12..48 bits
+MAX_BITS = 1024  # as common.cli.runner.MAX_BITS: the methods are meant for 12..48 bits
 
 
 def code_bytes(num_bits: int) -> int:

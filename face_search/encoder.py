@@ -36,7 +36,7 @@ def model_kind(path: str) -> str:
     Raises:
         ModelPathError: missing, or neither kind.
     """
-    from common.export_folder import has_marker, recover_export
+    from common.export.folder import has_marker, recover_export
     from common.training.loop import RUN_CONFIG
 
     path = os.path.abspath(path)
@@ -79,7 +79,7 @@ class CodeEncoder:
 
     @classmethod
     def _from_export(cls, path: str) -> "CodeEncoder":
-        from common.encoder import load_encoder
+        from common.export.loader import load_encoder
 
         encoder = load_encoder(path)
         info = encoder.info
@@ -90,26 +90,23 @@ class CodeEncoder:
 
     @classmethod
     def _from_run(cls, path: str, checkpoint: str) -> "CodeEncoder":
-        from common.reproduce.methods import DEEP_METHODS, deep_method_class
-        from common.saved_run import RunFolderError, load_run, read_run_config
+        from common.training.saved_run import load_run
         from common.training.evaluate import compute_codes
 
-        name = read_run_config(path)["method"].get("method")
-        if name not in DEEP_METHODS:
-            raise RunFolderError(f"{path}: unknown method {name!r} in its run config")
-        run = load_run(deep_method_class(name), path, checkpoint)
+        run = load_run(None, path, checkpoint)  # the method the run records (the registry)
         num_bits = int(run.model.outputs[run.codes_output].shape[-1])
 
         def encode(faces: np.ndarray) -> np.ndarray:
             relaxed = compute_codes(run.model, run.method, run.normalization.apply(faces))
             return np.packbits(relaxed >= 0, axis=1, bitorder="little")  # sign, 0 -> +1
 
-        details = {"method": name, "checkpoint": checkpoint, "epoch": run.record.get("epoch")}
+        details = {"method": run.method.name, "checkpoint": checkpoint,
+                   "epoch": run.record.get("epoch")}
         return cls(path, "run", num_bits, encode, details)
 
     def encode_faces(self, faces: np.ndarray) -> np.ndarray:
         """Packed codes of uint8 (N, 32, 32, 3) faces (ValueError for anything else)."""
-        from common.encoder import check_images
+        from common.export.loader import check_images
 
         faces = check_images(faces)
         if not len(faces):

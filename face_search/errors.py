@@ -1,7 +1,9 @@
 """Errors of the face search a user's input can cause (all ``ValueError``: exit 2)."""
 
+from common.errors import ProjectError
 
-class SearchInputError(ValueError):
+
+class SearchInputError(ProjectError, ValueError):
     """Base of the errors below."""
 
 

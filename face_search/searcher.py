@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from common import interrupts
+from common.io import interrupts
 from face_search import inputs
 from face_search.encoder import CodeEncoder, encoder_for_index
 from face_search.index import GalleryIndex, Hit

@@ -249,7 +249,7 @@ class SearchHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         if getattr(self.server, "quiet", False):
             return
-        from common.exits import one_line
+        from common.cli.runner import one_line
         sys.stderr.write(one_line(f"{self.address_string()} - {format % args}") + "\n")
 
 

@@ -5,7 +5,7 @@ next gallery id, the model that made the codes, and the size and SHA-256 of ever
 file), ``codes.npy``, ``ids.npy``, ``labels.npy``, ``identity_codes.npy``,
 ``identity_names.json``, ``sources.npy`` (UTF-8 bytes) and ``source_ends.npy``.
 
-The rules are the exports' (``common.export_folder``): the new index is written into
+The rules are the exports' (``common.io.folder_swap``): the new index is written into
 ``.NAME.tmp-<hex>`` beside the target, fsynced, and swapped in with one
 ``renameat2(RENAME_EXCHANGE)``; where the filesystem cannot exchange, the old index is
 renamed aside (``.NAME.old-<hex>``) first and put back by the next save or load if a
@@ -14,7 +14,7 @@ new folder, an empty one or an index (the marker and only the files above) may b
 replaced. Loading checks every file against its recorded size and hash, so a damaged
 index is refused with the file named instead of answering wrong results.
 
-Crash points (``common.faults``): ``index:written`` (temporary folder complete, nothing
+Crash points (``common.io.faults``): ``index:written`` (temporary folder complete, nothing
 swapped), ``index:aside`` (fallback only: the old index aside, the new one not yet in
 place), ``index:swapped`` (new index in place, the old one not yet removed).
 """
@@ -31,12 +31,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from common import interrupts
-from common.atomic_files import make_temp_dir
+from common.io import interrupts
+from common.io.atomic import make_temp_dir
 # The exports' rename primitives: the same atomic exchange and no-replace rename.
-from common.export_folder import (discard_or_keep, folder_lock, fsync_tree,
-                                  put_back_newest_aside, siblings, swap_in_place)
-from common.faults import crash_point
+from common.io.folder_swap import discard_or_keep, fsync_tree, put_back_newest_aside, siblings, swap_in_place
+from common.io.locks import folder_lock
+from common.io.faults import crash_point
 from face_search.errors import IndexBusyError, IndexFolderError
 
 INDEX_JSON = "index.json"

@@ -54,14 +54,13 @@ def golden(method: str, work: str) -> dict:
           *METHOD_FLAGS[method], "--model_dir", model_dir], work)
     _run([f"{method}_tf.export", "--model_dir", model_dir, "--export_dir", export_dir], work)
 
-    from common.saved_run import load_run
-    from common.reproduce.methods import deep_method_class
+    from common.training.saved_run import load_run
     from common.training.data import load_split_data
     from common.training.evaluate import compute_codes
-    from common.encoder import load_encoder
+    from common.export.loader import load_encoder
 
     data = load_split_data("synthetic", data_dir)
-    run = load_run(deep_method_class(method), model_dir, "best_map")
+    run = load_run(method, model_dir, "best_map")
     relaxed = compute_codes(run.model, run.method, data.test_images[:8])
     pixels = np.random.default_rng(5).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     served = load_encoder(export_dir)(pixels)

@@ -35,7 +35,7 @@ def raw_faces(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 def train_tiny_export(root: Path) -> None:
     """root/data/{train,test} (6 synthetic identities), root/run (a 2-epoch 12-bit DCBH
     with a narrow backbone) and root/export (its best_map state): about 15 s."""
-    from common.saved_run import export_run
+    from common.training.saved_run import export_run
     from common.training.data import load_split_data
     from common.training.loop import TrainConfig, train
     from dcbh_tf.method import DCBH

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.baselines import ITQ, LSH, binarize
+from common.methods.baselines import ITQ, LSH, binarize
 from common.metrics import retrieval_metrics
 
 

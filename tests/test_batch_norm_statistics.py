@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from common.batch_norm import batch_norm_layers, frozen_moving_statistics
+from common.models.batch_norm import batch_norm_layers, frozen_moving_statistics
 from common.reproduce.methods import make_deep_method
 from common.training.evaluate import compute_codes, evaluate_retrieval
 from common.training.loop import TrainConfig, train
-from common.saved_run import load_run
+from common.training.saved_run import load_run
 from ddah_tf.method import DDAH
 from tests.tiny_training import synthetic_split
 

@@ -15,16 +15,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from common.training import checkpoints
-from common.training.checkpoints import (
-    CheckpointError,
-    CheckpointStore,
-    RunLockedError,
-    read_index,
-    restore_model_weights,
-    run_lock,
-    write_json_atomic,
-)
+from common.runs.checkpoints import store as checkpoints
+from common.io.atomic import write_json_atomic
+from common.io.locks import RunLockedError, run_lock
+from common.runs.checkpoints.layout import CheckpointError
+from common.runs.checkpoints.store import CheckpointStore, read_index, restore_model_weights
 
 
 def _model(seed: int = 0, units: int = 3) -> keras.Model:
@@ -158,7 +153,7 @@ def test_killed_process_leaves_a_restorable_checkpoint(tmp_path):
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         import tensorflow as tf
         from test_checkpoints import _state
-        from common.training.checkpoints import CheckpointStore
+        from common.runs.checkpoints.store import CheckpointStore
         model, optimizer, epoch = _state()
         store = CheckpointStore({str(tmp_path)!r}, model=model, optimizer=optimizer, epoch=epoch)
         for i in range(1, 100000):

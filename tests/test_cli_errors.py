@@ -20,11 +20,11 @@ import time
 
 import pytest
 
-from common import exits
+from common.cli import runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-ENV.pop(exits.TRACEBACK_ENV, None)
+ENV.pop(runner.TRACEBACK_ENV, None)
 # TensorFlow's start-up lines (even at level 3), absl log lines, TF's Python warnings.
 NOISE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl::InitializeLog"
                    r"|WARNING:(tensorflow|absl):)")
@@ -199,7 +199,7 @@ def test_sigterm_during_training_is_an_interrupt(run_folder, tmp_path):
     finally:
         proc.kill()
     result = subprocess.CompletedProcess(proc.args, proc.returncode, "".join(seen) + rest, errors)
-    _assert_one_error(result, exits.EXIT_INTERRUPTED, "interrupted", str(model_dir), "resume")
+    _assert_one_error(result, runner.EXIT_INTERRUPTED, "interrupted", str(model_dir), "resume")
     checkpoints = os.listdir(model_dir / "checkpoints")
     assert not [e for e in checkpoints if e.startswith(".tmp-")], checkpoints
     with open(model_dir / "checkpoints" / "index.json", encoding="utf-8") as f:
@@ -208,10 +208,10 @@ def test_sigterm_during_training_is_an_interrupt(run_folder, tmp_path):
 
 def test_sigterm_elsewhere_is_an_interrupt(capsys, monkeypatch):
     """The runner's handler, in-process: SIGTERM raises KeyboardInterrupt -> exit 130."""
-    monkeypatch.setattr(exits, "_signal_name", None)  # restored afterwards
+    monkeypatch.setattr(runner, "_signal_name", None)  # restored afterwards
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        exits.install_sigterm_handler()
+        runner.install_sigterm_handler()
 
         def main(argv):
             os.kill(os.getpid(), signal.SIGTERM)
@@ -219,10 +219,10 @@ def test_sigterm_elsewhere_is_an_interrupt(capsys, monkeypatch):
                 time.sleep(0.01)
 
         with pytest.raises(SystemExit) as stop:
-            exits.guarded(main)(["prog"])
+            runner.guarded(main)(["prog"])
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert stop.value.code == exits.EXIT_INTERRUPTED
+    assert stop.value.code == runner.EXIT_INTERRUPTED
     assert capsys.readouterr().err == "error: interrupted by SIGTERM\n"
 
 
@@ -250,12 +250,12 @@ def _raise_bug(tmp_path):
     (_raise_json, 2, ["broken.json: malformed JSON", "line 1 column 7"]),
     (_raise_os, 2, ["missing/file.txt: No such file or directory"]),
     (_raise_memory, 2, ["out of memory: Unable to allocate 447. TiB"]),
-    (_raise_bug, 1, ["internal error: KeyError: 'slots'", exits.TRACEBACK_ENV]),
+    (_raise_bug, 1, ["internal error: KeyError: 'slots'", runner.TRACEBACK_ENV]),
 ])
 def test_escaping_errors_become_one_line(work, code, fragments, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv(exits.TRACEBACK_ENV, raising=False)
+    monkeypatch.delenv(runner.TRACEBACK_ENV, raising=False)
     with pytest.raises(SystemExit) as stop:
-        exits.guarded(lambda argv: work(tmp_path))(["prog"])
+        runner.guarded(lambda argv: work(tmp_path))(["prog"])
     err = capsys.readouterr().err
     assert stop.value.code == code
     assert err.count("\n") == 1 and err.startswith("error: "), err
@@ -264,16 +264,16 @@ def test_escaping_errors_become_one_line(work, code, fragments, tmp_path, capsys
 
 
 def test_traceback_only_on_request(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv(exits.TRACEBACK_ENV, "1")
+    monkeypatch.setenv(runner.TRACEBACK_ENV, "1")
     with pytest.raises(SystemExit):
-        exits.guarded(lambda argv: _raise_bug(tmp_path))(["prog"])
+        runner.guarded(lambda argv: _raise_bug(tmp_path))(["prog"])
     err = capsys.readouterr().err
     assert "Traceback" in err and err.splitlines()[-1].startswith("error: internal error")
 
 
 def test_a_newline_in_a_name_stays_on_one_line(capsys):
     with pytest.raises(SystemExit):
-        exits.fail("runs/a\nb: folder does not exist")
+        runner.fail("runs/a\nb: folder does not exist")
     assert capsys.readouterr().err == "error: runs/a\\nb: folder does not exist\n"
 
 
@@ -295,8 +295,8 @@ def test_any_folder_name_works_as_a_run_folder(name, run_folder, method_cls, tmp
     """Save, restore, rebuild and export a run whose folder has ``name``."""
     import tensorflow as tf
 
-    from common.saved_run import export_run, load_run
-    from common.training.checkpoints import CheckpointStore
+    from common.training.saved_run import export_run, load_run
+    from common.runs.checkpoints.store import CheckpointStore
 
     model_dir = _copy_run(run_folder, tmp_path, name)
     store = CheckpointStore(str(tmp_path / name / "scratch"), v=tf.Variable([1.0, 2.0]))

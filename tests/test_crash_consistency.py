@@ -1,6 +1,6 @@
 """Crash consistency: kill -9 at every instant that matters, resume, compare with a clean run.
 
-The training command is killed (SIGKILL, via common.faults crash points) between
+The training command is killed (SIGKILL, via common.io.faults crash points) between
 writing a state and naming it, after naming it, between a checkpoint and its
 history line, inside evaluations and before the final report; the export command
 between writing and swapping in a new export. After each kill the same command is
@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from common.faults import ENV as CRASH_ENV
-from common.training import checkpoints
+from common.io.faults import ENV as CRASH_ENV
+from common.runs.checkpoints import store as checkpoints
 from common.training.loop import METRICS, read_history
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,7 +128,7 @@ def _export_command(model_dir, export_dir) -> list[str]:
 def test_export_killed_mid_swap_leaves_a_complete_export_and_redoes_to_the_same_codes(
         reference):
     """Kill between the swap and the clean-up (the other instants: test_export_safety.py)."""
-    from common.export import load_encoder
+    from common.export.loader import load_encoder
 
     root, _, straight = reference
     export_dir = root / "export"

@@ -13,8 +13,8 @@ from fresh_process import serve_in_fresh_process
 from method_cli import assert_one_clear_error, run_cli
 from tiny_training import chance_map, checkpoint_tensors, synthetic_split
 
-from common.export import EXPORT_INFO, KERAS_FILE
-from common.saved_run import export_run, load_run
+from common.export.folder import EXPORT_INFO, KERAS_FILE
+from common.training.saved_run import export_run, load_run
 from common.training.loop import (METRICS, RUN_CONFIG, TrainConfig, _Trainer, make_optimizer,
                                   read_history, train)
 from dagh_tf.method import DAGH, LOSS_PARTS
@@ -122,7 +122,7 @@ def test_schedule_and_exact_resume(tiny_data, tmp_path):
 def test_a_model_only_checkpoint_holds_every_variable():
     """Evaluation and export restore the model alone: every variable (the identity
     centers, the spatial gates) must be reachable from the checkpoint graph."""
-    from common.training.checkpoints import untracked_variables
+    from common.runs.checkpoints.store import untracked_variables
 
     for settings in (dict(), dict(attention="parallel", identity_head="softmax")):
         model = DAGH(num_bits=12, width_multiplier=WIDTH, **settings).build_model(4)
@@ -195,7 +195,7 @@ def test_exported_saved_model_serves_the_discrete_codes_in_a_fresh_process(learn
 
 # ---------------------------------------------------------------------------- harness rows
 def test_ablation_rows_remove_one_part_each():
-    from common.reproduce.methods import DISPLAY_NAMES, check_methods, make_deep_method
+    from common.reproduce.methods import check_methods, display_name, make_deep_method
 
     full = make_deep_method("dagh", 48, 0.25).config()
     for row, (key, value) in {"dagh_no_cascade": ("attention", "parallel"),
@@ -203,7 +203,7 @@ def test_ablation_rows_remove_one_part_each():
                               "dagh_no_identity": ("identity_head", "softmax")}.items():
         config = make_deep_method(row, 48, 0.25).config()
         assert config == {**full, key: value}, row
-        assert DISPLAY_NAMES[row].startswith("DAGH without")
+        assert display_name(row).startswith("DAGH without")
     assert make_deep_method("dagh_no_parts", 48, 0.25).config() == {
         **full, "attention": "parallel", "hash_layer": "tanh", "identity_head": "softmax"}
     assert check_methods(["dagh_no_identity", "ddah", "dagh"]) == [

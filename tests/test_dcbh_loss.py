@@ -15,7 +15,7 @@ from numpy_reference import center_update_delta, cross_entropy
 from tiny_networks import arr, checked_gradients, images
 
 
-from common.regularization import decayed_kernels, weight_decay_loss
+from common.models.regularization import decayed_kernels, weight_decay_loss
 from dcbh_tf.method import DCBH
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")

@@ -14,8 +14,8 @@ from fresh_process import serve_in_fresh_process
 from method_cli import ENV, assert_one_clear_error, run_cli
 from tiny_training import chance_map, checkpoint_tensors, synthetic_split
 
-from common.export import EXPORT_INFO, KERAS_FILE
-from common.saved_run import evaluate_run, export_run, load_run
+from common.export.folder import EXPORT_INFO, KERAS_FILE
+from common.training.saved_run import evaluate_run, export_run, load_run
 from common.training.loop import (METRICS, RUN_CONFIG, TrainConfig, _Trainer, make_optimizer,
                                   read_history, train)
 from ddah_tf.method import DDAH, LOSS_PARTS
@@ -144,7 +144,7 @@ def test_compiled_step_matches_the_reference(tiny_data, tmp_path):
 def test_optimizer_groups_are_checked():
     import tensorflow as tf
 
-    from common.method import HashingMethod, OptimizerGroup
+    from common.methods.base import HashingMethod, OptimizerGroup
     from common.training.loop import optimizer_groups
 
     a, b = tf.Variable(1.0), tf.Variable(2.0)
@@ -174,7 +174,7 @@ def test_optimizer_groups_are_checked():
 def test_a_model_only_checkpoint_holds_every_variable():
     """Evaluation and export restore the model alone: TensorFlow's checkpoint graph must
     reach every variable (it skipped the encoder when its layers sat in a list of pairs)."""
-    from common.training.checkpoints import untracked_variables
+    from common.runs.checkpoints.store import untracked_variables
 
     for unused_bn3 in (False, True):
         model = DDAH(num_bits=12, width_multiplier=WIDTH, unused_bn3=unused_bn3).build_model(4)
@@ -197,7 +197,7 @@ from common.training.distribution import configure_cpu_devices, make_strategy
 configure_cpu_devices(2)
 import json
 import numpy as np, tensorflow as tf
-from common.replica_ops import replica_global
+from common.models.replica_ops import replica_global
 strategy = make_strategy("mirrored")
 # per example: loss_a = w0 * xa, loss_b = w1 * xb; hinge of the batch means
 xa = np.array([3.0, 2.0, 0.0, 0.5], np.float32)

@@ -17,7 +17,7 @@ from numpy_reference import center_loss, center_update_delta, cross_entropy, sig
 from tiny_networks import arr, checked_gradients, images
 
 
-from common.regularization import decayed_kernels, weight_decay_loss
+from common.models.regularization import decayed_kernels, weight_decay_loss
 from ddch_tf.method import DDCH
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")

@@ -1,6 +1,6 @@
 """The DDCH network (ddch_tf.model.build_ddch) against the design in ddch_tf/README.md.
 
-images -> DCBH's backbone and two-scale fusion (common/backbone.py) -> feature layer
+images -> DCBH's backbone and two-scale fusion (common/models/backbone.py) -> feature layer
 (Dense no bias -> BN -> ReLU; feature centers) -> hash function (Dense no bias -> BN ->
 ReLU -> Dense num_bits no bias -> BN -> tanh = relaxed codes) -> straight-through sign
 (+-1 codes; code centers) -> classifier on the codes; a second classifier on the features.

@@ -16,9 +16,9 @@ from fresh_process import serve_in_fresh_process
 from method_cli import ROOT, assert_one_clear_error, run_cli
 from tiny_training import chance_map, checkpoint_tensors, synthetic_split
 
-from common.export import EXPORT_INFO
-from common.saved_run import export_run, load_run
-from common.training import checkpoints
+from common.export.folder import EXPORT_INFO
+from common.training.saved_run import export_run, load_run
+from common.runs.checkpoints import store as checkpoints
 from common.training.loop import METRICS, RUN_CONFIG, TrainConfig, read_history, train
 from ddch_tf.method import DDCH
 

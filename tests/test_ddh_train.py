@@ -11,9 +11,9 @@ from fresh_process import serve_in_fresh_process
 from method_cli import assert_one_clear_error, run_cli
 from tiny_training import chance_map, synthetic_split
 
-from common.export import EXPORT_INFO
-from common.tf_startup import STARTUP_NOTICES
-from common.saved_run import evaluate_run, export_run, load_run
+from common.export.folder import EXPORT_INFO
+from common.cli.tf_startup import STARTUP_NOTICES
+from common.training.saved_run import evaluate_run, export_run, load_run
 from common.training.loop import METRICS, RUN_CONFIG, TrainConfig, read_history, train
 from ddh_tf.method import DDH
 
@@ -107,7 +107,7 @@ def test_train_command_line(tmp_path):
         "--eval_every", "0", "--model_dir", str(model_dir)], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "epoch 2/2 | train loss" in result.stdout
-    # TensorFlow's start-up notices and its own INFO lines stay off stderr (common.tf_startup)
+    # TensorFlow's start-up notices and its own INFO lines stay off stderr (common.cli.tf_startup)
     assert not [line for line in result.stderr.splitlines()
                 if any(n.match(line) for n in STARTUP_NOTICES)], result.stderr
     assert "Sharding callback" not in result.stderr and "Traceback" not in result.stderr

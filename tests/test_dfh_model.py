@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from common.backbone import BLOCKS
-from common.method import HashingMethod
+from common.models.backbone import BLOCKS
+from common.methods.base import HashingMethod
 from dfh_tf import losses
 from dfh_tf.method import DFH, LOSS_PARTS
 from dfh_tf.model import OUTPUT_NAMES, build_dfh

@@ -13,8 +13,8 @@ from fresh_process import serve_in_fresh_process
 from method_cli import assert_one_clear_error, run_cli
 from tiny_training import chance_map, checkpoint_tensors, synthetic_split
 
-from common.saved_run import export_run, load_run
-from common.training import checkpoints
+from common.training.saved_run import export_run, load_run
+from common.runs.checkpoints import store as checkpoints
 from common.training.loop import RUN_CONFIG, TrainConfig, read_history, train
 from dfh_tf.method import DFH, LOSS_PARTS
 
@@ -147,7 +147,7 @@ def test_exported_saved_model_serves_the_codes_in_a_fresh_process(learned_run, t
 
 # ---------------------------------------------------------------------------- harness rows
 def test_ablation_rows_replace_one_part_each():
-    from common.reproduce.methods import DISPLAY_NAMES, check_methods, make_deep_method
+    from common.reproduce.methods import check_methods, display_name, make_deep_method
 
     full = make_deep_method("dfh", 48, 0.25).config()
     assert full == DFH(num_bits=48, width_multiplier=0.25).config()
@@ -156,7 +156,7 @@ def test_ablation_rows_replace_one_part_each():
                         "dfh_no_distillation": {"distillation_weight": 0.0},
                         "dfh_one_stage": {"feature_epochs": 0}}.items():
         assert make_deep_method(row, 48, 0.25).config() == {**full, **change}, row
-        assert DISPLAY_NAMES[row].startswith("DFH")
+        assert display_name(row).startswith("DFH")
     assert check_methods(["dfh_ce", "dcbh", "dfh"]) == ["dcbh", "dfh", "dfh_ce"]
 
 

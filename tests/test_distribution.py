@@ -130,7 +130,7 @@ import json, os, sys
 from common.training.distribution import configure_cpu_devices
 configure_cpu_devices(2)
 import numpy as np, tensorflow as tf
-from common.training import checkpoints
+from common.runs.checkpoints import store as checkpoints
 from common.training.data import load_split_data
 from common.training.loop import TrainConfig, train
 """ + _MAKE_METHOD + r"""

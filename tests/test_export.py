@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from fresh_process import serve_in_fresh_process
 
-from common.export import (EXPORT_INFO, FORMAT, FORMAT_KEY, KERAS_FILE, pack_codes,
-                           pack_codes_numpy)
-from common.saved_run import RunFolderError, evaluate_run, export_run, load_run
+from common.export.folder import EXPORT_INFO, FORMAT, FORMAT_KEY, KERAS_FILE
+from common.export.serving import pack_codes, pack_codes_numpy
+from common.training.saved_run import RunFolderError, evaluate_run, export_run, load_run
 from common.training.data import load_split_data
 from common.training.loop import METRICS, TrainConfig, train
 from dcbh_tf.method import DCBH

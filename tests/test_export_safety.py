@@ -17,12 +17,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from common import export, export_folder
-from common.export import (ANY_SIZE_SIGNATURE, EXPORT_INFO, FORMAT, FORMAT_KEY, SIGNATURE,
-                           ExportBusyError, ExportDirError, export_model, load_encoder)
+from common.export import folder as export_folder
+from common.io import folder_swap
+from common.export import writer as export
+from common.export.folder import EXPORT_INFO, FORMAT, FORMAT_KEY, ExportBusyError, ExportDirError
+from common.export.loader import load_encoder
+from common.export.serving import ANY_SIZE_SIGNATURE, SIGNATURE
+from common.export.writer import export_model
 from common.errors import FolderChangedError
-from common.faults import ENV as CRASH_ENV
-from common.saved_run import load_run
+from common.io.faults import ENV as CRASH_ENV
+from common.training.saved_run import load_run
 from common.training.data import load_split_data
 from common.training.loop import TrainConfig, train
 from dcbh_tf.method import DCBH
@@ -215,7 +219,7 @@ def test_export_without_atomic_exchange_replaces_a_previous_export(trained, tmp_
                                                                    monkeypatch):
     target = tmp_path / "exp"
     _export(trained, target, "last")
-    monkeypatch.setattr(export_folder, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(folder_swap, "_exchange", lambda a, b: False)
     _export(trained, target, "best_loss")
     assert _slot(target) == "best_loss"
     assert os.listdir(tmp_path) == ["exp"]
@@ -270,7 +274,7 @@ def test_exchange_swaps_two_folders_in_one_step(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "from_a").write_text("a")
     (tmp_path / "b").mkdir()
-    if not export_folder._exchange(str(tmp_path / "a"), str(tmp_path / "b")):
+    if not folder_swap._exchange(str(tmp_path / "a"), str(tmp_path / "b")):
         pytest.skip("no renameat2(RENAME_EXCHANGE) on this OS or filesystem: fallback used")
     assert os.listdir(tmp_path / "b") == ["from_a"] and os.listdir(tmp_path / "a") == []
 
@@ -314,12 +318,13 @@ def test_next_export_puts_back_a_previous_export_left_aside_first(trained, tmp_p
 
 _CRASHING_EXPORT = """
 import sys
-import common.export_folder as export_folder
-from common.saved_run import export_run
+from common.export import folder as export_folder
+from common.io import folder_swap
+from common.training.saved_run import export_run
 from dcbh_tf.method import DCBH
 model_dir, export_dir, exchange = sys.argv[1:]
 if exchange == "fallback":
-    export_folder._exchange = lambda a, b: False
+    folder_swap._exchange = lambda a, b: False
 export_run(DCBH, model_dir, export_dir, "best_loss")
 """
 

@@ -16,10 +16,11 @@ import os
 import numpy as np
 import pytest
 
-from common import export_folder
+from common.io import folder_swap
 from common.data import photo_output
 from common.errors import FolderChangedError
-from common.export_folder import discard_owned, export_owns, remove_stale, swap_in_place
+from common.export.folder import export_owns, remove_stale
+from common.io.folder_swap import discard_owned, swap_in_place
 from dfh_tf.gan import augmentation
 from face_search import store
 
@@ -55,7 +56,7 @@ def _tree(folder) -> dict:
 @pytest.fixture(params=[True, False], ids=["exchange", "fallback"])
 def exchange(request, monkeypatch):
     if not request.param:  # an OS or filesystem without renameat2(RENAME_EXCHANGE)
-        monkeypatch.setattr(export_folder, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(folder_swap, "_exchange", lambda a, b: False)
     return request.param
 
 
@@ -88,14 +89,14 @@ def test_a_file_appearing_after_the_check_is_kept_aside(tmp_path, writer, exchan
     """The narrowest window: the replaced folder was checked clean, then a file lands in it
     before its own files are deleted: it is kept, in a folder a person can see."""
     owns, files, target, new = _setup(tmp_path, writer, previous=True)
-    real_discard = export_folder.discard_owned
+    real_discard = folder_swap.discard_owned
 
     def late_writer(folder, owns_):
         if any(v.startswith(b"old ") for v in _tree(folder).values()):
             _write(folder, {"late.txt": b"late"})          # the replaced folder, just now
         return real_discard(folder, owns_)
 
-    monkeypatch.setattr(export_folder, "discard_owned", late_writer)
+    monkeypatch.setattr(folder_swap, "discard_owned", late_writer)
     swap_in_place(new, target, "test", owns)
     assert _tree(target) == files
     kept = [n for n in os.listdir(tmp_path) if n.startswith("out.kept-")]

@@ -1,10 +1,10 @@
-"""common.history_file: the per-epoch history both the hashing loop and the GAN write."""
+"""common.runs.history: the per-epoch history both the hashing loop and the GAN write."""
 
 import json
 import subprocess
 import sys
 
-from common.history_file import HISTORY, append_history_line, read_history_lines
+from common.runs.history import HISTORY, append_history_line, read_history_lines
 
 
 def test_append_then_read_round_trips_in_epoch_order(tmp_path):
@@ -43,7 +43,7 @@ def test_another_file_name_is_kept_apart(tmp_path):
 
 
 def test_the_module_loads_without_tensorflow():
-    code = ("import sys, common.history_file, dfh_tf.gan.run_folder; "
+    code = ("import sys, common.runs.history, dfh_tf.gan.run_folder; "
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

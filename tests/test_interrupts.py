@@ -1,4 +1,4 @@
-"""SIGINT/SIGTERM during training stop at a safe point (common.interrupts)."""
+"""SIGINT/SIGTERM during training stop at a safe point (common.io.interrupts)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from common import interrupts
+from common.io import interrupts
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -35,9 +35,10 @@ def test_a_signal_during_an_export_leaves_the_previous_export(tmp_path, monkeypa
     """SIGTERM while the SavedModel is written: the swap is cancelled, nothing is left."""
     import numpy as np
 
-    from common import export
+    from common.export import loader
+    from common.export import writer as export
     from common.data.preprocess import Normalization
-    from common.method import CODES
+    from common.methods.base import CODES
     from dcbh_tf.method import DCBH
 
     method = DCBH(num_bits=12, code_length=3, width_multiplier=0.0625)
@@ -55,7 +56,7 @@ def test_a_signal_during_an_export_leaves_the_previous_export(tmp_path, monkeypa
     monkeypatch.setattr(export, "_write_export", write_then_signal)
     with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
         export.export_model(model, norm, str(target), codes_output, info={"first": False})
-    assert export.load_encoder(str(target)).info["first"] is True
+    assert loader.load_encoder(str(target)).info["first"] is True
     assert sorted(os.listdir(tmp_path)) == ["exp"]
-    codes = export.load_encoder(str(target))(np.zeros((2, 32, 32, 3), np.uint8))["codes"]
+    codes = loader.load_encoder(str(target))(np.zeros((2, 32, 32, 3), np.uint8))["codes"]
     assert codes.shape == (2, 12)

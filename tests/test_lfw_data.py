@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from common.baselines import ITQ
+from common.methods.baselines import ITQ
 from common.metrics import retrieval_metrics
 from common.training.data import load_split_data
 

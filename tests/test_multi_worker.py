@@ -120,7 +120,7 @@ def _worker_copies(tmp):
 
 def _tensors(model_dir):
     import tensorflow as tf
-    from common.training import checkpoints
+    from common.runs.checkpoints import store as checkpoints
 
     index = checkpoints.read_index(model_dir)
     prefix = os.path.join(model_dir, "checkpoints", index["slots"]["last"]["dir"], "ckpt")

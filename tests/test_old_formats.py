@@ -52,7 +52,7 @@ def test_an_old_run_evaluates_to_its_recorded_figures(old):
 
 
 def test_an_old_run_exports_to_what_the_old_export_serves(old, tmp_path):
-    from common.encoder import load_encoder
+    from common.export.loader import load_encoder
 
     result = run_cli("dcbh_tf.export", ["--model_dir", str(old / "run"), "--export_dir",
                                         str(tmp_path / "new")], tmp_path)

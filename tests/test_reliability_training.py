@@ -16,8 +16,8 @@ import tensorflow as tf
 
 from tiny_training import checkpoint_tensors, synthetic_split
 
-from common.saved_run import RunFolderError, evaluate_run, export_run, load_run
-from common.training import checkpoints, evaluate as evaluate_module
+from common.training.saved_run import RunFolderError, evaluate_run, export_run, load_run
+from common.runs.checkpoints import store as checkpoints
 from common.training import loop
 from common.training.loop import (RUN_CONFIG, NonFiniteStateError, RunConfigMismatchError,
                                   TrainConfig, read_history, train)

@@ -24,7 +24,7 @@ from common.reproduce import isolation
 from common.reproduce.cells import CELL_FILE, CODES_FILE, cell_dir
 from common.reproduce.harness import RESULTS_MD, ReproduceConfig, reproduce
 from common.reproduce.isolation import CellProcessError, run_cell_process
-from common.training.checkpoints import read_index
+from common.runs.checkpoints.store import read_index
 from common.training.data import load_split_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

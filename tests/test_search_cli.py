@@ -15,7 +15,7 @@ import pytest
 
 from common.data.pickle_folder import write_pickle_folder
 from common.data.preprocess import to_rows
-from common.encoder import load_encoder
+from common.export.loader import load_encoder
 from face_search import api
 from face_search.encoder import CodeEncoder
 from face_search.errors import ModelPathError, UnknownIdError

@@ -262,9 +262,9 @@ def test_a_second_writer_is_refused(tmp_path):
 _SAVE_SCRIPT = """
 import sys, numpy as np
 from face_search.index import GalleryIndex
-import common.export_folder as export_folder
+from common.io import folder_swap
 if sys.argv[2] == "no-exchange":
-    export_folder._exchange = lambda a, b: False  # a filesystem without renameat2's exchange
+    folder_swap._exchange = lambda a, b: False  # a filesystem without renameat2's exchange
 index = GalleryIndex.load(sys.argv[1])
 index.add(np.full((3, 2), 7, np.uint8), [("new", 9, "n.jpg")] * 3)
 index.save(sys.argv[1])

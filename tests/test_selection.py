@@ -18,7 +18,7 @@ import pytest
 from common.metrics import METRIC_KEYS
 from common.training.evaluate import evaluate_retrieval
 from common.training.loop import TrainConfig, train
-from common.saved_run import evaluate_run, load_run
+from common.training.saved_run import evaluate_run, load_run
 from common.training.data import load_split_data
 from ddh_tf.method import DDH
 from tests.tiny_training import checkpoint_tensors, synthetic_split

@@ -1,4 +1,4 @@
-"""TensorFlow's start-up notices are hidden (common.tf_startup), real errors are not.
+"""TensorFlow's start-up notices are hidden (common.cli.tf_startup), real errors are not.
 
 The real-TensorFlow checks run in fresh processes (each imports TensorFlow) whose
 environment has neither ``TF_CPP_MIN_LOG_LEVEL`` nor ``FACE_HASHING_TF_STARTUP``.
@@ -14,8 +14,8 @@ import textwrap
 
 import pytest
 
-from common import tf_startup
-from common.tf_startup import STARTUP_NOTICES, filter_startup_lines, quiet_tensorflow_startup
+from common.cli import tf_startup
+from common.cli.tf_startup import STARTUP_NOTICES, filter_startup_lines, quiet_tensorflow_startup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLEAN_ENV = {k: v for k, v in os.environ.items()
@@ -100,7 +100,7 @@ def test_hook_filters_fd2_of_the_first_import_only(tmp_path):
         """))
     result = run_python("""
         import importlib.machinery, os, sys
-        from common import tf_startup
+        from common.cli import tf_startup
         tf_startup.quiet_tensorflow_startup()
         tf_startup.quiet_tensorflow_startup()
         assert sum(isinstance(f, tf_startup._TensorFlowFinder) for f in sys.meta_path) == 1
@@ -123,7 +123,7 @@ def test_hook_filters_fd2_of_the_first_import_only(tmp_path):
 def test_tensorflow_quiet_and_devices_still_configurable():
     """After the hook: no start-up notice, and TF's runtime is not initialised yet."""
     result = run_python("""
-        from common.tf_startup import quiet_tensorflow_startup
+        from common.cli.tf_startup import quiet_tensorflow_startup
         quiet_tensorflow_startup()
         import tensorflow as tf
         from common.training.distribution import configure_cpu_devices
@@ -143,7 +143,7 @@ def test_opt_out_shows_the_notices():
     takes the same path: test_opt_out_changes_nothing). An entry point's stderr without the
     notices is checked by tests/test_ddh_train.py::test_train_command_line."""
     result = run_python("""
-        from common.tf_startup import quiet_tensorflow_startup
+        from common.cli.tf_startup import quiet_tensorflow_startup
         quiet_tensorflow_startup()
         import tensorflow as tf
         print(int(tf.constant(1)))

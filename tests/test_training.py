@@ -15,7 +15,8 @@ import tensorflow as tf
 from tiny_training import chance_map, checkpoint_tensors, synthetic_split
 
 from common.data import DataFormatError, DataFormatWarning, Normalization, write_pickle_folder
-from common.training import checkpoints
+from common.io import atomic
+from common.runs.checkpoints import store as checkpoints
 from common.training.data import load_split_data
 from common.training.evaluate import evaluate_retrieval
 from common.training.loop import (
@@ -176,7 +177,7 @@ def test_resumed_run_equals_uninterrupted_run(tiny_data, tmp_path, op_determinis
 def test_crash_while_saving_keeps_the_previous_epoch_and_resumes(tiny_data, tmp_path,
                                                                 monkeypatch):
     model_dir = tmp_path / "run"
-    real_write = checkpoints.write_json_atomic
+    real_write = atomic.write_json_atomic
     index_writes = []
 
     def killed_at_second_index_write(path, obj):

@@ -1,7 +1,7 @@
 """Helpers for the tests that build small hashing networks and check them against numpy:
 tensors as arrays, weight counts, test images, non-trivial batch norms, the graph's
 wiring, one checked loss gradient, and the conv blocks of the backbone that DCBH and DDCH
-share (common/backbone.py). The model, layer and loss tests of several methods each kept
+share (common/models/backbone.py). The model, layer and loss tests of several methods each kept
 their own copy of these."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from common.metrics import retrieval_metrics
-from common.training import checkpoints
+from common.runs.checkpoints import store as checkpoints
 from common.training.data import SplitData, load_split_data
 
 

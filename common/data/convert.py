@@ -23,8 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # mtcnn loads TensorFlow: no
 
 from absl import flags  # noqa: E402 - after the environment line above
 
-from common import exits
-from common.exits import check_no_arguments, fail
+from common.cli import checks, runner
+from common.cli.checks import check_no_arguments
+from common.cli.runner import fail
 
 _SRC = flags.DEFINE_string("src", None,
                            "Folder of photos: SRC/<identity>/<any/subfolders>/<photo>.")
@@ -45,7 +46,7 @@ _ROWS_PER_FILE = flags.DEFINE_integer("rows_per_file", 1000, "Rows per .pkl file
 _PROGRESS_EVERY = flags.DEFINE_integer(
     "progress_every", 100, "Without a terminal, print a progress line every N photos.",
     lower_bound=1)
-exits.bound_flag("seed", exits.MAX_SEED, "numpy's seed range")
+checks.bound_flag("seed", checks.MAX_SEED, "numpy's seed range")
 
 
 @flags.multi_flags_validator(["test_per_identity", "min_per_identity"],
@@ -113,7 +114,7 @@ def main(argv: list[str]) -> None:
     check_no_arguments(argv)
     if not _SRC.value or not _OUT.value:
         fail("--src and --out are required (the photo folder and the folder to write)")
-    exits.check_folder_flag("out", _OUT.value)
+    checks.check_folder_flag("out", _OUT.value)
     # Cheap checks first: a wrong folder is refused before the detector loads (seconds).
     from common.data.errors import DataFormatError
     from common.data.photo_folder import list_photo_folder
@@ -138,8 +139,8 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    """Console entry point; one-line errors through common.exits.run_main."""
-    exits.run_main(main)
+    """Console entry point; one-line errors through common.cli.runner.run_main."""
+    runner.run_main(main)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from common.errors import ProjectError
 import os
 
 
-class DataFormatError(ValueError):
+class DataFormatError(ProjectError, ValueError):
     """A data file or folder is not in the expected layout.
 
     The message always starts with the offending path, then says why.

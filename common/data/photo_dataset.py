@@ -35,7 +35,7 @@ from common.data.errors import DataFormatError
 from common.data.photo_folder import PHOTO_EXTENSIONS, PhotoFolder, list_photo_folder
 from common.data.photo_output import FORMAT, META_FILE, write_folder_atomically
 from common.data.pickle_folder import write_pickle_folder
-from common.atomic_files import write_json_atomic
+from common.io.atomic import write_json_atomic
 from common.faces import FaceNotFoundError, FacePreparer, ImageReadError
 
 _ROW_STREAM = 0x524F5753  # "ROWS": the row shuffles' stream, apart from identity splits

@@ -11,13 +11,13 @@ or Ctrl-C must never leave a half-written data set nor lose the previous one.
   link, the filesystem root, the current folder or one of its parents, the source
   folder, a folder inside it or one containing it, anything else.
 * Written into ``.NAME.tmp-<12 hex>`` beside the target, fsynced, then swapped in by
-  :func:`common.export_folder.put_in_place` (one atomic exchange on Linux): the target is
+  :func:`common.io.folder_swap.swap_in_place` (one atomic exchange on Linux): the target is
   always the complete old or the complete new data set. The temporary folder is removed
   on any error or interrupt; leftovers of a killed run (its own ``.NAME.tmp-*`` /
   ``.NAME.old-*`` only) are removed by the next run, under a lock (``.NAME.lock``) that
   refuses a second conversion into the same folder. Only what the converter writes is ever
   deleted (:func:`owns`): a file someone puts into the output folder while a conversion
-  runs stops it with the folder left as it is (common.export_folder, "Only what it wrote").
+  runs stops it with the folder left as it is (common.io.folder_swap, "Only what it wrote").
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ import contextlib
 import json
 import os
 import stat
-from typing import Callable, Iterator
+from typing import Callable
 
-from common import export_folder
+from common.errors import FolderChangedError
+from common.io import folder_swap
+from common.io.locks import folder_lock
 from common.data.errors import DataFormatError
 
 FORMAT = "face-hashing-photo-dataset/1"
@@ -117,14 +119,10 @@ def check_output_folder(out: str | os.PathLike, src: str | os.PathLike | None = 
     return path
 
 
-@contextlib.contextmanager
-def _locked(out: str) -> Iterator[None]:
-    try:
-        with export_folder.export_lock(out):
-            yield
-    except export_folder.ExportBusyError:
-        raise DataFormatError(out, "another process is writing this folder (it holds "
-                                   f".{os.path.basename(out)}.lock beside it)") from None
+def _locked(out: str):
+    return folder_lock(out, lambda lock: DataFormatError(
+        out, f"another process is writing this folder (it holds {os.path.basename(lock)} "
+             "beside it)"))
 
 
 def write_folder_atomically(out: str | os.PathLike, write: Callable[[str], None],
@@ -140,16 +138,16 @@ def write_folder_atomically(out: str | os.PathLike, write: Callable[[str], None]
     out = check_output_folder(out, src)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with _locked(out):
-        export_folder.remove_stale(out, owns)
-        tmp = export_folder.sibling(out, "tmp")
+        folder_swap.remove_stale(out, owns)
+        tmp = folder_swap.sibling(out, "tmp")
         os.mkdir(tmp, 0o777)  # mkdir's mode less the umask, as any output
         try:
             write(tmp)
-            export_folder.fsync_tree(tmp)
+            folder_swap.fsync_tree(tmp)
             check_output_folder(out, src)  # unchanged while we worked
-            export_folder.swap_in_place(tmp, out, "export", owns)
-        except export_folder.FolderChangedError as exc:
+            folder_swap.swap_in_place(tmp, out, "export", owns)
+        except FolderChangedError as exc:
             raise DataFormatError(out, str(exc).split(": ", 1)[-1]) from None
         finally:
-            export_folder.discard_or_keep(tmp, out, owns)
+            folder_swap.discard_or_keep(tmp, out, owns)
     return out

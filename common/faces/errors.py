@@ -2,7 +2,7 @@
 
 Both are :class:`common.data.errors.DataFormatError` (a ``ValueError``) whose message
 starts with the file's name (or ``uploaded data``), so every command of the project,
-through :func:`common.exits.run_main`, answers them with one ``error:`` line and exit 2.
+through :func:`common.cli.runner.run_main`, answers them with one ``error:`` line and exit 2.
 """
 
 from __future__ import annotations

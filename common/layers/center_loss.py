@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from common.replica_ops import replica_sum
+from common.models.replica_ops import replica_sum
 
 REDUCTIONS = ("sum", "mean")
 

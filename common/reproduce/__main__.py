@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from absl import flags
 
-from common import exits
-from common.exits import EXIT_INTERRUPTED, check_no_arguments, fail
-from common.reproduce.methods import ALL_METHODS
+from common.cli import checks, runner
+from common.cli.checks import check_no_arguments
+from common.cli.runner import EXIT_INTERRUPTED, fail
 
 DATASET = flags.DEFINE_enum("dataset", "synthetic",
                             ["youtube_faces", "facescrub", "folder", "synthetic"],
@@ -25,7 +25,8 @@ DATA_DIR = flags.DEFINE_string("data_dir", None, "Parent folder of the split fol
 TRAIN_DIR = flags.DEFINE_string("train_dir", None, "Train split folder (--dataset folder).")
 TEST_DIR = flags.DEFINE_string("test_dir", None, "Test split folder (--dataset folder).")
 METHODS = flags.DEFINE_list("methods", ["dcbh", "ddch", "ddh", "itq", "lsh"],
-                            "Methods (rows of the table): " + ", ".join(ALL_METHODS) + "; "
+                            "Methods (rows of the table): every registered method and its extra rows (ablations), "
+                            "itq and lsh; "
                             "method@width is a row at its own width (e.g. ddah@1: DDAH at "
                             "its published size beside rows at --width_multiplier).")
 BITS = flags.DEFINE_list("bits", ["12", "24", "36", "48"], "Code lengths (columns).")
@@ -60,30 +61,30 @@ SPARSE_ADAM = flags.DEFINE_enum(
     "Adam on the centers' repeated rows in every deep cell: tf1 sums them first, as the "
     "original's Adam did; keras is Keras 3's per-row update (the tables before 2026-12).")
 OUT = flags.DEFINE_string("out", None, "Output folder (results.md, results.csv, PNGs, cells/).")
-exits.bound_flag("epochs", exits.MAX_EPOCHS, "a run that long never ends")
-exits.bound_flag("batch_size", exits.MAX_BATCH_SIZE, "a larger batch exhausts memory")
+checks.bound_flag("epochs", checks.MAX_EPOCHS, "a run that long never ends")
+checks.bound_flag("batch_size", checks.MAX_BATCH_SIZE, "a larger batch exhausts memory")
 flags.register_validator("width_multiplier", lambda v: v > 0,
                          message="--width_multiplier must be > 0")
-exits.bound_flag("width_multiplier", exits.MAX_WIDTH_MULTIPLIER, exits.WHY_WIDTH)
-exits.bound_flag("seed", exits.MAX_SEED, "numpy's seed range")
-exits.bound_flag("validation_seed", exits.MAX_SEED, "numpy's seed range")
-exits.finite_flag("validation_fraction")
+checks.bound_flag("width_multiplier", checks.MAX_WIDTH_MULTIPLIER, checks.WHY_WIDTH)
+checks.bound_flag("seed", checks.MAX_SEED, "numpy's seed range")
+checks.bound_flag("validation_seed", checks.MAX_SEED, "numpy's seed range")
+checks.finite_flag("validation_fraction")
 
 
-@flags.validator("seeds", message=f"--seeds must be integers from 0 to {exits.MAX_SEED}")
+@flags.validator("seeds", message=f"--seeds must be integers from 0 to {checks.MAX_SEED}")
 def _seeds_in_range(values: list[str]) -> bool:
     try:
-        return all(0 <= int(v) <= exits.MAX_SEED for v in values)
+        return all(0 <= int(v) <= checks.MAX_SEED for v in values)
     except ValueError:
         return False
 
 
-@flags.validator("bits", message=f"--bits must be integers from 1 to {exits.MAX_BITS} "
-                                 f"({exits.WHY_BITS})")
+@flags.validator("bits", message=f"--bits must be integers from 1 to {checks.MAX_BITS} "
+                                 f"({checks.WHY_BITS})")
 def _bits_in_range(values: list[str]) -> bool:
     """Every code length a whole number the methods can build."""
     try:
-        return bool(values) and all(1 <= int(v) <= exits.MAX_BITS for v in values)
+        return bool(values) and all(1 <= int(v) <= checks.MAX_BITS for v in values)
     except ValueError:
         return False
 
@@ -93,7 +94,7 @@ def main(argv: list[str]) -> None:
     check_no_arguments(argv)
     if not OUT.value:
         fail("--out is required")
-    exits.check_folder_flag("out", OUT.value)
+    checks.check_folder_flag("out", OUT.value)
     try:
         bits = [int(b) for b in BITS.value]
     except ValueError:
@@ -118,11 +119,11 @@ def main(argv: list[str]) -> None:
         data = load_split_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value)
         reproduce(config, data)
     except (DataFormatError, CellSettingsError, ValueError, OSError) as exc:
-        known = exits.user_error(exc)
+        known = runner.user_error(exc)
         fail(known[0] if known else str(exc))
     except CellProcessError as exc:  # the cell's log is above: one line here
-        fail(exc.headline, exc.returncode if exc.returncode in (exits.EXIT_USAGE,
-                                                                exits.EXIT_FAILED) else 1)
+        fail(exc.headline, exc.returncode if exc.returncode in (runner.EXIT_USAGE,
+                                                                runner.EXIT_FAILED) else 1)
     except KeyboardInterrupt:
         fail("interrupted; re-run the same command to resume (finished cells are kept)",
              EXIT_INTERRUPTED)
@@ -130,8 +131,8 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    """Console-script entry point (one-line errors: common.exits.run_main)."""
-    exits.run_main(main)
+    """Console-script entry point (one-line errors: common.cli.runner.run_main)."""
+    runner.run_main(main)
 
 
 if __name__ == "__main__":

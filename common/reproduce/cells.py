@@ -14,6 +14,7 @@ and, through ``python -m common.reproduce.run_cell``, in a fresh process per dee
 
 from __future__ import annotations
 
+from common.errors import ProjectError
 import json
 import os
 import time
@@ -25,7 +26,7 @@ from absl import logging
 from common.metrics import METRIC_KEYS, retrieval_metrics
 from common.reproduce import methods as registry
 from common.reproduce.curves import precision_at_k_curve, radius_curve
-from common.training.checkpoints import write_json_atomic
+from common.io.atomic import write_json_atomic
 
 CELL_FILE = "cell.json"
 CODES_FILE = "codes.npz"
@@ -37,7 +38,7 @@ LATER_SETTINGS = {"deterministic": False, "sparse_adam": "keras", "validation_fr
                   "validation_seed": 0}
 
 
-class CellSettingsError(ValueError):
+class CellSettingsError(ProjectError, ValueError):
     """A finished cell in the output folder was made with other settings."""
 
 
@@ -78,8 +79,8 @@ def finished_cell(out: str, method: str, bits: int,
 
 
 def _deep_codes(method_name: str, bits: int, data, settings: dict[str, Any], folder: str):
-    from common.model_size import model_size
-    from common.saved_run import load_run
+    from common.models.size import model_size
+    from common.training.saved_run import load_run
     from common.training.evaluate import compute_codes
     from common.training.loop import TrainConfig, train
 

@@ -15,7 +15,7 @@ from common.reproduce import methods as registry
 from common.reproduce.cells import finished_cell, run_cell
 from common.reproduce.figures import write_figures
 from common.reproduce.report import results_csv, results_markdown
-from common.training.checkpoints import run_lock
+from common.io.locks import run_lock
 from common.training.data import hold_out_validation
 
 RESULTS_MD = "results.md"

@@ -190,7 +190,7 @@ def results_markdown(cells, methods, bits, seeds, settings: dict[str, Any],
     out.write(f"{size_table(cells, methods, bits, seeds)}\n\n(Weights: every trainable "
               "weight of the trained network, classifier heads and centers included; ITQ and "
               "LSH: their fitted projection. Multiply-adds: the convolutions and matrix "
-              "products of coding one 32x32 image, common/model_size.py.)\n\n")
+              "products of coding one 32x32 image, common/models/size.py.)\n\n")
     for hamming in HAMMINGS:
         out.write(f"## Under the {HAMMING_TITLES[hamming]}\n\n")
         for metric in METRIC_KEYS:

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 from absl import flags
 
-from common import exits
+from common.cli import checks, runner
 from common.reproduce.isolation import CONFIG_FLAGS, SYNTHETIC_FLAGS, watch_parent
-from common.reproduce.methods import ALL_METHODS
 
 OUT = flags.DEFINE_string("out", None, "The table's output folder (the cell goes to "
                                        "OUT/cells/<method>_<bits>/).")
-METHOD = flags.DEFINE_string("method", None, "The table row: a method (" + ", ".join(ALL_METHODS)
-                             + "), or method@width for a row at its own width.")
+METHOD = flags.DEFINE_string("method", None, "The table row: a method (or one of its extra rows, "
+                             "or itq / lsh), or method@width for a row at its own width.")
 BITS = flags.DEFINE_integer("bits", None, "The code length.", lower_bound=1,
-                            upper_bound=exits.MAX_BITS)
+                            upper_bound=checks.MAX_BITS)
 DATASET = flags.DEFINE_enum("dataset", "synthetic",
                             ["youtube_faces", "facescrub", "folder", "synthetic"], "Data set.")
 DATA_DIR = flags.DEFINE_string("data_dir", None, "Parent folder of the split folders.")
@@ -38,22 +37,22 @@ SYNTHETIC = {key: flags.DEFINE_integer(f"synthetic_{key}", None,
                                        "an existing set; generates it where absent).")
              for key in SYNTHETIC_FLAGS}
 flags.DEFINE_integer("epochs", 100, "Epochs of a deep cell.", lower_bound=1,
-                     upper_bound=exits.MAX_EPOCHS)
+                     upper_bound=checks.MAX_EPOCHS)
 flags.DEFINE_integer("batch_size", 256, "Batch size of a deep cell.", lower_bound=1,
-                     upper_bound=exits.MAX_BATCH_SIZE)
+                     upper_bound=checks.MAX_BATCH_SIZE)
 flags.DEFINE_bool("shuffle", True, "Reshuffle every epoch (seeded).")
 SEED = flags.DEFINE_integer("seed", 0, "Seed of training and of the baselines.", lower_bound=0,
-                            upper_bound=exits.MAX_SEED)
+                            upper_bound=checks.MAX_SEED)
 flags.DEFINE_float("validation_fraction", 0.0, "Share of each identity's train images held "
                    "out to choose the state on (0: chosen on the test split).",
                    lower_bound=0.0, upper_bound=0.9)
 flags.DEFINE_integer("validation_seed", 0, "Seed of the validation split's draw.",
-                     lower_bound=0, upper_bound=exits.MAX_SEED)
+                     lower_bound=0, upper_bound=checks.MAX_SEED)
 flags.DEFINE_integer("eval_every", 10, "Evaluation period of a deep cell.", lower_bound=0)
 flags.DEFINE_float("width_multiplier", 1.0, "Backbone width of DCBH and DDCH.")
 flags.register_validator("width_multiplier", lambda v: v > 0,
                          message="--width_multiplier must be > 0")
-exits.bound_flag("width_multiplier", exits.MAX_WIDTH_MULTIPLIER, exits.WHY_WIDTH)
+checks.bound_flag("width_multiplier", checks.MAX_WIDTH_MULTIPLIER, checks.WHY_WIDTH)
 flags.DEFINE_enum("checkpoint", "best_map", ["best_map", "best_loss", "last"],
                   "Which state of the deep run is tabulated.")
 flags.DEFINE_integer("top_k", 50, "K of precision@K.", lower_bound=1)
@@ -79,8 +78,8 @@ def _known_row(value: str | None) -> bool:
 
 def main(argv: list[str]) -> None:
     """Load the data, run (or reuse) the one cell, write its cell.json."""
-    exits.check_no_arguments(argv)
-    exits.check_folder_flag("out", OUT.value)
+    checks.check_no_arguments(argv)
+    checks.check_folder_flag("out", OUT.value)
     from absl import logging
 
     from common.training.data import load_split_data  # no TensorFlow: bad data fails fast
@@ -94,12 +93,12 @@ def main(argv: list[str]) -> None:
                                validation_fraction=flags.FLAGS.validation_fraction,
                                validation_seed=flags.FLAGS.validation_seed)
     except ValueError as exc:  # "folder" without its folders, or the data's own errors
-        known = exits.user_error(exc)
-        exits.fail(known[0] if known else str(exc))
+        known = runner.user_error(exc)
+        runner.fail(known[0] if known else str(exc))
     from common.reproduce.cells import cell_dir, run_cell
     from common.reproduce.harness import ReproduceConfig, cell_settings
     from common.reproduce.isolation import cell_argv, command_record
-    from common.training.checkpoints import run_lock
+    from common.io.locks import run_lock
 
     config = ReproduceConfig(out=OUT.value, methods=[METHOD.value], bits=[BITS.value],
                              seeds=[SEED.value],
@@ -107,7 +106,7 @@ def main(argv: list[str]) -> None:
     try:
         config.validate()
     except ValueError as exc:
-        exits.fail(str(exc))
+        runner.fail(str(exc))
     row, bits, seed = METHOD.value, BITS.value, SEED.value
     command = command_record(cell_argv(config, row, bits, data.description, seed=seed))
     with run_lock(cell_dir(config.out, row, bits, seed)):
@@ -119,8 +118,8 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    """Entry point (one-line errors, SIGTERM as an interrupt: common.exits.run_main)."""
-    exits.run_main(main)
+    """Entry point (one-line errors, SIGTERM as an interrupt: common.cli.runner.run_main)."""
+    runner.run_main(main)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ import os
 
 from absl import flags
 
-from common import exits
-from common.exits import check_no_arguments, fail
+from common.cli import checks, runner
+from common.cli.checks import check_no_arguments
+from common.cli.runner import fail
 from common.synthetic.generator import write_synthetic_dataset
 
 # `--out` has no default and is checked in main, so --help works without it.
@@ -28,7 +29,7 @@ _ROWS_PER_FILE = flags.DEFINE_integer("rows_per_file", 1000, "Rows per .pkl file
                                       lower_bound=1)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Replace .pkl files already in DIR/train and DIR/test.")
-exits.bound_flag("seed", exits.MAX_SEED, "numpy's seed range")
+checks.bound_flag("seed", checks.MAX_SEED, "numpy's seed range")
 
 
 @flags.multi_flags_validator(["num_identities", "train_per_identity", "test_per_identity"])
@@ -36,7 +37,7 @@ def _set_fits(values: dict) -> bool:
     """Refuse a set too big for this machine before generating any of it."""
     images = values["num_identities"] * (values["train_per_identity"]
                                          + values["test_per_identity"])
-    problem = exits.image_memory_error(images)
+    problem = checks.image_memory_error(images)
     if problem:
         raise flags.ValidationError(
             "the data set is too large: --num_identities x (--train_per_identity + "
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> None:
     check_no_arguments(argv)
     if not _OUT.value:
         fail("--out is required (the folder to write train/ and test/ into)")
-    exits.check_folder_flag("out", _OUT.value)
+    checks.check_folder_flag("out", _OUT.value)
     try:
         meta = write_synthetic_dataset(
             _OUT.value, num_identities=_NUM_IDENTITIES.value,
@@ -66,8 +67,8 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    """Console entry point (``face-hash-synthetic``); one-line errors: common.exits.run_main."""
-    exits.run_main(main)
+    """Console entry point (``face-hash-synthetic``); one-line errors: common.cli.runner.run_main."""
+    runner.run_main(main)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ _LAZY = {
     "NonFiniteLossError": "common.training.loop",
     "RunConfigMismatchError": "common.training.loop",
     "train": "common.training.loop",
-    "CheckpointStore": "common.training.checkpoints",
-    "CheckpointError": "common.training.checkpoints",
-    "restore_model_weights": "common.training.checkpoints",
+    "CheckpointStore": "common.runs.checkpoints.store",
+    "CheckpointError": "common.runs.checkpoints.layout",
+    "restore_model_weights": "common.runs.checkpoints.store",
     "compute_codes": "common.training.evaluate",
     "evaluate_retrieval": "common.training.evaluate",
 }

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from common.atomic_files import make_temp_dir
+from common.io.atomic import make_temp_dir
 from common.data.validation_split import DEFAULT_SEED as DEFAULT_VALIDATION_SEED
 from common.data.validation_split import validation_indices
 

@@ -35,6 +35,7 @@ split.
 
 from __future__ import annotations
 
+from common.errors import ProjectError
 import json
 import os
 from typing import Any, Mapping
@@ -42,13 +43,13 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow as tf
 
-from common.replica_ops import replica_sum
+from common.models.replica_ops import replica_sum
 
 DISTRIBUTIONS = ("default", "mirrored", "multi_worker")
 LOSS_REDUCTIONS = ("mean", "sum", "none")  # batch mean, batch sum, independent of the batch
 
 
-class DistributionError(ValueError):
+class DistributionError(ProjectError, ValueError):
     """A distribution setting that cannot work here (named, with the reason)."""
 
 

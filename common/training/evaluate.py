@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from common import interrupts
-from common.batch_norm import frozen_moving_statistics
-from common.method import CODES, HashingMethod
+from common.io import interrupts
+from common.models.batch_norm import frozen_moving_statistics
+from common.methods.base import CODES, HashingMethod
 from common.metrics import retrieval_metrics
 
 # How codes are computed: "moving": inference mode, batch norm with its moving statistics

@@ -4,7 +4,7 @@ Why one loop for every method: the original's procedure (Adam, batches in file o
 per-epoch train/test loss and accuracy, a checkpoint whenever the epoch's mean train
 loss is the lowest so far, retrieval evaluation of that checkpoint every 100 epochs)
 does not depend on the network; a method only supplies its model and loss
-(:class:`common.method.HashingMethod`). A method may also split its variables among
+(:class:`common.methods.base.HashingMethod`). A method may also split its variables among
 several Adams (``optimizer_groups``: one forward per step, every group's gradients from
 it, then the updates in the method's order; each Adam checkpointed) and set the learning
 rate per epoch (``learning_rate``); by default one Adam trains everything at a constant rate.
@@ -27,6 +27,7 @@ Differences from the original, on purpose:
 
 from __future__ import annotations
 
+from common.errors import ProjectError, WorkFailedError
 import contextlib
 import dataclasses
 import json
@@ -44,15 +45,16 @@ from absl import logging
 from tensorflow.core.framework import summary_pb2
 
 from common.data.pipeline import ArrayPipeline
-from common.method import LOGITS, HashingMethod, OptimizerGroup
+from common.methods.base import LOGITS, HashingMethod, OptimizerGroup
 from common.metrics import HAMMING_MODES, METRIC_KEYS, TIE_MODES
-from common import interrupts
-from common.faults import crash_point
-from common.history_file import HISTORY, append_history_line, read_history_lines
-from common.replica_ops import replica_global, replica_sum
-from common.training.checkpoints import (CheckpointError, CheckpointStore, WorkerCheckpointStore,
-                                         read_index, remove_stale_json_temps, run_lock,
-                                         untracked_variables, write_json_atomic)
+from common.io import interrupts
+from common.io.faults import crash_point
+from common.runs.history import HISTORY, append_history_line, read_history_lines
+from common.models.replica_ops import replica_global, replica_sum
+from common.io.atomic import remove_stale_json_temps, write_json_atomic
+from common.io.locks import run_lock
+from common.runs.checkpoints.layout import CheckpointError
+from common.runs.checkpoints.store import CheckpointStore, WorkerCheckpointStore, read_index, untracked_variables
 from common.training.data import SplitData
 from common.training.distribution import (DISTRIBUTIONS, DistributionError, distributed_epoch,
                                           distributed_steps, is_chief, make_strategy,
@@ -169,7 +171,7 @@ class TrainConfig:
                 "radius": self.radius, "eval_batch_norm": self.eval_batch_norm}
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(WorkFailedError, FloatingPointError):
     """The training loss became NaN or infinite; nothing of that state was saved."""
 
     def __init__(self, message: str, epoch: int, step: int, last_good_epoch: int):
@@ -181,7 +183,7 @@ class NonFiniteStateError(NonFiniteLossError):
     """An epoch ended with non-finite weights, statistics or centers; it was not saved."""
 
 
-class RunConfigMismatchError(ValueError):
+class RunConfigMismatchError(ProjectError, ValueError):
     """``model_dir`` holds a run whose model or data differ from the requested ones."""
 
 
@@ -420,7 +422,7 @@ def _make_steps(model, method: HashingMethod, optimizer, jit_compile: bool,
     ``optimizer``: one optimiser per group of ``method.optimizer_groups(model)``, in
     that order (a list; a lone optimiser for a one-group method). The step runs one
     forward pass, computes every group's gradients from it, then applies them group
-    after group (module :class:`common.method.OptimizerGroup`).
+    after group (module :class:`common.methods.base.OptimizerGroup`).
     """
     groups = optimizer_groups(method, model)
     optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
@@ -612,7 +614,7 @@ class _Trainer:
     def train_epoch(self, epoch_index: int, last_good_epoch: int,
                     progress: EpochProgress | None = None) -> _EpochStats:
         """Train one epoch; raise NonFiniteLossError at the first non-finite loss."""
-        cfg, total = self.config, self.steps_per_epoch()
+        total = self.steps_per_epoch()
         sums, images, steps = None, 0, 0
         start = time.perf_counter()
         pending = None

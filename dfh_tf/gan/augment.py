@@ -26,9 +26,10 @@ import numpy as np
 
 from absl import flags
 
-from common import exits
+from common.cli import checks, runner
 from common.data import DataFormatError, load_pickle_folder
-from common.exits import EXIT_INTERRUPTED, check_no_arguments, fail
+from common.cli.checks import check_no_arguments
+from common.cli.runner import EXIT_INTERRUPTED, fail
 from dfh_tf.gan.augmentation import (INFO_FILE, TRAIN_SUBDIR, augment_rows, output_problem,
                                      write_augmented)
 from dfh_tf.gan.data import DATASETS, resolve_folders
@@ -53,8 +54,8 @@ BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per generator call.
                                   lower_bound=1)
 ROWS_PER_FILE = flags.DEFINE_integer("rows_per_file", 1000, "Rows per .pkl file.",
                                      lower_bound=1)
-exits.bound_flag("seed", exits.MAX_SEED, "numpy's seed range")
-exits.bound_flag("batch_size", exits.MAX_BATCH_SIZE, "a larger batch exhausts memory")
+checks.bound_flag("seed", checks.MAX_SEED, "numpy's seed range")
+checks.bound_flag("batch_size", checks.MAX_BATCH_SIZE, "a larger batch exhausts memory")
 
 
 @contextlib.contextmanager
@@ -94,7 +95,7 @@ def main(argv: list[str]) -> None:
     if not OUT.value:
         fail("--out is required (the folder to write train/ and augment.json into)")
     for flag in (GAN_DIR, OUT, DATA_DIR, TRAIN_DIR):
-        exits.check_folder_flag(flag.name, flag.value)
+        checks.check_folder_flag(flag.name, flag.value)
     run_config: dict = {}
     if GAN_DIR.value:
         try:
@@ -112,7 +113,7 @@ def main(argv: list[str]) -> None:
     except (ValueError, OSError) as exc:
         fail(str(exc))
     total = len(labels) * (1 + VARIANTS.value)
-    too_big = exits.image_memory_error(total + len(labels))
+    too_big = checks.image_memory_error(total + len(labels))
     if too_big:
         fail(f"--variants_per_image {VARIANTS.value}: {total:,} output rows: {too_big}")
     if COPIES_ONLY.value:
@@ -164,7 +165,7 @@ def write_copies(source: str, rows: np.ndarray, labels: np.ndarray) -> None:
 
 def run() -> None:
     """Console-script entry point."""
-    exits.run_main(main)
+    runner.run_main(main)
 
 
 if __name__ == "__main__":

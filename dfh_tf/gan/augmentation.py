@@ -19,8 +19,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from common import export_folder
-from common.atomic_files import write_json_atomic
+from common.io import folder_swap
+from common.io.locks import folder_lock
+from common.io.atomic import write_json_atomic
 from common.data import list_data_files, to_nhwc, to_rows, write_pickle_folder
 from dfh_tf.gan.data import to_gan_pixels, to_stored_pixels
 from dfh_tf.gan.sampling import draw_noise, generate
@@ -101,19 +102,19 @@ def write_augmented(out_dir: str, x: np.ndarray, y: np.ndarray, info: dict[str, 
         raise FileExistsError(problem)
     os.makedirs(out_dir, exist_ok=True)
     train = os.path.join(out_dir, TRAIN_SUBDIR)
-    with export_folder.folder_lock(train, lambda lock: FileExistsError(
+    with folder_lock(train, lambda lock: FileExistsError(
             f"{train}: another augmentation is writing it (it holds {lock})")):
-        export_folder.remove_stale(train, owns_split)
-        tmp = export_folder.sibling(train, "tmp")
+        folder_swap.remove_stale(train, owns_split)
+        tmp = folder_swap.sibling(train, "tmp")
         os.mkdir(tmp, 0o777)
         try:
             write_pickle_folder(tmp, x, y, rows_per_file=rows_per_file)
             list_data_files(tmp)
-            export_folder.fsync_tree(tmp)
+            folder_swap.fsync_tree(tmp)
             # Replacing deletes only the .pkl parts a split holds: a file someone else put
             # into train/ meanwhile stops this, train/ left as it is (FolderChangedError).
-            export_folder.swap_in_place(tmp, train, "augment", owns_split)
+            folder_swap.swap_in_place(tmp, train, "augment", owns_split)
         finally:
-            export_folder.discard_or_keep(tmp, train, owns_split)
+            folder_swap.discard_or_keep(tmp, train, owns_split)
     write_json_atomic(os.path.join(out_dir, INFO_FILE), info)
     return train

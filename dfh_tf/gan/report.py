@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Any, TextIO
 
-from common.atomic_files import write_json_atomic
+from common.io.atomic import write_json_atomic
 from dfh_tf.gan.data import GanData
 from dfh_tf.gan.figure import write_samples
 from dfh_tf.gan.identity_check import format_report, identity_report

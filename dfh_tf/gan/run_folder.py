@@ -15,11 +15,12 @@ it hold a checkpoint?) before TensorFlow loads, and rebuild only the generator.
 
 from __future__ import annotations
 
+from common.errors import ProjectError
 import json
 import os
 from typing import Any
 
-from common.history_file import read_history_lines
+from common.runs.history import read_history_lines
 
 RUN_KIND = "dfh_gan"
 CONFIG_FILE = "config.json"
@@ -30,7 +31,7 @@ SAMPLES_FILE = "samples.png"
 REPORT_FILE = "identity_report.json"
 
 
-class GanRunError(ValueError):
+class GanRunError(ProjectError, ValueError):
     """A folder is not a usable GAN run (missing, foreign, damaged or mismatched)."""
 
 

@@ -15,9 +15,10 @@ import os
 
 from absl import flags
 
-from common import exits
+from common.cli import checks, runner
 from common.data import DataFormatError
-from common.exits import EXIT_FAILED, EXIT_INTERRUPTED, check_no_arguments, fail
+from common.cli.checks import check_no_arguments
+from common.cli.runner import EXIT_FAILED, EXIT_INTERRUPTED, fail
 from dfh_tf.gan.data import DATASETS, load_gan_data
 from dfh_tf.gan.run_folder import CONFIG_FILE, GanRunError, read_run_config
 
@@ -57,12 +58,12 @@ EVALUATOR_EPOCHS = flags.DEFINE_integer("evaluator_epochs", 15, "Training epochs
 flags.register_validator("width", lambda v: v > 0, message="--width must be > 0")
 flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be > 0")
 for _name in ("width", "identity_weight", "mode_seeking_weight", "learning_rate"):
-    exits.finite_flag(_name)
-exits.bound_flag("width", exits.MAX_WIDTH_MULTIPLIER, exits.WHY_WIDTH)
-exits.bound_flag("epochs", exits.MAX_EPOCHS, "a run that long never ends")
-exits.bound_flag("evaluator_epochs", exits.MAX_EPOCHS, "a run that long never ends")
-exits.bound_flag("batch_size", exits.MAX_BATCH_SIZE, "a larger batch exhausts memory")
-exits.bound_flag("seed", exits.MAX_SEED, "numpy's seed range")
+    checks.finite_flag(_name)
+checks.bound_flag("width", checks.MAX_WIDTH_MULTIPLIER, checks.WHY_WIDTH)
+checks.bound_flag("epochs", checks.MAX_EPOCHS, "a run that long never ends")
+checks.bound_flag("evaluator_epochs", checks.MAX_EPOCHS, "a run that long never ends")
+checks.bound_flag("batch_size", checks.MAX_BATCH_SIZE, "a larger batch exhausts memory")
+checks.bound_flag("seed", checks.MAX_SEED, "numpy's seed range")
 
 
 def load_data():
@@ -79,7 +80,7 @@ def main(argv: list[str]) -> None:
     """Check flags and data, train (or resume), then write the report."""
     check_no_arguments(argv)
     for flag in (MODEL_DIR, DATA_DIR, TRAIN_DIR, TEST_DIR):
-        exits.check_folder_flag(flag.name, flag.value)
+        checks.check_folder_flag(flag.name, flag.value)
     model_dir = MODEL_DIR.value
     if os.path.exists(os.path.join(model_dir, CONFIG_FILE)):
         try:
@@ -87,7 +88,7 @@ def main(argv: list[str]) -> None:
         except GanRunError as exc:
             fail(str(exc))
     data = load_data()
-    from common.training.checkpoints import RunLockedError  # TensorFlow from here on
+    from common.io.locks import RunLockedError
     from dfh_tf.gan.trainer import GanConfig, GanNonFiniteError, train_gan
 
     config = GanConfig(
@@ -119,7 +120,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point."""
-    exits.run_main(main)
+    runner.run_main(main)
 
 
 if __name__ == "__main__":

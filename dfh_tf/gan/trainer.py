@@ -20,6 +20,7 @@ its step from the real half of the G step's forward pass.
 
 from __future__ import annotations
 
+from common.errors import WorkFailedError
 import dataclasses
 import json
 import math
@@ -34,9 +35,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from common.atomic_files import write_json_atomic
-from common.history_file import append_history_line
-from common.training.checkpoints import run_lock
+from common.io.atomic import write_json_atomic
+from common.runs.history import append_history_line
+from common.io.locks import run_lock
 from common.training.progress import EpochProgress
 from dfh_tf.gan import losses
 from dfh_tf.gan.data import GanData
@@ -102,7 +103,7 @@ class GanConfig:
             raise ValueError("max_steps_per_epoch must be >= 1")
 
 
-class GanNonFiniteError(FloatingPointError):
+class GanNonFiniteError(WorkFailedError, FloatingPointError):
     """A loss or a weight became NaN or infinite; that state was not saved."""
 
     def __init__(self, message: str, epoch: int, step: int, last_good_epoch: int):

@@ -13,7 +13,8 @@ bug (``error: internal error: ...``), 130 interrupted (Ctrl-C or SIGTERM).
 
 Kept free of flag definitions so that any entry module can use it (absl flags are
 global: two modules defining ``--model_dir`` must never be imported together), and
-free of TensorFlow: error classes are looked up only in modules already imported.
+free of TensorFlow: the project's errors are recognised by their common base class
+(common.errors), TensorFlow's only when TensorFlow is already imported.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import errno
 import io
 import json
-import math
 import os
 import signal
 import sys
@@ -30,26 +30,11 @@ from typing import Any, Callable, NoReturn
 
 from absl import app, flags
 
-from common.tf_startup import quiet_tensorflow_startup
+from common.cli.tf_startup import quiet_tensorflow_startup
+from common.errors import EXIT_FAILED, EXIT_USAGE, ProjectError  # noqa: F401 (re-exported)
 
-EXIT_USAGE = 2        # bad flags, bad data, a run folder that does not fit
-EXIT_FAILED = 1       # the work itself failed (e.g. non-finite loss), or a bug
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (both raise KeyboardInterrupt)
 TRACEBACK_ENV = "FACE_HASHING_TRACEBACK"
-
-# Upper bounds of the flags that size memory or work, checked while flags are parsed.
-MAX_BITS = 1024               # the methods are meant for 12..48 bits
-MAX_UNITS_PER_BIT = 64        # DCBH --code_length, DDH --split_num (the papers: 4..6)
-MAX_HIDDEN_UNITS = 8192       # DDCH --feature_units, --hash_hidden_units (paper: 512)
-MAX_WIDTH_MULTIPLIER = 8.0    # backbone channels x8 = 4096 in its last block
-MAX_BATCH_SIZE = 65536
-MAX_EPOCHS = 10**6
-MAX_TOP_K = 10**7             # more than any database here (YouTube Faces: 63,800)
-MAX_SEED = 2**32 - 1          # numpy's global seed range (keras.utils.set_random_seed)
-BYTES_PER_IMAGE = 12 * 1024   # one float32 32x32x3 image in memory
-WHY_BITS = "the methods are meant for 12 to 48 bits; wider codes need layers that exhaust memory"
-WHY_UNITS = "a wider layer exhausts memory"
-WHY_WIDTH = "the original is 1.0; a wider backbone exhausts memory"
 
 _signal_name: str | None = None  # the signal that interrupted us, for the message
 
@@ -68,88 +53,11 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     sys.exit(code)
 
 
-def check_no_arguments(argv: list[str]) -> None:
-    """Reject positional arguments (absl passes them through to ``main``)."""
-    if len(argv) > 1:
-        fail(f"unexpected arguments: {' '.join(argv[1:])} (all settings are --flags)")
-
-
-# ------------------------------------------------------------ bounds, checked early
-def bound_flag(name: str, upper: float, why: str) -> None:
-    """Refuse ``--name`` above ``upper`` at parse time, saying ``why`` (exit 2)."""
-    shown = str(int(upper)) if float(upper).is_integer() else repr(upper)
-    flags.register_validator(name, lambda v: v is None or v <= upper,
-                             message=f"--{name} must be <= {shown} ({why})")
-
-
-def finite_flag(name: str) -> None:
-    """Refuse ``--name nan`` / ``inf`` at parse time (they only surface as a NaN loss)."""
-    flags.register_validator(name, lambda v: v is None or math.isfinite(v),
-                             message=f"--{name} must be a finite number")
-
-
-def physical_memory_bytes() -> int | None:
-    """This machine's RAM (None where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def image_memory_error(images: int) -> str | None:
-    """Why ``images`` float32 images would not fit in half of this machine's memory."""
-    memory = physical_memory_bytes()
-    need = images * BYTES_PER_IMAGE
-    if memory is None or need <= memory // 2:
-        return None
-    return (f"{images:,} images need about {need / 2**30:,.1f} GiB in memory (12 KiB each), "
-            f"more than half of this machine's {memory / 2**30:,.1f} GiB")
-
-
-def check_folder_flag(flag: str, path: str | None) -> None:
-    """Refuse a folder flag that names a file or lies under one, before any work."""
-    if not path:
-        return
-    if os.path.lexists(path) and not os.path.isdir(path):
-        fail(f"--{flag} {path}: exists and is not a folder")
-    _check_parents(flag, path)
-
-
-def check_file_flag(flag: str, path: str | None) -> None:
-    """Refuse an output-file flag that names a folder or lies under a file."""
-    if not path:
-        return
-    if os.path.isdir(path):
-        fail(f"--{flag} {path}: is a folder, not a file")
-    _check_parents(flag, path)
-
-
-def _check_parents(flag: str, path: str) -> None:
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.lexists(parent) and os.path.dirname(parent) != parent:
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        fail(f"--{flag} {path}: {parent} is a file, not a folder")
-
-
 # --------------------------------------------------------- exceptions -> one line
 def _loaded(module: str, name: str) -> type | None:
     """Class ``module.name`` if that module is already imported (never imports it)."""
     found = getattr(sys.modules.get(module), name, None)
     return found if isinstance(found, type) else None
-
-
-def _project_errors() -> tuple[list[type], list[type]]:
-    """(errors meaning bad input: exit 2, errors meaning the work failed: exit 1)."""
-    usage = [_loaded("common.data.errors", "DataFormatError"),
-             _loaded("common.data", "DataFormatError"),
-             _loaded("common.saved_run", "RunFolderError"),
-             _loaded("common.training.checkpoints", "CheckpointError"),
-             _loaded("common.training.checkpoints", "RunLockedError"),
-             _loaded("common.training.loop", "RunConfigMismatchError"),
-             _loaded("common.reproduce.cells", "CellSettingsError")]
-    failed = [_loaded("common.training.loop", "NonFiniteLossError")]
-    return [c for c in usage if c], [c for c in failed if c]
 
 
 def _file_in_traceback(exc: BaseException) -> str | None:
@@ -194,18 +102,13 @@ def _memory(exc: BaseException) -> str:
 def user_error(exc: BaseException) -> tuple[str, int] | None:
     """The one-line message and exit code of an error a user's input can cause.
 
-    None for anything else (a bug). The project's own errors come first, then
+    None for anything else (a bug). The project's own errors (every one derives from
+    :class:`common.errors.ProjectError`, which carries its exit code) come first, then
     TensorFlow's (damaged checkpoint, missing file, out of memory), malformed JSON,
     undecodable text, memory and OS errors.
     """
-    from common.errors import ProjectError
-    if isinstance(exc, ProjectError):
+    if isinstance(exc, ProjectError):  # every project error: its class says the exit code
         return str(exc), exc.exit_code
-    usage, failed = _project_errors()
-    if isinstance(exc, tuple(failed)):
-        return str(exc), EXIT_FAILED
-    if isinstance(exc, tuple(usage)):
-        return str(exc), EXIT_USAGE
     op_error = _loaded("tensorflow.python.framework.errors_impl", "OpError")
     if op_error is not None and isinstance(exc, op_error):
         if type(exc).__name__ == "ResourceExhaustedError":
@@ -241,6 +144,16 @@ def report(exc: BaseException) -> NoReturn:
         fail(*known)
     fail(f"internal error: {type(exc).__name__}: {exc} (set {TRACEBACK_ENV}=1 for the "
          "traceback)", EXIT_FAILED)
+
+
+def guarded_call(work: Callable[[], Any], code: int = EXIT_USAGE) -> Any:
+    """``work()``; bad input (a ValueError or OSError a user can cause) becomes one
+    ``error:`` line with exit ``code``, the file named where the error knows it."""
+    try:
+        return work()
+    except (ValueError, OSError) as exc:
+        known = user_error(exc)
+        fail(known[0] if known else str(exc), known[1] if known else code)
 
 
 # ------------------------------------------------------------------------ runner

@@ -13,13 +13,15 @@ in well under a second.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Callable, Union
 
-from absl import flags, logging
+from absl import flags
 
-from common import exits
+from common.cli import checks, runner
 from common.data import DataFormatError
-from common.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, check_no_arguments, fail
+from common.cli.checks import check_no_arguments
+from common.cli.runner import EXIT_FAILED, EXIT_INTERRUPTED, fail
 from common.training.data import DATASETS, load_split_data
 
 DATASET = flags.DEFINE_enum(
@@ -102,15 +104,15 @@ MAX_STEPS_PER_EPOCH = flags.DEFINE_integer(
 flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be > 0")
 flags.register_validator("adam_epsilon", lambda v: v > 0, message="--adam_epsilon must be > 0")
 for _name in ("learning_rate", "adam_epsilon"):
-    exits.finite_flag(_name)
-exits.bound_flag("epochs", exits.MAX_EPOCHS, "a run that long never ends")
-exits.bound_flag("batch_size", exits.MAX_BATCH_SIZE, "a larger batch exhausts memory")
-exits.bound_flag("top_k", exits.MAX_TOP_K, "more than any database this project handles")
-exits.bound_flag("radius", exits.MAX_BITS, "codes are at most 1024 bits")
-exits.bound_flag("seed", exits.MAX_SEED, "numpy's seed range")
-exits.bound_flag("synthetic_seed", exits.MAX_SEED, "numpy's seed range")
-exits.bound_flag("validation_seed", exits.MAX_SEED, "numpy's seed range")
-exits.finite_flag("validation_fraction")
+    checks.finite_flag(_name)
+checks.bound_flag("epochs", checks.MAX_EPOCHS, "a run that long never ends")
+checks.bound_flag("batch_size", checks.MAX_BATCH_SIZE, "a larger batch exhausts memory")
+checks.bound_flag("top_k", checks.MAX_TOP_K, "more than any database this project handles")
+checks.bound_flag("radius", checks.MAX_BITS, "codes are at most 1024 bits")
+checks.bound_flag("seed", checks.MAX_SEED, "numpy's seed range")
+checks.bound_flag("synthetic_seed", checks.MAX_SEED, "numpy's seed range")
+checks.bound_flag("validation_seed", checks.MAX_SEED, "numpy's seed range")
+checks.finite_flag("validation_fraction")
 SYNTHETIC_DEFAULTS = {"synthetic_identities": 100, "synthetic_train_per_identity": 40,
                       "synthetic_test_per_identity": 5}  # the generator's defaults
 
@@ -121,7 +123,7 @@ def _synthetic_set_fits(values: dict) -> bool:
     counts = {k: v if v is not None else SYNTHETIC_DEFAULTS[k] for k, v in values.items()}
     images = counts["synthetic_identities"] * (counts["synthetic_train_per_identity"]
                                               + counts["synthetic_test_per_identity"])
-    problem = exits.image_memory_error(images)
+    problem = checks.image_memory_error(images)
     if problem:
         raise flags.ValidationError(
             f"the synthetic set is too large: --synthetic_identities x "
@@ -190,7 +192,7 @@ def run_training(method: MethodOrFactory) -> dict:
     """Train ``method`` as the shared flags say; returns the metrics report.
 
     Args:
-        method: a :class:`common.method.HashingMethod`, or a callable returning one
+        method: a :class:`common.methods.base.HashingMethod`, or a callable returning one
             (called after flags and data are checked, so that a bad flag is reported
             before the method's module pulls in TensorFlow).
     """
@@ -206,8 +208,9 @@ def run_training(method: MethodOrFactory) -> dict:
         except DistributionError as exc:
             fail(str(exc))
     data = load_data_from_flags()
-    from common.method import HashingMethod  # TensorFlow from here on
-    from common.training.checkpoints import CheckpointError, RunLockedError
+    from common.methods.base import HashingMethod  # TensorFlow from here on
+    from common.io.locks import RunLockedError
+    from common.runs.checkpoints.layout import CheckpointError
     from common.training.loop import (NonFiniteLossError, RunConfigMismatchError, TrainConfig,
                                       train)
 
@@ -271,11 +274,36 @@ def training_main(make_method: MethodOrFactory) -> Callable[[list[str]], None]:
     def main(argv: list[str]) -> None:
         check_no_arguments(argv)
         for flag in (MODEL_DIR, DATA_DIR):  # before data and TensorFlow load
-            exits.check_folder_flag(flag.name, flag.value)
+            checks.check_folder_flag(flag.name, flag.value)
         run_training(make_method)
     return main
 
 
+def method_command(name: str, module: str) -> tuple[Callable[[list[str]], None],
+                                                   Callable[[], None]]:
+    """(main, run) of method ``name``'s train command, its flags defined now.
+
+    The method's own flags come from its settings (common.cli.settings_flags); they and the
+    shared flags above are the key flags of ``module`` (the calling module's ``__name__``),
+    so ``--helpshort`` lists both, as absl lists a main module's own flags.
+    """
+    from common.cli.settings_flags import define_flags, settings_from_flags
+    from common.methods import registry
+
+    settings = registry.settings_class(name)
+    holders = define_flags(settings)
+    shown = sys.argv[0] if module == "__main__" else module  # absl's name of a main module
+    for flag in [*flags.FLAGS.get_key_flags_for_module(__name__),
+                 *(flags.FLAGS[holder.name] for holder in holders.values())]:
+        flags.FLAGS.register_key_flag_for_module(shown, flag)
+
+    def make_method():
+        return registry.method_class(name)(settings_from_flags(settings, holders))
+
+    main = training_main(make_method)
+    return main, lambda: run_app(main)
+
+
 def run_app(main: Callable[[list[str]], None]) -> None:
-    """Parse the flags and run ``main`` with one-line errors (see common.exits.run_main)."""
-    exits.run_main(main)
+    """Parse the flags and run ``main`` with one-line errors (see common.cli.runner.run_main)."""
+    runner.run_main(main)

@@ -101,6 +101,6 @@ def multiply_adds(inference_model) -> int:
 def model_size(method, model) -> dict[str, Any]:
     """{"trainable_weights", "multiply_adds"} of a method's model: every trainable weight
     of the trained model, and the multiply-adds of coding one image with its inference
-    part (:meth:`common.method.HashingMethod.inference_model`)."""
+    part (:meth:`common.methods.base.HashingMethod.inference_model`)."""
     return {"trainable_weights": trainable_weights(model),
             "multiply_adds": multiply_adds(method.inference_model(model))}

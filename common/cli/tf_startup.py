@@ -6,7 +6,7 @@ to cuInit, and on GPU machines the duplicate cuDNN/cuFFT/cuBLAS factory
 registrations, TF-TRT, NUMA. ``TF_CPP_MIN_LOG_LEVEL=2`` no longer removes them: they
 are written by the C++ libraries before TensorFlow's logging is initialised.
 
-How (:func:`quiet_tensorflow_startup`, called by ``common.exits.run_main``):
+How (:func:`quiet_tensorflow_startup`, called by ``common.cli.runner.run_main``):
 
 * ``TF_CPP_MIN_LOG_LEVEL`` defaults to 2 (C++ INFO and WARNING lines after start-up);
 * the first ``import tensorflow`` (which entry modules do lazily, after the flags are

@@ -8,6 +8,7 @@ loaded into it, by every method through the same code.
 
 from __future__ import annotations
 
+from common.errors import ProjectError
 import dataclasses
 import json
 import math
@@ -16,13 +17,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from common.training.checkpoints import SLOTS, CheckpointError, restore_model_weights
+from common.runs.checkpoints.layout import SLOTS, CheckpointError
+from common.runs.checkpoints.store import restore_model_weights
 from common.training.loop import RUN_CONFIG
 
 RUN_CONFIG_FORMAT = 1
 
 
-class RunFolderError(ValueError):
+class RunFolderError(ProjectError, ValueError):
     """``model_dir`` is not a usable training run (missing, foreign or unreadable files)."""
 
 
@@ -52,7 +54,8 @@ def read_run_config(model_dir: str, method_name: str | None = None) -> dict[str,
     name = config["method"].get("method")
     if method_name is not None and name != method_name:
         raise RunFolderError(f"{model_dir} holds a {name!r} run, not {method_name!r}; use "
-                             f"python -m {name}_tf.export (or .evaluate) for it")
+                             f"python -m {name}_tf.export (or .evaluate) for it, or "
+                             "python -m common.cli.export, which serves every method")
     return config
 
 
@@ -91,7 +94,7 @@ class LoadedRun:
 
     @property
     def codes_output(self) -> int:
-        from common.method import CODES
+        from common.methods.base import CODES
         return list(self.method.output_names).index(CODES)
 
     @property
@@ -102,10 +105,13 @@ class LoadedRun:
 
 
 def load_run(method_cls, model_dir: str, slot: str = "best_map") -> LoadedRun:
-    """Rebuild ``method_cls``'s model as the run did and load the slot's weights.
+    """Rebuild the run's method and model as the run did and load the slot's weights.
 
     Args:
-        method_cls: a :class:`common.method.HashingMethod` subclass (``DCBH``, ...).
+        method_cls: the method the run must be of: a
+            :class:`common.methods.base.HashingMethod` subclass (``DCBH``, ...) or its
+            registry name ("dcbh"); None: whichever method the run records (found in the
+            registry, common.methods.registry).
         model_dir: the run folder.
         slot: "best_map", "best_loss" or "last".
 
@@ -114,7 +120,16 @@ def load_run(method_cls, model_dir: str, slot: str = "best_map") -> LoadedRun:
     """
     if slot not in SLOTS:
         raise ValueError(f"checkpoint slot must be one of {SLOTS}, got {slot!r}")
-    config = read_run_config(model_dir, method_cls.name)
+    expected = method_cls if isinstance(method_cls, str) or method_cls is None else \
+        method_cls.name
+    config = read_run_config(model_dir, expected)
+    if not isinstance(method_cls, type):
+        from common.methods.registry import UnknownMethodError, method_class
+
+        try:
+            method_cls = method_class(config["method"]["method"])
+        except UnknownMethodError as exc:
+            raise RunFolderError(f"{os.path.join(model_dir, RUN_CONFIG)}: {exc}") from None
     try:
         method = method_cls.from_config(config["method"])
     except (TypeError, ValueError) as exc:
@@ -139,12 +154,13 @@ def load_run(method_cls, model_dir: str, slot: str = "best_map") -> LoadedRun:
 
 
 def export_run(method_cls, model_dir: str, export_dir: str, slot: str = "best_map") -> dict:
-    """Export a run's checkpoint as a SavedModel serving binary codes (see common.export).
+    """Export a run's checkpoint as a SavedModel serving binary codes (see common.export.writer).
 
     Returns:
         The content of ``export_dir/export_info.json``.
     """
-    from common.export import EXPORT_INFO, check_export_dir, export_model
+    from common.export.folder import EXPORT_INFO, check_export_dir
+    from common.export.writer import export_model
 
     check_export_dir(export_dir)  # refuse a folder it may not replace before loading anything
     run = load_run(method_cls, model_dir, slot)

@@ -20,7 +20,7 @@ array of another shape is refused by TensorFlow (``TypeError``: "Can not cast"),
 another dtype is converted by TensorFlow's Python client with ``tf.constant(x, dtype=uint8)``
 semantics before the graph runs (0.5 -> 0, -1 -> 255, 300 -> 44): no SavedModel can see or
 refuse that. Hence: call the signature with ``tf.constant(images)`` (which keeps the numpy
-dtype, so floats are refused), or use :func:`common.encoder.load_encoder`, which never casts.
+dtype, so floats are refused), or use :func:`common.export.loader.load_encoder`, which never casts.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from common.training.checkpoints import STATE_METRICS, tf_readable_prefix
+from common.runs.checkpoints.layout import STATE_METRICS, tf_readable_prefix
 
 
 

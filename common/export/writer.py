@@ -1,16 +1,16 @@
 """SavedModel export of a trained model: raw uint8 pixels in, binary codes out.
 
-One job: write a whole export (SavedModel with the signatures of :mod:`common.serving`,
+One job: write a whole export (SavedModel with the signatures of :mod:`common.export.serving`,
 ``model.keras``, ``export_info.json`` with the format marker) into a temporary folder and
-swap it into ``export_dir`` under the rules of :mod:`common.export_folder` (never replace
+swap it into ``export_dir`` under the rules of :mod:`common.export.folder` (never replace
 what is not a previous export, never leave it missing after a kill). Loading from Python:
-:func:`common.encoder.load_encoder`. The names of those modules that callers used from
+:func:`common.export.loader.load_encoder`. The names of those modules that callers used from
 here before the split are re-exported.
 
-Crash points (:func:`common.faults.crash_point`, for ``FACE_HASHING_CRASH_AT``):
+Crash points (:func:`common.io.faults.crash_point`, for ``FACE_HASHING_CRASH_AT``):
 ``export:partial`` (SavedModel written, ``model.keras``/``export_info.json`` not yet),
 ``export:written`` (temporary folder complete, nothing swapped), ``export:aside`` and
-``export:swapped`` (in :func:`common.export_folder.put_in_place`).
+``export:swapped`` (in :func:`common.export.folder.put_in_place`).
 """
 
 from __future__ import annotations
@@ -21,19 +21,16 @@ from typing import Any
 
 import keras
 
-from common import interrupts
-from common.atomic_files import make_temp_dir
+from common.io import interrupts
+from common.io.atomic import make_temp_dir
 from common.data.preprocess import SCALE, STD_EPSILON, Normalization
-from common.encoder import Encoder, check_images, load_encoder  # noqa: F401 (re-exported)
-from common.export_folder import (EXPORT_FILES, EXPORT_INFO, FORMAT, FORMAT_KEY,  # noqa: F401
-                                  KERAS_FILE, ExportBusyError, ExportDirError,
-                                  check_export_dir, discard_or_keep, export_lock, export_owns,
-                                  fsync_tree, put_in_place, recover_export, recover_locked,
+from common.export.folder import (EXPORT_INFO, FORMAT, FORMAT_KEY, KERAS_FILE, check_export_dir,
+                                  export_lock, export_owns, put_in_place, recover_locked,
                                   remove_stale)
-from common.faults import crash_point
-from common.serving import (ANY_SIZE_SIGNATURE, IMAGE_SHAPE, SIGNATURE,  # noqa: F401
-                            any_size_serving_function, pack_codes, pack_codes_numpy,
-                            resize_images, serving_function)
+from common.io.folder_swap import discard_or_keep, fsync_tree
+from common.io.faults import crash_point
+from common.export.serving import (ANY_SIZE_SIGNATURE, SIGNATURE, any_size_serving_function,
+                                   serving_function)
 
 
 def _export_meta(model: keras.Model, normalization: Normalization, codes_output: int,
@@ -101,7 +98,7 @@ def export_model(model: keras.Model, normalization: Normalization, export_dir: s
     export_dir = check_export_dir(export_dir)
     os.makedirs(os.path.dirname(export_dir), exist_ok=True)
     # SIGINT/SIGTERM are honoured between the write and the swap, never inside TensorFlow's
-    # SavedModel writer (common.interrupts): an interrupted export leaves the old one in place.
+    # SavedModel writer (common.io.interrupts): an interrupted export leaves the old one in place.
     with export_lock(export_dir), interrupts.deferred():
         recover_locked(export_dir)
         check_export_dir(export_dir)  # again: it may have changed before we held the lock

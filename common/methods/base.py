@@ -12,13 +12,15 @@ inference part in :meth:`inference_model`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, Union
 
 import keras
-import numpy as np
 import tensorflow as tf
+
+from common.methods.settings import MethodSettings, check_all, is_integer, is_real  # noqa: F401
 
 # Output names every method's model provides (by position in its outputs list).
 LOGITS = "logits"
@@ -91,17 +93,36 @@ class OptimizerGroup:
 class HashingMethod:
     """Base class of a trainable hashing method.
 
+    A method's settings are one frozen dataclass (:attr:`Settings`, a
+    :class:`common.methods.settings.MethodSettings`): the constructor takes them as keyword
+    arguments (or a ready ``settings=`` object), checks them there, and exposes each as an
+    attribute of the same name; :meth:`config` records them.
+
     Attributes:
-        name: short method name ("dcbh", "ddch", ...).
+        Settings: the method's settings class (its name is the method's registry name).
+        name: short method name ("dcbh", "ddch", ...), from :attr:`Settings`.
         output_names: names of the model's outputs, in order; must contain
             "logits" (used for accuracy) and "relaxed_codes" (signed for retrieval).
     """
 
+    Settings: type[MethodSettings] = MethodSettings
     name: str = "method"
     output_names: tuple[str, ...] = (LOGITS, CODES)
-    # Settings added after runs of the method were made, with the value those runs had
-    # (a run config without the key was made with it): resume and rebuild use it.
-    settings_added_later: dict[str, Any] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.Settings is not MethodSettings:
+            cls.name = cls.Settings.name
+
+    def __init__(self, settings: MethodSettings | None = None, **values: Any):
+        if settings is None:
+            settings = self.Settings(**values)
+        elif values or not isinstance(settings, self.Settings):
+            raise TypeError(f"{type(self).__name__} takes a {self.Settings.__name__} or keyword "
+                            "settings, not both")
+        self.settings = settings
+        for field in dataclasses.fields(settings):
+            setattr(self, field.name, getattr(settings, field.name))
 
     def build_model(self, num_classes: int) -> keras.Model:
         """A functional model from (batch, 32, 32, 3) preprocessed images to the outputs."""
@@ -180,7 +201,7 @@ class HashingMethod:
 
     def config(self) -> dict[str, Any]:
         """The method's settings, recorded with every run (``from_config`` inverts it)."""
-        return {"method": self.name}
+        return self.settings.to_config()
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "HashingMethod":
@@ -193,7 +214,7 @@ class HashingMethod:
     @classmethod
     def complete_config(cls, config: dict[str, Any]) -> dict[str, Any]:
         """``config`` with the settings it predates at the value its run had."""
-        return {**cls.settings_added_later, **config}
+        return cls.Settings.complete(config)
 
     def named_outputs(self, outputs) -> dict[str, tf.Tensor]:
         """Model outputs (list) -> {name: float32 tensor}."""
@@ -204,21 +225,7 @@ class HashingMethod:
         return {k: tf.cast(v, tf.float32) for k, v in items}
 
 
-def check_settings(checks) -> None:
-    """Raise ValueError with the message of the first ``(ok, message)`` pair that fails."""
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
-
-
-def is_integer(value: Any) -> bool:
-    """An integer setting: int or numpy integer, not bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def is_real(value: Any) -> bool:
-    """A real-number setting: int, float or numpy number, not bool."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+check_settings = check_all  # the name the methods' own checks use
 
 
 def batch_mean(values: tf.Tensor) -> tf.Tensor:

@@ -24,7 +24,7 @@ stale ``.tmp-*`` folders and unreferenced states left by a killed process.
 
 Only the index proves a state stale. When ``index.json`` is missing, unreadable or
 names a state that is gone, it is rebuilt from the intact states
-(:mod:`common.training.checkpoint_recovery`), the damaged file kept aside, and every
+(:mod:`common.runs.checkpoints.recovery`), the damaged file kept aside, and every
 state the rebuilt index does not name is kept (``keep``), never deleted. A state's
 evaluation is also stored in its own ``metrics.json`` so that ``best_map`` survives
 a rebuild. Files TensorFlow cannot read raise :class:`CheckpointError` ("damaged").
@@ -32,93 +32,32 @@ a rebuild. Files TensorFlow cannot read raise :class:`CheckpointError` ("damaged
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
 import shutil
 import time
 import uuid
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import tensorflow as tf
 from absl import logging
 
-from common.atomic_files import (fsync_path as _fsync_path, make_temp_dir,
+from common.io.atomic import (fsync_path as _fsync_path, make_temp_dir,
                                  remove_stale_json_temps, write_json_atomic)
-from common.faults import crash_point
-
-CHECKPOINT_DIR = "checkpoints"
-INDEX = "index.json"
-PREFIX = "ckpt"
-INFO = "info.json"
-SLOTS = ("last", "best_loss", "best_map")
-_TMP = ".tmp-"
-_STATE = "e"  # state folders: e<epoch>-<random>
-_INDEX_VERSION = 1
-STATE_METRICS = "metrics.json"  # in a state folder: its evaluation (checkpoint_recovery)
-# What TensorFlow raises for truncated or corrupt checkpoint files.
-_UNREADABLE = (tf.errors.OpError, IndexError)
-
-
-_GLOB_CHARACTERS = frozenset("[]*?\\")
-
-
-@contextlib.contextmanager
-def tf_readable_prefix(prefix: str) -> Iterator[str]:
-    """A path TensorFlow's checkpoint reader can open for ``prefix``.
-
-    The reader treats a prefix as a file pattern, so a run folder named ``run[1]`` or
-    ``a\\b`` is written fine but never found again. Such a state folder is read through
-    a symbolic link with a plain name in a private temporary folder (removed after).
-    """
-    if not _GLOB_CHARACTERS.intersection(prefix):
-        yield prefix
-        return
-    import tempfile
-
-    link_dir = tempfile.mkdtemp(prefix="face-hashing-ckpt-")
-    try:
-        link = os.path.join(link_dir, "state")
-        os.symlink(os.path.dirname(os.path.abspath(prefix)), link)
-        yield os.path.join(link, os.path.basename(prefix))
-    finally:
-        shutil.rmtree(link_dir, ignore_errors=True)  # removes the link, not its target
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint slot is missing or its files cannot be read."""
-
-
-class RunLockedError(RuntimeError):
-    """Another process is training into the same ``model_dir``."""
-
-
-def _index_problem(directory: str, index: Any) -> str | None:
-    """Why ``index`` cannot be trusted (malformed, or naming a state that is gone), or None."""
-    if not isinstance(index, dict) or not isinstance(index.get("slots", {}), dict):
-        return "not an index object"
-    for slot, record in index.get("slots", {}).items():
-        if not isinstance(record, dict) or not isinstance(record.get("dir"), str):
-            return f"slot {slot!r} has no state folder"
-        folder = os.path.join(directory, record["dir"])
-        for name in (INFO, PREFIX + ".index"):
-            if not os.path.exists(os.path.join(folder, name)):
-                return f"slot {slot!r} names {record['dir']}, which has no {name}"
-    return None
-
-
-def _state_folders(directory: str) -> list[str]:
-    return [e for e in os.listdir(directory)
-            if e.startswith(_STATE) and os.path.isdir(os.path.join(directory, e))]
-
+from common.io.faults import crash_point
+from common.runs.checkpoints.layout import (CHECKPOINT_DIR, INDEX, INDEX_VERSION, INFO, PREFIX,
+                                            STATE, STATE_METRICS, TMP, UNREADABLE,
+                                            CheckpointError, damaged, index_problem,
+                                            state_folders, tf_readable_prefix)
+from common.runs.checkpoints.recovery import rebuild_index
 
 def read_index(model_dir: str, rebuild: bool = True) -> dict[str, Any]:
     """The slot index of ``model_dir`` (empty slots when there is no checkpoint at all).
 
     When ``index.json`` is missing, unreadable or names a state folder that is gone
     while states exist, the index is rebuilt in memory from the intact states
-    (:mod:`common.training.checkpoint_recovery`) and carries ``rebuilt_because``;
+    (:mod:`common.runs.checkpoints.recovery`) and carries ``rebuilt_because``;
     :class:`CheckpointStore` then writes it. Nothing is deleted here. With
     ``rebuild=False`` (the store's own reads, after it has written a good index or
     found no state) a missing file means "no slot yet".
@@ -126,11 +65,11 @@ def read_index(model_dir: str, rebuild: bool = True) -> dict[str, Any]:
     directory = os.path.join(model_dir, CHECKPOINT_DIR)
     path = os.path.join(directory, INDEX)
     if not os.path.isdir(directory):
-        return {"version": _INDEX_VERSION, "slots": {}}
+        return {"version": INDEX_VERSION, "slots": {}}
     problem = None
     if not os.path.exists(path):
-        if not rebuild or not _state_folders(directory):
-            return {"version": _INDEX_VERSION, "slots": {}}
+        if not rebuild or not state_folders(directory):
+            return {"version": INDEX_VERSION, "slots": {}}
         problem = f"{INDEX} is missing"
     else:
         try:
@@ -139,15 +78,13 @@ def read_index(model_dir: str, rebuild: bool = True) -> dict[str, Any]:
         except (OSError, ValueError) as exc:
             problem = f"{INDEX} is unreadable ({exc})"
         else:
-            problem = _index_problem(directory, index)
+            problem = index_problem(directory, index)
     if problem is None:
         index.setdefault("slots", {})
         return index
     if not rebuild:
         raise CheckpointError(f"{path}: {problem}")
-    from common.training.checkpoint_recovery import rebuild_index
-
-    index = rebuild_index(directory, PREFIX, INFO, _INDEX_VERSION, prefixes=(_STATE,))
+    index = rebuild_index(directory, PREFIX, INFO, INDEX_VERSION, prefixes=(STATE,))
     index["rebuilt_because"] = problem
     return index
 
@@ -227,7 +164,7 @@ class CheckpointStore:
         if self._checkpoint is None:
             raise ValueError("this store was opened without trackables; it cannot save")
         name = f"e{int(info.get('epoch', 0)):06d}-{uuid.uuid4().hex[:8]}"
-        tmp = make_temp_dir(_TMP, self.directory)
+        tmp = make_temp_dir(TMP, self.directory)
         try:
             self._checkpoint.write(os.path.join(tmp, PREFIX))
             record = dict(info, dir=name, saved_at=time.time())
@@ -275,7 +212,7 @@ class CheckpointStore:
 
     def _update(self, records: dict[str, dict[str, Any]]) -> None:
         index = self.index()
-        index["version"] = _INDEX_VERSION
+        index["version"] = INDEX_VERSION
         index["slots"].update(records)
         index.pop("rebuilt_because", None)
         write_json_atomic(os.path.join(self.directory, INDEX), index)
@@ -302,7 +239,7 @@ class CheckpointStore:
         except (AssertionError, ValueError) as exc:
             raise CheckpointError(f"{prefix}: the checkpoint does not match "
                                   f"({str(exc).splitlines()[0][:300]})") from None
-        except _UNREADABLE as exc:
+        except UNREADABLE as exc:
             raise damaged(prefix, exc) from None
         return record
 
@@ -334,9 +271,9 @@ class CheckpointStore:
             path = os.path.join(self.directory, entry)
             if not os.path.isdir(path) or entry in live:
                 continue
-            if entry.startswith(_TMP) and not remove_tmp:
+            if entry.startswith(TMP) and not remove_tmp:
                 continue
-            if entry.startswith(_TMP) or entry.startswith("e"):
+            if entry.startswith(TMP) or entry.startswith("e"):
                 if remove_tmp:  # at start-up: left over by an interrupted run
                     logging.info("removing stale checkpoint folder %s", path)
                 shutil.rmtree(path, ignore_errors=True)
@@ -396,12 +333,6 @@ def untracked_variables(model: Any) -> list[str]:
     return [getattr(v, "path", v.name) for v in model.variables if id(v) not in reachable]
 
 
-def damaged(prefix: str, exc: Exception) -> CheckpointError:
-    """The error for a checkpoint whose files TensorFlow cannot read (truncated, corrupt)."""
-    return CheckpointError(f"{os.path.dirname(prefix)}: damaged checkpoint, its files cannot be "
-                           f"read ({str(exc).splitlines()[0][:300]})")
-
-
 def _read_model(model: Any, prefix: str) -> None:
     """Restore ``model`` only; a model of another architecture raises CheckpointError."""
     try:
@@ -414,7 +345,7 @@ def _read_model(model: Any, prefix: str) -> None:
                               f"({str(exc).splitlines()[0][:300]})") from None
     except tf.errors.NotFoundError:
         raise
-    except _UNREADABLE as exc:
+    except UNREADABLE as exc:
         raise damaged(prefix, exc) from None
 
 
@@ -447,26 +378,3 @@ def restore_model_weights(model: Any, model_dir: str, slot: str = "best_map") ->
     raise AssertionError("unreachable")
 
 
-@contextlib.contextmanager
-def run_lock(model_dir: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``model_dir`` so two runs never write one folder.
-
-    Raises:
-        RunLockedError: another process holds the lock.
-    """
-    os.makedirs(model_dir, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    with open(os.path.join(model_dir, ".lock"), "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RunLockedError(
-                f"{model_dir}: another training run is using this folder") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,1 @@
+"""A run folder's checkpoint states: their layout, the crash-safe store, index recovery."""
