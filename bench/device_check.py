@@ -185,7 +185,8 @@ def train_config_result(name: str, settings: dict) -> dict:
     from common.data import Normalization
     from common.training.data import SplitData
     from common.training.distribution import distributed_epoch, make_strategy
-    from common.training.loop import TrainConfig, _Trainer, precision_policy
+    from common.training.loop import TrainConfig, _Trainer
+    from common.training.optimizers import precision_policy
     from dcbh_tf.method import DCBH
 
     model_dir = tempfile.mkdtemp(prefix="device_check_")
@@ -221,7 +222,7 @@ def train_config_result(name: str, settings: dict) -> dict:
                 for gpu in gpus:
                     tf.config.experimental.reset_memory_stats(gpu)
             start = time.perf_counter()
-            values = trainer.train_step(x, y).numpy()
+            values = trainer.steps.train_step(x, y)["loss"].numpy()
             times.append(time.perf_counter() - start)
             if not np.all(np.isfinite(values)):
                 raise FloatingPointError(f"non-finite step result at step {i + 1}: {values}")

@@ -54,7 +54,7 @@ batches = (trainer.pipeline.epoch(0) if strategy is None
 times = []
 for i, (x, y) in enumerate(batches):
     start = time.perf_counter()
-    trainer.train_step(x, y).numpy()
+    trainer.steps.train_step(x, y)["loss"].numpy()
     if i >= warmup:
         times.append(time.perf_counter() - start)
 shutil.rmtree(trainer.config.model_dir, ignore_errors=True)

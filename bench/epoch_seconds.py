@@ -43,7 +43,8 @@ FLAGS = flags.FLAGS
 def _time_one(row: str) -> dict:
     from common.reproduce.methods import make_deep_method
     from common.training.data import load_split_data
-    from common.training.loop import TrainConfig, read_history, train
+    from common.training.loop import TrainConfig, train
+    from common.training.reporting import read_history
     from common.models.size import trainable_weights
 
     if FLAGS.train_dir:

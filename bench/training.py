@@ -91,7 +91,9 @@ def bench_fit(keras, tf, build, batches) -> float:
 
 def dcbh_train_step(keras):
     """The shared loop's DCBH training step (all losses, center update, Adam)."""
-    from common.training.loop import TrainConfig, _make_steps, make_optimizer
+    from common.training.loop import TrainConfig
+    from common.training.optimizers import make_optimizer
+    from common.training.steps import make_steps
     from dcbh_tf.method import DCBH
 
     method = DCBH(num_bits=FLAGS.num_bits, width_multiplier=FLAGS.width_multiplier)
@@ -99,8 +101,8 @@ def dcbh_train_step(keras):
     config = TrainConfig(epochs=1, model_dir="unused")
     optimizer = make_optimizer(config, keras.mixed_precision.global_policy().name,
                                model.trainable_variables)
-    train_step, _, _ = _make_steps(model, method, optimizer, FLAGS.jit_compile)
-    return train_step
+    step = make_steps(model, method, [optimizer], FLAGS.jit_compile).train_step
+    return lambda images, labels: step(images, labels)["loss"]
 
 
 def bench_dcbh_step(keras, tf, batches) -> float:

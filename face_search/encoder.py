@@ -37,7 +37,7 @@ def model_kind(path: str) -> str:
         ModelPathError: missing, or neither kind.
     """
     from common.export.folder import has_marker, recover_export
-    from common.training.loop import RUN_CONFIG
+    from common.runs.run_config import RUN_CONFIG
 
     path = os.path.abspath(path)
     recover_export(path)  # a previous export a killed export left aside

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from common.io.faults import ENV as CRASH_ENV
 from common.runs.checkpoints import store as checkpoints
-from common.training.loop import METRICS, read_history
+from common.training.reporting import METRICS, read_history
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)

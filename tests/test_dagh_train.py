@@ -11,12 +11,14 @@ import pytest
 
 from fresh_process import serve_in_fresh_process
 from method_cli import assert_one_clear_error, run_cli
-from tiny_training import chance_map, checkpoint_tensors, synthetic_split
+from tiny_training import chance_map, checkpoint_tensors, step_row, synthetic_split
 
 from common.export.folder import EXPORT_INFO, KERAS_FILE
 from common.training.saved_run import export_run, load_run
-from common.training.loop import (METRICS, RUN_CONFIG, TrainConfig, _Trainer, make_optimizer,
-                                  read_history, train)
+from common.runs.run_config import RUN_CONFIG
+from common.training.loop import TrainConfig, _Trainer, train
+from common.training.optimizers import make_optimizer
+from common.training.reporting import METRICS, read_history
 from dagh_tf.method import DAGH, LOSS_PARTS
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
@@ -68,7 +70,8 @@ def test_one_step_equals_the_written_out_step(tiny_data, tmp_path):
     before = [v.numpy() for v in model.variables]
     tf.config.run_functions_eagerly(True)
     try:
-        values = trainer.train_step(images, labels).numpy()
+        out = trainer.steps.train_step(images, labels)
+        values = step_row(out)
     finally:
         tf.config.run_functions_eagerly(False)
     loop = [v.numpy() for v in model.variables]
@@ -78,7 +81,7 @@ def test_one_step_equals_the_written_out_step(tiny_data, tmp_path):
     adam = make_optimizer(config, "float32", model.trainable_variables)
     identity, quantization, logits, relaxed = _reference_step(
         model, images, labels, 8.0, 0.3, 1e-4, adam)
-    assert trainer.names == list(LOSS_PARTS)
+    assert list(out["parts"]) == list(LOSS_PARTS)
     np.testing.assert_allclose(values[1:3], [identity, quantization], rtol=1e-6)
     # The head's logits are the scaled Hamming similarities of the binary codes.
     codes = np.where(relaxed >= 0, 1.0, -1.0)

@@ -12,12 +12,14 @@ import pytest
 
 from fresh_process import serve_in_fresh_process
 from method_cli import ENV, assert_one_clear_error, run_cli
-from tiny_training import chance_map, checkpoint_tensors, synthetic_split
+from tiny_training import chance_map, checkpoint_tensors, step_row, synthetic_split
 
 from common.export.folder import EXPORT_INFO, KERAS_FILE
 from common.training.saved_run import evaluate_run, export_run, load_run
-from common.training.loop import (METRICS, RUN_CONFIG, TrainConfig, _Trainer, make_optimizer,
-                                  read_history, train)
+from common.runs.run_config import RUN_CONFIG
+from common.training.loop import TrainConfig, _Trainer, train
+from common.training.optimizers import make_optimizer
+from common.training.reporting import METRICS, read_history
 from ddah_tf.method import DDAH, LOSS_PARTS
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
@@ -59,7 +61,8 @@ def _step_against_reference(data, model_dir, eager: bool, adam_epsilon: float,
     before = [v.numpy() for v in model.variables]
     tf.config.run_functions_eagerly(eager)
     try:
-        values = trainer.train_step(images, labels).numpy()
+        out = trainer.steps.train_step(images, labels)
+        values = step_row(out)
     finally:
         tf.config.run_functions_eagerly(False)
     loop = [v.numpy() for v in model.variables]
@@ -78,7 +81,7 @@ def _step_against_reference(data, model_dir, eager: bool, adam_epsilon: float,
     groups = {"trunk": {id(v) for v in trunk_variables(model)},
               "attention": {id(v) for v in attention_variables(model)},
               "none": {id(v) for v in unoptimised_variables(model)}}
-    return dict(values=values, names=trainer.names, before=before, loop=loop,
+    return dict(values=values, names=list(out["parts"]), before=before, loop=loop,
                 expected=expected, loop_optimizers=loop_optimizers,
                 expected_optimizers=expected_optimizers, losses=reference.losses,
                 variables=list(model.variables), groups=groups)
@@ -145,7 +148,7 @@ def test_optimizer_groups_are_checked():
     import tensorflow as tf
 
     from common.methods.base import HashingMethod, OptimizerGroup
-    from common.training.loop import optimizer_groups
+    from common.training.optimizers import optimizer_groups
 
     a, b = tf.Variable(1.0), tf.Variable(2.0)
     with pytest.raises(ValueError, match="lower-case identifier"):

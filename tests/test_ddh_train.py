@@ -14,7 +14,9 @@ from tiny_training import chance_map, synthetic_split
 from common.export.folder import EXPORT_INFO
 from common.cli.tf_startup import STARTUP_NOTICES
 from common.training.saved_run import evaluate_run, export_run, load_run
-from common.training.loop import METRICS, RUN_CONFIG, TrainConfig, read_history, train
+from common.runs.run_config import RUN_CONFIG
+from common.training.loop import TrainConfig, train
+from common.training.reporting import METRICS, read_history
 from ddh_tf.method import DDH
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")

@@ -15,7 +15,9 @@ from tiny_training import chance_map, checkpoint_tensors, synthetic_split
 
 from common.training.saved_run import export_run, load_run
 from common.runs.checkpoints import store as checkpoints
-from common.training.loop import RUN_CONFIG, TrainConfig, read_history, train
+from common.runs.run_config import RUN_CONFIG
+from common.training.loop import TrainConfig, train
+from common.training.reporting import read_history
 from dfh_tf.method import DFH, LOSS_PARTS
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")

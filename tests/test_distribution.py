@@ -218,14 +218,15 @@ for case in sys.argv[2].split(","):
             epochs=1, model_dir=os.path.join(root, case.replace(":", "_"), name),
             batch_size=batch, adam_epsilon=1.0, distribution=name), strategy)
     one, two = trainers["default"], trainers["mirrored"]
-    batches = zip(one.pipeline.epoch(0), distributed_epoch(two.strategy, two.pipeline, 0))
+    batches = zip(one.pipeline.epoch(0), distributed_epoch(two.distribution, two.pipeline, 0))
     worst, values, steps = 0.0, 0.0, 0
     for (x1, y1), (x2, y2) in batches:
         for pairs in (zip(one.model.variables, two.model.variables),
                       zip(one.optimizer_variables, two.optimizer_variables)):
             for a, b in pairs:
                 b.assign(a.numpy())
-        v1, v2 = one.train_step(x1, y1).numpy(), two.train_step(x2, y2).numpy()
+        v1, v2 = (np.array([float(v) for v in tf.nest.flatten(trainer.steps.train_step(x, y))])
+                  for trainer, x, y in ((one, x1, y1), (two, x2, y2)))
         values = max(values, float(np.max(np.abs(v1 - v2) / np.maximum(np.abs(v1), 1e-3))))
         for pairs in (zip(one.model.variables, two.model.variables),
                       zip(one.optimizer_variables, two.optimizer_variables)):

@@ -18,7 +18,8 @@ from common.export.folder import EXPORT_INFO, FORMAT, FORMAT_KEY, KERAS_FILE
 from common.export.serving import pack_codes, pack_codes_numpy
 from common.training.saved_run import RunFolderError, evaluate_run, export_run, load_run
 from common.training.data import load_split_data
-from common.training.loop import METRICS, TrainConfig, train
+from common.training.loop import TrainConfig, train
+from common.training.reporting import METRICS
 from dcbh_tf.method import DCBH
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -50,7 +50,7 @@ def test_the_module_loads_without_tensorflow():
 
 
 def test_the_training_loop_and_the_gan_read_through_it(tmp_path):
-    from common.training.loop import read_history as read_training_history
+    from common.training.reporting import read_history as read_training_history
     from dfh_tf.gan.run_folder import HISTORY_FILE, read_history as read_gan_history
 
     assert HISTORY_FILE == HISTORY

@@ -18,9 +18,12 @@ from tiny_training import checkpoint_tensors, synthetic_split
 
 from common.training.saved_run import RunFolderError, evaluate_run, export_run, load_run
 from common.runs.checkpoints import store as checkpoints
-from common.training import loop
-from common.training.loop import (RUN_CONFIG, NonFiniteStateError, RunConfigMismatchError,
-                                  TrainConfig, read_history, train)
+from common.runs.history import append_history_line
+from common.training import loop, selection
+from common.runs.run_config import RUN_CONFIG, RunConfigMismatchError
+from common.training.epoch import NonFiniteStateError
+from common.training.loop import TrainConfig, train
+from common.training.reporting import read_history
 from dcbh_tf.method import DCBH
 
 
@@ -119,7 +122,7 @@ def test_rebuilt_index_keeps_states_it_cannot_prove_stale(evaluated_run, tmp_pat
 def test_no_history_line_is_lost_by_a_kill_between_checkpoint_and_history(
         data, tmp_path, monkeypatch):
     model_dir = tmp_path / "run"
-    real_append = loop.append_history_line
+    real_append = append_history_line
 
     def killed_before_epoch_2_line(path, entry):
         if entry["epoch"] == 2:
@@ -210,7 +213,7 @@ def test_resume_redoes_an_evaluation_a_kill_interrupted(data, tmp_path, monkeypa
 
     train(_dcbh(), data, config(tmp_path / "straight"))
     calls = []
-    real = loop.evaluate_retrieval
+    real = selection.evaluate_retrieval
 
     def killed_in_first_evaluation(*args, **kwargs):
         calls.append(1)
@@ -218,7 +221,7 @@ def test_resume_redoes_an_evaluation_a_kill_interrupted(data, tmp_path, monkeypa
             raise KeyboardInterrupt("simulated kill inside the epoch-2 evaluation")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "evaluate_retrieval", killed_in_first_evaluation)
+    monkeypatch.setattr(selection, "evaluate_retrieval", killed_in_first_evaluation)
     with pytest.raises(KeyboardInterrupt):
         train(_dcbh(), data, config(tmp_path / "killed"))
     monkeypatch.undo()

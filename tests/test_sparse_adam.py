@@ -16,7 +16,10 @@ import pytest
 import tensorflow as tf
 
 from common.reproduce.cells import CellSettingsError, cell_dir, finished_cell
-from common.training.loop import TrainConfig, _make_steps, make_optimizer, record_setting_changes
+from common.runs.run_config import record_setting_changes
+from common.training.loop import TrainConfig
+from common.training.optimizers import make_optimizer
+from common.training.steps import make_steps
 from common.training.sparse_gradients import gradients_for_adam
 from dcbh_tf.method import DCBH
 
@@ -105,7 +108,7 @@ def dcbh_after_one_step(mode):
     model = method.build_model(5)
     config = TrainConfig(epochs=1, model_dir="unused", sparse_adam=mode)
     optimizer = make_optimizer(config, "float32", model.trainable_variables)
-    train_step, _, _ = _make_steps(model, method, optimizer, False, mode)
+    train_step = make_steps(model, method, [optimizer], False, mode).train_step
     rng = np.random.default_rng(5)
     images = rng.uniform(-1, 1, size=(12, 32, 32, 3)).astype(np.float32)
     labels = np.array([0, 0, 0, 0, 1, 2, 2, 0, 3, 0, 0, 1], np.int32)

@@ -19,15 +19,10 @@ from common.io import atomic
 from common.runs.checkpoints import store as checkpoints
 from common.training.data import load_split_data
 from common.training.evaluate import evaluate_retrieval
-from common.training.loop import (
-    METRICS,
-    RUN_CONFIG,
-    NonFiniteLossError,
-    RunConfigMismatchError,
-    TrainConfig,
-    read_history,
-    train,
-)
+from common.runs.run_config import RUN_CONFIG, RunConfigMismatchError
+from common.training.epoch import NonFiniteLossError
+from common.training.loop import TrainConfig, train
+from common.training.reporting import METRICS, read_history
 from dcbh_tf.method import DCBH
 
 SLOTS = ("last", "best_loss", "best_map")

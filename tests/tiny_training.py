@@ -29,6 +29,15 @@ def chance_map(data: SplitData) -> float:
                              ties="expected")["map"]
 
 
+def step_row(values: dict) -> np.ndarray:
+    """A training step's named values as one float64 row: loss, each part, correct, images
+    (the test step's: without images)."""
+    row = [values["loss"], *values["parts"].values(), values["correct"]]
+    if "images" in values:
+        row.append(values["images"])
+    return np.array([float(np.asarray(v)) for v in row])
+
+
 def checkpoint_tensors(model_dir, slot: str = "last") -> dict[str, np.ndarray]:
     """Every tensor of the checkpoint in ``slot`` of run folder ``model_dir``, by its
     checkpoint key (the object graph aside)."""

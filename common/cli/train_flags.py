@@ -211,8 +211,9 @@ def run_training(method: MethodOrFactory) -> dict:
     from common.methods.base import HashingMethod  # TensorFlow from here on
     from common.io.locks import RunLockedError
     from common.runs.checkpoints.layout import CheckpointError
-    from common.training.loop import (NonFiniteLossError, RunConfigMismatchError, TrainConfig,
-                                      train)
+    from common.runs.run_config import RunConfigMismatchError
+    from common.training.epoch import NonFiniteLossError
+    from common.training.loop import TrainConfig, train
 
     try:
         if not isinstance(method, HashingMethod):

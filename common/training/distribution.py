@@ -181,6 +181,24 @@ def replica_values(strategy: tf.distribute.Strategy, value: int) -> list[int]:
     return [int(v) for v in gather().numpy()]
 
 
+def check_workers_agree(strategy, tf_config: dict[str, Any] | None, start_epoch: int,
+                        model_dir: str) -> None:
+    """Refuse to train when the workers would resume from different epochs.
+
+    Every worker restores the chief's checkpoints, so they must all see one run
+    folder; a worker on another machine with its own empty folder would start
+    from scratch and the collectives would never pair up. (No-op on one machine.)
+    """
+    if tf_config is None:
+        return
+    epochs = replica_values(strategy, start_epoch)
+    if len(set(epochs)) > 1:
+        raise DistributionError(
+            f"the workers would resume from different epochs ({sorted(set(epochs))}): "
+            f"every worker must see the same --model_dir ({model_dir}), one folder shared by "
+            "all machines")
+
+
 def replica_loss_scale(kind: str, local_count: tf.Tensor, global_count: tf.Tensor,
                        num_replicas: int) -> tf.Tensor:
     """Factor that makes the replicas' scaled parts sum to the global-batch part.

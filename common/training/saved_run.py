@@ -8,78 +8,40 @@ loaded into it, by every method through the same code.
 
 from __future__ import annotations
 
-from common.errors import ProjectError
 import dataclasses
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from common.models.finite import non_finite_variables
+from common.runs import run_config
 from common.runs.checkpoints.layout import SLOTS, CheckpointError
 from common.runs.checkpoints.store import restore_model_weights
-from common.training.loop import RUN_CONFIG
+from common.runs.run_config import RUN_CONFIG, RunConfigError
 
-RUN_CONFIG_FORMAT = 1
-
-
-class RunFolderError(ProjectError, ValueError):
+class RunFolderError(RunConfigError):
     """``model_dir`` is not a usable training run (missing, foreign or unreadable files)."""
 
 
 def read_run_config(model_dir: str, method_name: str | None = None) -> dict[str, Any]:
-    """``model_dir/run_config.json``, checked to belong to ``method_name`` when given.
+    """``model_dir/run_config.json`` (common.runs.run_config), checked to belong to
+    ``method_name`` when given.
 
     Raises:
         RunFolderError: no run there, a damaged file, or another method's run.
     """
-    path = os.path.join(model_dir, RUN_CONFIG)
-    if not os.path.isdir(model_dir):
-        raise RunFolderError(f"{model_dir}: folder does not exist")
-    if not os.path.exists(path):
-        raise RunFolderError(f"{path}: not found; is {model_dir} a training run folder "
-                             "(the --model_dir of a train command)?")
     try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunFolderError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(config, dict):
-        raise RunFolderError(f"{path}: not a run config (expected a JSON object)")
-    for key in ("method", "num_classes", "normalization"):
-        if key not in config:
-            raise RunFolderError(f"{path}: missing field {key!r}")
-    check_run_config_values(config, path)
+        config = run_config.read_run_config(model_dir)
+    except RunConfigError as exc:
+        raise RunFolderError(str(exc)) from None
     name = config["method"].get("method")
     if method_name is not None and name != method_name:
         raise RunFolderError(f"{model_dir} holds a {name!r} run, not {method_name!r}; use "
                              f"python -m {name}_tf.export (or .evaluate) for it, or "
                              "python -m common.cli.export, which serves every method")
     return config
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
-        math.isfinite(value)
-
-
-def check_run_config_values(config: dict[str, Any], path: str) -> None:
-    """Refuse a run config whose values would silently give wrong codes.
-
-    The normalisation is baked into every export: a NaN there makes every code +1.
-    """
-    if not isinstance(config["method"], dict) or not isinstance(config["method"].get("method"),
-                                                                str):
-        raise RunFolderError(f"{path}: field 'method' does not name a method")
-    classes = config["num_classes"]
-    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
-        raise RunFolderError(f"{path}: num_classes must be a positive integer, got {classes!r}")
-    norm = config["normalization"]
-    if not isinstance(norm, dict) or not _number(norm.get("mean")) or \
-            not _number(norm.get("std")) or norm["std"] < 0:
-        raise RunFolderError(f"{path}: damaged normalization {norm!r} (mean and std must be "
-                             "finite numbers, std >= 0); the run folder cannot be trusted")
 
 
 @dataclass
@@ -143,8 +105,6 @@ def load_run(method_cls, model_dir: str, slot: str = "best_map") -> LoadedRun:
                 "--checkpoint last or best_loss for a run in progress)" if slot == "best_map"
                 else "")
         raise RunFolderError(f"{exc}{hint}") from None
-    from common.training.loop import non_finite_variables
-
     bad = non_finite_variables(model.variables)
     if bad:
         raise RunFolderError(f"{os.path.join(model_dir, 'checkpoints', record['dir'])}: slot "
