@@ -73,13 +73,19 @@ class SearchGate:
         finally:
             self._release()
 
+    def refuse_if_full(self) -> None:
+        """Raise the 503 a search would get now (every turn taken, the waiting room full):
+        checked before a request's body is read, so that a refusal under load costs
+        nothing."""
+        if self._busy >= self.running and len(self._queue) >= self.waiting:
+            raise busy(f"{self.running} searches are running and {len(self._queue)} waiting; "
+                       "try again shortly")
+
     async def _acquire(self) -> None:
         if self._busy < self.running and not self._queue:
             self._busy += 1
             return
-        if len(self._queue) >= self.waiting:
-            raise busy(f"{self.running} searches are running and {len(self._queue)} waiting; "
-                       "try again shortly")
+        self.refuse_if_full()
         loop = asyncio.get_running_loop()
         turn: asyncio.Future[None] = loop.create_future()
         self._queue.append(turn)

@@ -101,6 +101,7 @@ def _add_api_routes(app: FastAPI, gate: SearchGate, upload_idle_seconds: float) 
         the file field `photo` of a multipart/form-data form."""
         service = _service(request)
         length = declared_length(request.headers, service.max_upload_bytes)
+        gate.refuse_if_full()
         body = await read_body(request.receive, length, upload_idle_seconds)
         photo = await photo_bytes(request.headers.get("content-type"), body)
         return await gate.run(service.search_photo, photo, top_k)
