@@ -79,7 +79,8 @@ def start_server(code_root: str, index: str, detector: str,
         line = lines.get(timeout=START_TIMEOUT)
     except queue.Empty:
         stop_server(process)
-        raise TimeoutError(f"the server in {code_root} did not start in {START_TIMEOUT:g} s")
+        raise TimeoutError(f"the server in {code_root} did not start in {START_TIMEOUT:g} "
+                           "s") from None
     marker = f"at http://{HOST}:"
     if marker not in line:
         stop_server(process)

@@ -128,8 +128,7 @@ class SearchProtocol(H11Protocol):
         self.loop.call_later(self.linger_seconds, self.transport.close)
 
 
-def protocol_class(idle_seconds: float = IDLE_SECONDS,
-                   linger_seconds: float = LINGER_SECONDS) -> type[SearchProtocol]:
-    """:class:`SearchProtocol` with these limits (uvicorn takes a class, not an instance)."""
-    return type("SearchProtocol", (SearchProtocol,), {"idle_seconds": idle_seconds,
-                                                       "linger_seconds": linger_seconds})
+def protocol_class(idle_seconds: float = IDLE_SECONDS) -> type[SearchProtocol]:
+    """:class:`SearchProtocol` with this idle limit (uvicorn takes a class, not an
+    instance)."""
+    return type("SearchProtocol", (SearchProtocol,), {"idle_seconds": idle_seconds})

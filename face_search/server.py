@@ -55,7 +55,8 @@ class SearchServer:
                                     search_wait_seconds)
         self.socket = _listen(host, port)
         config = uvicorn.Config(asgi, http=protocol_class(upload_idle_seconds), lifespan="off",
-                                loop="asyncio", log_config=None, access_log=not quiet,
+                                loop="asyncio", log_config=None, log_level=logging.WARNING,
+                                access_log=not quiet,
                                 proxy_headers=False, server_header=False,
                                 timeout_graceful_shutdown=STOP_SECONDS)
         self.uvicorn = uvicorn.Server(config)
@@ -179,6 +180,7 @@ def serve(index_dir: str, model: str | None = None, checkpoint: str | None = Non
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        print("stopped", flush=True)
+        pass  # uvicorn stopped gracefully, then raised the signal again
     finally:
         server.server_close()
+    print("stopped", flush=True)

@@ -55,6 +55,8 @@ REFUSALS: dict[int | str, dict[str, Any]] = {status: {"model": Problem, "descrip
     415: "neither an image type nor a form",
     422: "not a readable image (not_an_image) or no face found (no_face)",
     503: "too many searches at once (busy; see Retry-After)"}.items()}
+OTHER_REFUSALS: dict[int | str, dict[str, Any]] = {"4XX": {
+    "model": Problem, "description": "any other refusal (404, 405, 414, 431, ...), same shape"}}
 
 
 def static_files(folder: str = WEB_DIR) -> dict[str, tuple[bytes, str]]:
@@ -87,12 +89,13 @@ def _add_static_routes(app: FastAPI) -> None:
 
 
 def _add_api_routes(app: FastAPI, gate: SearchGate, upload_idle_seconds: float) -> None:
-    @app.get("/api/info", response_model=Info)
+    @app.get("/api/info", response_model=Info, responses=OTHER_REFUSALS)
     async def info(request: Request) -> dict[str, Any]:
         """The index and the service's limits (what the page shows)."""
         return _service(request).info()
 
-    @app.post("/api/search", response_model=SearchAnswer, responses=REFUSALS,
+    @app.post("/api/search", response_model=SearchAnswer,
+              responses={**REFUSALS, **OTHER_REFUSALS},
               openapi_extra={"requestBody": PHOTO_BODY})
     async def search(request: Request, top_k: Annotated[int | None, Query(
             ge=1, le=MAX_TOP_K, description="hits to return (default: the service's "
@@ -108,7 +111,7 @@ def _add_api_routes(app: FastAPI, gate: SearchGate, upload_idle_seconds: float) 
 
     @app.get("/api/gallery/{gallery_id}/face.png", response_class=Response, responses={
         200: {"content": {"image/png": {}}, "description": "a 32x32 PNG"},
-        404: {"model": Problem, "description": "no such item, or no face"}})
+        404: {"model": Problem, "description": "no such item, or no face"}, **OTHER_REFUSALS})
     def gallery_face(request: Request, gallery_id: str) -> Response:
         """The 32x32 face of a gallery item, read back from its pickle row or photo."""
         return Response(_service(request).gallery_png(gallery_id), media_type="image/png",

@@ -392,8 +392,8 @@ def test_malformed_requests_and_huge_headers_leave_it_running(server):
             body = json.loads(body)
             assert body["status"] == expected and body["error"]
     # headers or a request line that arrive in pieces: the parser's own limit
-    for start, expected in ((b"GET / HTTP/1.1\r\nHost: x\r\nX: ", 431), (b"GET /", 414)):
-        pieces = [start] + [b"a" * 6000] * 4
+    for opening, expected in ((b"GET / HTTP/1.1\r\nHost: x\r\nX: ", 431), (b"GET /", 414)):
+        pieces = [opening] + [b"a" * 6000] * 4
         with socket.create_connection(server.server_address[:2], timeout=20) as sock:
             for piece in pieces:
                 sock.sendall(piece)
