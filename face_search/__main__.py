@@ -6,6 +6,7 @@
     python -m face_search query --index IDX --top_k 5 [--radius 3] [--format json] PHOTOS...
     python -m face_search info --index IDX
     python -m face_search serve --index IDX [--host 127.0.0.1] [--port 8080] [--max_upload_mb 10]
+        [--max_concurrent_searches 8]
 
 Bad input stops with one ``error:`` line and exit code 2 (``common.cli.runner``); a bad photo
 among many is reported and skipped. The work is in :mod:`face_search.api`.
@@ -45,6 +46,10 @@ PORT = flags.DEFINE_integer("port", 8080, "serve: port (0: any free port).", low
                             upper_bound=65535)
 MAX_UPLOAD_MB = flags.DEFINE_float("max_upload_mb", 10.0, "serve: largest photo upload, MB.",
                                    lower_bound=0.001, upper_bound=1024.0)
+MAX_CONCURRENT_SEARCHES = flags.DEFINE_integer(
+    "max_concurrent_searches", 8, "serve: searches at once (each decodes a photo: a "
+    "50-megapixel one takes 150 MB); as many more wait up to 10 s for a turn, the rest are "
+    "answered 503 at once.", lower_bound=1, upper_bound=256)
 DETECTOR = flags.DEFINE_enum("detector", "auto", ["auto", "mtcnn", "center"], "serve: face "
                              "detector for uploads (auto: mtcnn when installed).")
 checks.bound_flag("top_k", checks.MAX_TOP_K, "more than any gallery this project handles")
@@ -135,7 +140,7 @@ def serve() -> None:
         fail(f"--top_k must be in 1..{MAX_TOP_K} for serve, got {TOP_K.value}")
     _guarded(lambda: server.serve(index_dir, MODEL.value, CHECKPOINT.value, DETECTOR.value,
                                   HOST.value, PORT.value, int(MAX_UPLOAD_MB.value * 2**20),
-                                  TOP_K.value))
+                                  TOP_K.value, MAX_CONCURRENT_SEARCHES.value))
 
 
 def main(argv: list[str]) -> None:

@@ -1,18 +1,18 @@
-"""What the search service answers, apart from HTTP: info, searches of uploads, gallery faces.
+"""What the search service answers, apart from HTTP: info, searches of photos, gallery faces.
 
-Why apart from the server: every answer here is a plain dict (or PNG bytes) or an
+Why apart from the web app: every answer here is a plain dict (or PNG bytes) or an
 :class:`ApiError` carrying the HTTP status, a short ``kind`` and a message for a person,
-so the rules (what is a bad upload, what a search returns) are tested without sockets and
-the server only moves bytes. A search answer holds everything the page shows: the photo
-(a small JPEG preview, its size), the detected face (box in the photo's pixels, the 32x32
-crop as a PNG data URL), its code as a string of bits, and the top-k hits.
+so the rules (what a search returns, which photo is unusable) are tested without sockets
+and the web layer (``face_search.web_app``) only reads requests and moves bytes. A search
+answer holds everything the page shows: the photo (a small JPEG preview, its size), the
+detected face (box in the photo's pixels, the 32x32 crop as a PNG data URL), its code as a
+string of bits, and the top-k hits.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import threading
 import time
 from typing import Any
 
@@ -21,22 +21,22 @@ from PIL import Image
 
 from face_search.errors import UnknownIdError
 from face_search.gallery_faces import GalleryFaces, png_bytes
-from face_search.multipart import MultipartError, parse_form
 from face_search.searcher import FaceSearcher
 
 MAX_TOP_K = 1000           # hits one request may ask for
 PREVIEW_SIDE = 640         # the photo preview's longer side, pixels
-UPLOAD_FIELD = "photo"     # the form field of a multipart upload
-RAW_TYPES = ("image/", "application/octet-stream")
 
 
 class ApiError(Exception):
-    """An answer other than 200: ``status`` (HTTP), ``kind`` (for programs), message."""
+    """An answer other than 200: ``status`` (HTTP), ``kind`` (for programs), message, and
+    the HTTP headers it needs (``Allow`` of a 405, ``Retry-After`` of a 503)."""
 
-    def __init__(self, status: int, kind: str, message: str) -> None:
+    def __init__(self, status: int, kind: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.kind = kind
+        self.headers = dict(headers or {})
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": str(self), "kind": self.kind, "status": self.status}
@@ -62,59 +62,26 @@ def preview_jpeg(image: np.ndarray, side: int = PREVIEW_SIDE) -> bytes:
     return out.getvalue()
 
 
-def upload_bytes(content_type: str | None, body: bytes) -> bytes:
-    """The photo's bytes from a request body: raw bytes, or the form field ``photo``.
-
-    Raises:
-        ApiError: 400 (empty, malformed form, no photo field), 415 (another content type).
-    """
-    mime = (content_type or "").split(";", 1)[0].strip().lower()
-    if mime == "multipart/form-data":
-        try:
-            parts = parse_form(content_type or "", body)
-        except MultipartError as exc:
-            raise ApiError(400, "bad_form", f"malformed multipart/form-data upload: {exc}") \
-                from None
-        photo = next((p for p in parts if p.name == UPLOAD_FIELD), None)
-        if photo is None:
-            raise ApiError(400, "no_photo", f"the form has no field {UPLOAD_FIELD!r} (send the "
-                           "photo as the file field 'photo')")
-        if not photo.data:
-            raise ApiError(400, "no_photo", "the uploaded file is empty (was a file chosen?)")
-        return photo.data
-    if mime and not mime.startswith(RAW_TYPES):
-        raise ApiError(415, "unsupported_media_type",
-                       f"cannot search a {mime} body: send the photo's bytes (image/* or "
-                       "application/octet-stream) or a multipart/form-data form with the "
-                       f"file field {UPLOAD_FIELD!r}")
-    if not body:
-        raise ApiError(400, "no_photo", "empty request body: send a photo")
-    return body
-
-
 class SearchService:
     """A loaded searcher answering the service's requests (thread-safe).
 
     Args:
         searcher: the index and its model (and the face preparer photos go through).
         top_k: hits per search unless a request asks for another number.
-        max_upload_bytes: the largest request body accepted (the server enforces it).
-        max_parallel: searches decoding and encoding at once; more wait their turn (a
-            50-megapixel photo takes 150 MB decoded).
-        wait_seconds: how long a search waits for its turn before a 503.
+        max_upload_bytes: the largest request body accepted (the web app enforces it).
         preparer: a ``common.faces.FacePreparer`` for uploads (default the searcher's).
+
+    How many searches run at once is the web app's business (``face_search.search_gate``):
+    a call here decodes, detects, encodes and searches, in the calling thread.
     """
 
     def __init__(self, searcher: FaceSearcher, top_k: int = 10,
-                 max_upload_bytes: int = 10 * 2**20, max_parallel: int = 2,
-                 wait_seconds: float = 60.0, preparer: Any = None) -> None:
+                 max_upload_bytes: int = 10 * 2**20, preparer: Any = None) -> None:
         if not 1 <= top_k <= MAX_TOP_K:
             raise ValueError(f"top_k must be in 1..{MAX_TOP_K}, got {top_k}")
         self.searcher = searcher
         self.top_k = int(top_k)
         self.max_upload_bytes = int(max_upload_bytes)
-        self.wait_seconds = float(wait_seconds)
-        self._turns = threading.BoundedSemaphore(max_parallel)
         self.preparer = preparer or searcher.preparer  # now: a missing detector fails here
         self.faces = GalleryFaces(searcher.index, lambda: self.preparer)
         self._identities = len(searcher.index.identity_counts())
@@ -129,32 +96,13 @@ class SearchService:
                 "model": {k: model.get(k) for k in ("path", "kind", "method", "checkpoint",
                                                     "epoch", "num_bits")}}
 
-    def top_k_of(self, text: str | None) -> int:
-        """The ``top_k`` query parameter (default the service's), checked."""
-        if text is None:
-            return self.top_k
-        if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_TOP_K:
-            raise ApiError(400, "bad_top_k", f"top_k must be an integer in 1..{MAX_TOP_K}, "
-                           f"got {text[:20]!r}")
-        return int(text)
-
-    def search_upload(self, content_type: str | None, body: bytes,
-                      top_k: int | None = None) -> dict[str, Any]:
-        """Search the face of an uploaded photo (see the module docstring for the answer).
+    def search_photo(self, photo: bytes, top_k: int | None = None) -> dict[str, Any]:
+        """Search the face of a photo's bytes (see the module docstring for the answer);
+        ``top_k`` hits (default the service's).
 
         Raises:
-            ApiError: 400/415 (see :func:`upload_bytes`), 422 (not a usable image, or no
-                face found), 503 (too many searches waiting).
+            ApiError: 422 (not a usable image, or no face found).
         """
-        photo = upload_bytes(content_type, body)
-        if not self._turns.acquire(timeout=self.wait_seconds):
-            raise ApiError(503, "busy", "too many searches at once; try again shortly")
-        try:
-            return self._search(photo, top_k or self.top_k)
-        finally:
-            self._turns.release()
-
-    def _search(self, photo: bytes, top_k: int) -> dict[str, Any]:
         from common.faces import FaceNotFoundError, ImageReadError, read_image
 
         start = time.perf_counter()
@@ -171,6 +119,7 @@ class SearchService:
         except ValueError as exc:
             raise ApiError(422, "not_an_image", str(exc)) from None
         face = np.asarray(prepared.face)
+        top_k = top_k or self.top_k
         result = self.searcher.search_faces(face[None], top_k, sources=["uploaded photo"])[0]
         num_bits = self.searcher.index.num_bits
         hits = [dict(rank=rank, **hit.to_dict(),

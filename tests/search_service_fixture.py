@@ -69,9 +69,10 @@ def tiny_index() -> Path:
 
 
 def start(root: Path, detector: str = "center", max_upload_bytes: int = 300_000,
-          top_k: int = 5) -> Any:
+          top_k: int = 5, **limits: Any) -> Any:
     """A quiet SearchServer for ``root``'s index on a free localhost port, serving in a
-    thread (stop it with ``.shutdown(); .server_close()``)."""
+    thread (stop it with ``.shutdown(); .server_close()``); ``limits``: the other
+    arguments of ``make_server`` (max_concurrent_searches, upload_idle_seconds, ...)."""
     from common.faces import FacePreparer
     from face_search.searcher import FaceSearcher
     from face_search.server import make_server, serve_in_thread
@@ -79,7 +80,7 @@ def start(root: Path, detector: str = "center", max_upload_bytes: int = 300_000,
 
     searcher = FaceSearcher(str(root / "index"), preparer=FacePreparer(detector))
     server = make_server(SearchService(searcher, top_k, max_upload_bytes), "127.0.0.1", 0,
-                         quiet=True)
+                         quiet=True, **limits)
     serve_in_thread(server)
     return server
 

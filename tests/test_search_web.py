@@ -1,6 +1,7 @@
 """The search page in a real headless Chromium: a photo chosen in its file input or dropped
 on it is searched, and the page shows the API's hits, with their gallery faces; refusals
-are shown as messages. Skips when no Chromium with its driver can be had here."""
+are shown as messages; the API docs page renders under its security policy. Skips when no
+Chromium with its driver can be had here."""
 
 from __future__ import annotations
 
@@ -111,3 +112,18 @@ def test_a_dropped_photo_is_searched_and_refusals_are_shown(browser, served, tmp
     assert not browser.find_element(By.ID, "results").is_displayed()
     state, text = drop(b"\0" * 400_000, "huge.jpg", "image/jpeg")
     assert state == "error" and "more than the limit of 293 KB" in text
+
+
+def test_docs_page_renders_the_api_under_its_policy(browser, served):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _, server = served
+    console_errors(browser)  # forget the earlier pages' messages
+    browser.get(server.url + "docs")
+    WebDriverWait(browser, 30).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")) >= 3)
+    paths = {e.text.replace("\u200b", "") for e in
+             browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/api/info", "/api/search", "/api/gallery/{gallery_id}/face.png"} <= paths
+    assert console_errors(browser) == []  # no script error, no CSP violation, no failed load

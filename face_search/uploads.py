@@ -1,0 +1,138 @@
+"""A search upload over HTTP: its length checked before a byte is read, its body read with
+a timeout, and the photo taken out of it (raw bytes, or the form field ``photo``).
+
+Why in this order: a body over the limit is refused (413) from its Content-Length alone,
+so it costs neither memory nor time; a client that stops sending half way is answered
+(408) after ``idle_seconds`` instead of holding its request open for ever; only a whole
+body is parsed. Forms are parsed by python-multipart (through Starlette's parser), bounded
+in files, fields, field size and (python-multipart's own bounds) header lines per part and
+bytes per header line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+from python_multipart.multipart import parse_options_header
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from face_search.web_api import ApiError
+
+UPLOAD_FIELD = "photo"       # the form field of a multipart upload
+RAW_TYPES = ("image/", "application/octet-stream")
+MAX_FILES = 1                # file parts of a form: the photo
+MAX_FIELDS = 15              # other parts (text fields a form may carry along)
+MAX_FIELD_BYTES = 64 * 1024  # one text field
+
+
+def declared_length(headers: Mapping[str, str], limit: int) -> int:
+    """The length a POST's headers declare, checked against ``limit`` (bytes) before any of
+    the body is read. (Two different Content-Length headers, or one that is not a number,
+    never get here: the HTTP parser refuses them with a 400.)
+
+    Raises:
+        ApiError: 411 (chunked, or no Content-Length), 413 (more than ``limit``).
+    """
+    if "transfer-encoding" in headers:
+        raise ApiError(411, "length_required", "send the upload with a Content-Length "
+                       "(chunked transfer encoding is not accepted)")
+    declared = headers.get("content-length")
+    if declared is None:
+        raise ApiError(411, "length_required", "a POST needs a Content-Length header")
+    length = int(declared)
+    if length > limit:
+        raise ApiError(413, "too_large", f"the upload is {length:,} bytes, more than this "
+                       f"service's limit of {limit:,} bytes ({limit / 2**20:g} MB)")
+    return length
+
+
+async def read_body(receive: Callable[[], Awaitable[dict[str, Any]]], length: int,
+                    idle_seconds: float) -> bytes:
+    """The ``length`` bytes of a request body from its ASGI ``receive``.
+
+    Raises:
+        ApiError: 408 (no data for ``idle_seconds``; the connection is closed after the
+            answer), 400 ``incomplete_body`` (the client ended the body early).
+    """
+    body = bytearray()
+    while True:
+        with anyio.move_on_after(idle_seconds) as waited:
+            message = await receive()
+        if waited.cancelled_caught:
+            raise ApiError(408, "upload_timeout", f"the upload stalled: nothing arrived for "
+                           f"{idle_seconds:g} s after {len(body):,} of its {length:,} bytes",
+                           {"Connection": "close"})
+        if message["type"] == "http.disconnect":
+            break
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            break
+    if len(body) != length:
+        raise ApiError(400, "incomplete_body", f"the connection ended after {len(body):,} of "
+                       f"the {length:,} bytes announced")
+    return bytes(body)
+
+
+async def photo_bytes(content_type: str | None, body: bytes) -> bytes:
+    """The photo's bytes in a request body: the body itself (``image/*``,
+    ``application/octet-stream`` or no type), or the file field ``photo`` of a form.
+
+    Raises:
+        ApiError: 400 (empty, malformed form, no photo field), 415 (another content type).
+    """
+    mime = (content_type or "").split(";", 1)[0].strip().lower()
+    if mime == "multipart/form-data":
+        return await _form_photo(content_type or "", body)
+    if mime and not mime.startswith(RAW_TYPES):
+        raise ApiError(415, "unsupported_media_type",
+                       f"cannot search a {mime} body: send the photo's bytes (image/* or "
+                       "application/octet-stream) or a multipart/form-data form with the "
+                       f"file field {UPLOAD_FIELD!r}")
+    if not body:
+        raise ApiError(400, "no_photo", "empty request body: send a photo")
+    return body
+
+
+def bad_form(reason: str) -> ApiError:
+    return ApiError(400, "bad_form", f"malformed multipart/form-data upload: {reason}")
+
+
+def _closed(body: bytes, boundary: bytes) -> bool:
+    """Whether the form ends with its closing delimiter (python-multipart takes a form cut
+    short, a truncated upload, for a complete one with fewer parts)."""
+    close = b"--" + boundary + b"--"
+    return body.startswith(close) or b"\r\n" + close in body
+
+
+async def _form_photo(content_type: str, body: bytes) -> bytes:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield body
+
+    parser = MultiPartParser(Headers({"content-type": content_type}), chunks(),
+                             max_files=MAX_FILES, max_fields=MAX_FIELDS,
+                             max_part_size=MAX_FIELD_BYTES)
+    parser.spool_max_size = len(body) + 1  # the body is in memory already: no temporary file
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        raise bad_form(f"{exc.message}{cause}") from None
+    try:
+        if not _closed(body, parse_options_header(content_type)[1][b"boundary"]):
+            raise bad_form("it ends without its closing boundary (a truncated upload?)")
+        photo = form.get(UPLOAD_FIELD)
+        if photo is None:
+            raise ApiError(400, "no_photo", f"the form has no field {UPLOAD_FIELD!r} (send the "
+                           "photo as the file field 'photo')")
+        if isinstance(photo, str) and photo:
+            raise ApiError(400, "no_photo", f"the form field {UPLOAD_FIELD!r} is text, not a "
+                           "file: send the photo as a file part (with a filename)")
+        data = await photo.read() if isinstance(photo, UploadFile) else b""
+        if not data:
+            raise ApiError(400, "no_photo", "the uploaded file is empty (was a file chosen?)")
+        return data
+    finally:
+        await form.close()
