@@ -52,8 +52,8 @@ def screenshot(index_dir: str, faces_dir: str, row: int, out: str, top_k: int,
 
     from common.faces import FacePreparer
     from face_search.searcher import FaceSearcher
-    from face_search.server import make_server, serve_in_thread
-    from face_search.web_api import SearchService
+    from face_search.service.server import make_server, serve_in_thread
+    from face_search.service.web_api import SearchService
 
     faces, _ = raw_faces(faces_dir)
     if not 0 <= row < len(faces):

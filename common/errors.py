@@ -8,6 +8,8 @@ decision right when a module moves (common.cli.runner.user_error).
 
 from __future__ import annotations
 
+import os
+
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 
@@ -26,3 +28,19 @@ class WorkFailedError(ProjectError):
 
 class FolderChangedError(ProjectError, ValueError):
     """An output folder changed while it was being replaced; it was left as it was."""
+
+
+class DataFormatError(ProjectError, ValueError):
+    """A data file or folder is not in the expected layout (or a photo gives no face).
+
+    The message always starts with the offending path, then says why.
+
+    Args:
+        path: the file or folder at fault.
+        reason: what is wrong with it, in words.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")

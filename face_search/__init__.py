@@ -29,9 +29,8 @@ Results are exact and ordered as the project's evaluator ranks (``common.metrics
 ``codes`` (the packed layout), ``exact`` (faiss flat scan), ``mih`` (multi-index
 hashing), ``index`` (GalleryIndex), ``store`` (the folder on disk), ``encoder``,
 ``inputs`` (photo and pickle folders), ``searcher`` (FaceSearcher), ``api``
-(build/add/remove/search), ``report`` and ``__main__`` (the command line), ``server``,
-``web_app``, ``web_api`` and the modules they name, ``gallery_faces`` and ``web/`` (the search
-page and its HTTP API: ``python -m face_search serve --index DIR``).
+(build/add/remove/search), ``report`` and ``__main__`` (the command line); ``service/``
+(the search page and its HTTP API on FastAPI: ``python -m face_search serve --index DIR``).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from __future__ import annotations
 from absl import flags
 
 from common.cli import checks, runner
+from common.cli.tf_startup import import_tensorflow
 from common.cli.runner import fail
 
 COMMANDS = ("build", "add", "remove", "query", "info", "serve")
@@ -133,8 +134,8 @@ def info() -> None:
 
 
 def serve() -> None:
-    from face_search import server
-    from face_search.web_api import MAX_TOP_K
+    from face_search.service import server
+    from face_search.service.web_api import MAX_TOP_K
     index_dir = _need(INDEX, "index")
     if not 1 <= TOP_K.value <= MAX_TOP_K:
         fail(f"--top_k must be in 1..{MAX_TOP_K} for serve, got {TOP_K.value}")
@@ -150,6 +151,8 @@ def main(argv: list[str]) -> None:
     command, rest = argv[1], argv[2:]
     if command != "query" and rest:
         fail(f"unexpected arguments: {' '.join(rest)} (all settings of {command} are --flags)")
+    if command in ("build", "add", "query", "serve"):  # their models run on TensorFlow
+        import_tensorflow()  # once, its start-up notices filtered
     if command == "query":
         query(rest)
     else:

@@ -7,6 +7,7 @@ command line only parses flags and prints. See the package docstring for example
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -18,7 +19,8 @@ from face_search import inputs, store
 from face_search.encoder import CodeEncoder, encoder_for_index
 from face_search.errors import UnknownIdError
 from face_search.index import GalleryIndex
-from face_search.progress import Progress
+from common.io.progress import Progress
+from face_search.inputs import PROGRESS_SECONDS, done_line
 from face_search.searcher import FaceSearcher, QueryResult  # noqa: F401 (part of the API)
 
 
@@ -48,7 +50,7 @@ def _add_galleries(index: GalleryIndex, encoder: CodeEncoder, galleries: Sequenc
     units, skipped = inputs.plan(list(galleries), gallery=True)
     report.skipped += skipped
     if progress is not None:
-        progress.total_inputs = len(units)
+        progress.set_total(len(units))
     book = index.identity_labels()
     next_label = int(index.labels.max()) + 1 if len(index) else 0
     codes, identities, labels, sources = [], [], [], []
@@ -80,10 +82,11 @@ def _add_and_save(index: GalleryIndex, encoder: CodeEncoder, galleries: Sequence
     """Add ``galleries`` to ``index`` (a progress line on stderr when ``progress_label``),
     save it to ``path`` and report (build and add share this tail)."""
     report = inputs.InputReport()
-    meter = Progress(progress_label) if progress_label else None
+    meter = (Progress(progress_label, None, sys.stderr, every_seconds=PROGRESS_SECONDS)
+             if progress_label else None)
     ids = _add_galleries(index, encoder, galleries, report, meter, preparer)
     if meter is not None:
-        meter.print_line(final=True)
+        meter.finish(done_line(meter))
     index.save(path)
     return GalleryReport(path, len(ids), len(index), len(index.identity_counts()),
                          index.num_bits, index.kind, time.perf_counter() - start,

@@ -251,6 +251,18 @@ def read_batches(units: list[_Unit], report: InputReport, preparer: Any = None,
         yield flush()
 
 
+PROGRESS_SECONDS = 5.0  # a progress line this often when stderr is not a terminal
+
+
+def done_line(progress: Any) -> str:
+    """The last line of a build's, add's or query's progress: what was done, how fast."""
+    elapsed = max(progress.clock() - progress.start, 1e-9)
+    faces, skipped = progress.counts.get("faces", 0), progress.counts.get("skipped", 0)
+    of = f"/{progress.total:,}" if progress.total is not None else ""
+    return (f"{progress.label}: done: {faces:,} faces encoded from {progress.done:,}{of} "
+            f"inputs, {skipped:,} skipped, {elapsed:.1f} s ({faces / elapsed:,.0f} faces/s)")
+
+
 def _advance(progress: Any, inputs: int = 0, skipped: int = 0) -> None:
-    if progress is not None:
-        progress.advance(inputs=inputs, skipped=skipped)
+    if progress is not None:  # a common.io.progress.Progress: inputs are its steps
+        progress.advance(inputs, skipped=skipped)

@@ -9,6 +9,7 @@ that cannot be used.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -18,7 +19,8 @@ from common.io import interrupts
 from face_search import inputs
 from face_search.encoder import CodeEncoder, encoder_for_index
 from face_search.index import GalleryIndex, Hit
-from face_search.progress import Progress
+from common.io.progress import Progress
+from face_search.inputs import PROGRESS_SECONDS, done_line
 
 
 @dataclass
@@ -99,7 +101,8 @@ class FaceSearcher:
         if self._preparer is None and any(u.kind == "photo" for u in units):
             self._preparer = inputs.photo_preparer(None)
         report = inputs.InputReport()
-        meter = Progress("query", len(units)) if progress else None
+        meter = (Progress("query", len(units), sys.stderr, every_seconds=PROGRESS_SECONDS)
+                 if progress else None)
         results = [QueryResult(s.source, None, [], error=s.reason) for s in skipped]
         with interrupts.deferred():
             for batch in inputs.read_batches(units, report, self._preparer, meter):
@@ -109,5 +112,7 @@ class FaceSearcher:
                 if meter is not None:
                     meter.advance(faces=len(batch.sources))
             interrupts.check()
+        if meter is not None:
+            meter.finish(done_line(meter))
         results += [QueryResult(s.source, None, [], error=s.reason) for s in report.skipped]
         return results

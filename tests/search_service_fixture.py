@@ -75,8 +75,8 @@ def start(root: Path, detector: str = "center", max_upload_bytes: int = 300_000,
     arguments of ``make_server`` (max_concurrent_searches, upload_idle_seconds, ...)."""
     from common.faces import FacePreparer
     from face_search.searcher import FaceSearcher
-    from face_search.server import make_server, serve_in_thread
-    from face_search.web_api import SearchService
+    from face_search.service.server import make_server, serve_in_thread
+    from face_search.service.web_api import SearchService
 
     searcher = FaceSearcher(str(root / "index"), preparer=FacePreparer(detector))
     server = make_server(SearchService(searcher, top_k, max_upload_bytes), "127.0.0.1", 0,

@@ -21,7 +21,7 @@ from common.data import load_pickle_folder
 from common.data.errors import DataFormatError
 from common.data.photo_dataset import convert_photos, split_identity, write_conversion
 from common.data.photo_output import FORMAT, check_output_folder
-from common.data.convert import ProgressDisplay, summary_lines
+from common.cli.convert import ProgressDisplay, summary_lines
 from common.faces import FacePreparer
 from common.faces.detector import mtcnn_importable
 from common.training.data import load_split_data

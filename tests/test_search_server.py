@@ -122,7 +122,7 @@ def test_info_page_and_static_files(server):
 
 
 def test_search_answers_the_face_its_code_and_the_searchers_hits(server, root):
-    from face_search.web_api import bit_string
+    from face_search.service.web_api import bit_string
 
     faces, _ = raw_faces(root / "data" / "test")
     photo = synthetic_photo(faces[4])
@@ -360,7 +360,7 @@ def test_wrong_methods_paths_and_lengths(server):
 
 
 def test_static_paths_never_reach_other_files(server):
-    secret = "def serve("  # a line of face_search/server.py, one folder above web/
+    secret = "def serve("  # a line of face_search/service/server.py, one folder above web/
     for path in ("/../server.py", "/..%2fserver.py", "/%2e%2e/server.py", "/web/index.html",
                  "/face_search/web/app.js", "//etc/passwd", "/index.html/..", "/./app.js",
                  "/app.js%00.png", "/APP.JS", "/..\\server.py", "/" + "a" * 5000):

@@ -85,8 +85,9 @@ def run_python(code: str, env: dict[str, str], timeout: int = 300) -> subprocess
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_hook_filters_fd2_of_the_first_import_only(tmp_path):
-    """A stand-in ``tensorflow`` package (fast): its notices go, its other lines stay."""
+def test_the_explicit_import_filters_fd2_of_that_import_only(tmp_path):
+    """A stand-in ``tensorflow`` package (fast): its notices go, its other lines stay; no
+    import hook is installed, and an import elsewhere is untouched."""
     package = tmp_path / "tensorflow"
     package.mkdir()
     (package / "__init__.py").write_text(textwrap.dedent(f"""
@@ -101,14 +102,13 @@ def test_hook_filters_fd2_of_the_first_import_only(tmp_path):
     result = run_python("""
         import importlib.machinery, os, sys
         from common.cli import tf_startup
+        ours = lambda: [f for f in sys.meta_path if type(f).__module__.startswith("common.")]
         tf_startup.quiet_tensorflow_startup()
-        tf_startup.quiet_tensorflow_startup()
-        assert sum(isinstance(f, tf_startup._TensorFlowFinder) for f in sys.meta_path) == 1
-        import tensorflow
-        assert tensorflow.listed == [1]
-        assert not any(isinstance(f, tf_startup._TensorFlowFinder) for f in sys.meta_path)
+        assert ours() == [] and "tensorflow" not in sys.modules
+        tensorflow = tf_startup.import_tensorflow()
+        assert tf_startup.import_tensorflow() is tensorflow and tensorflow.listed == [1]
+        assert ours() == []
         assert type(tensorflow.__loader__) is importlib.machinery.SourceFileLoader
-        assert tensorflow.__spec__.loader is tensorflow.__loader__
         assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
         os.write(2, b"E0000 00:00:1.2 3 cuda_platform.cc:52] failed call to cuInit: later\\n")
         print("done")
@@ -120,12 +120,26 @@ def test_hook_filters_fd2_of_the_first_import_only(tmp_path):
                              "E0000 00:00:1.2 3 cuda_platform.cc:52] failed call to cuInit: later\n")
 
 
-def test_tensorflow_quiet_and_devices_still_configurable():
-    """After the hook: no start-up notice, and TF's runtime is not initialised yet."""
+def test_a_plain_import_elsewhere_is_not_filtered(tmp_path):
+    """Without the explicit import (a library, a test importing TensorFlow itself), the
+    notices are TensorFlow's business: nothing of this module intercepts them."""
+    package = tmp_path / "tensorflow"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        f"import os\nos.write(2, {SAMPLE.splitlines(keepends=True)[1]!r}.encode())\n")
     result = run_python("""
-        from common.cli.tf_startup import quiet_tensorflow_startup
-        quiet_tensorflow_startup()
-        import tensorflow as tf
+        from common.cli import tf_startup
+        tf_startup.quiet_tensorflow_startup()
+        import tensorflow
+        """, dict(CLEAN_ENV, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT])), timeout=60)
+    assert result.returncode == 0 and result.stderr == SAMPLE.splitlines(keepends=True)[1]
+
+
+def test_tensorflow_quiet_and_devices_still_configurable():
+    """After the explicit import: no start-up notice, and TF's runtime is not initialised yet."""
+    result = run_python("""
+        from common.cli.tf_startup import import_tensorflow
+        tf = import_tensorflow()
         from common.training.distribution import configure_cpu_devices
         configure_cpu_devices(2)
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -143,9 +157,8 @@ def test_opt_out_shows_the_notices():
     takes the same path: test_opt_out_changes_nothing). An entry point's stderr without the
     notices is checked by tests/test_ddh_train.py::test_train_command_line."""
     result = run_python("""
-        from common.cli.tf_startup import quiet_tensorflow_startup
-        quiet_tensorflow_startup()
-        import tensorflow as tf
+        from common.cli.tf_startup import import_tensorflow
+        tf = import_tensorflow()
         print(int(tf.constant(1)))
         """, dict(CLEAN_ENV, TF_CPP_MIN_LOG_LEVEL="0"))
     assert result.returncode == 0, result.stderr

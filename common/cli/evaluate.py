@@ -19,6 +19,7 @@ from common.cli import checks, runner
 from common.cli.run_flags import CHECKPOINT, MODEL_DIR, key_flags_for
 from common.cli.checks import check_no_arguments
 from common.cli.runner import EXIT_USAGE, fail
+from common.cli.tf_startup import import_tensorflow
 
 HAMMING = flags.DEFINE_enum("hamming", "exact", ["exact", "legacy"],
                             "evaluate: exact Hamming, or the original evaluation's distorted one.")
@@ -47,6 +48,7 @@ def evaluate(method: str | None) -> dict:
     """Print (and optionally save) the figures of ``--model_dir``'s state."""
     if not MODEL_DIR.value:
         fail("--model_dir is required (the folder a train command wrote)")
+    import_tensorflow()  # once, its start-up notices filtered
     from common.training.saved_run import evaluate_run
 
     result = runner.guarded_call(lambda: evaluate_run(

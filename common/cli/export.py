@@ -21,6 +21,7 @@ from common.cli import checks, runner
 from common.cli.run_flags import CHECKPOINT, MODEL_DIR, key_flags_for
 from common.cli.checks import check_no_arguments
 from common.cli.runner import EXIT_USAGE, fail
+from common.cli.tf_startup import import_tensorflow
 
 EXPORT_DIR = flags.DEFINE_string("export_dir", None,
                                  "export: output folder: new, empty, or a previous export "
@@ -33,6 +34,7 @@ def export(method: str | None) -> dict:
         fail("--model_dir is required (the folder a train command wrote)")
     if not EXPORT_DIR.value:
         fail("--export_dir is required")
+    import_tensorflow()  # once, its start-up notices filtered
     from common.training.saved_run import export_run
 
     logging.set_verbosity(logging.WARNING)  # SavedModel writing logs a page of INFO lines

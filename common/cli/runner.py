@@ -28,7 +28,10 @@ import sys
 import traceback
 from typing import Any, Callable, NoReturn
 
+import logging as stdlib_logging
+
 from absl import app, flags
+from absl import logging as absl_logging
 
 from common.cli.tf_startup import quiet_tensorflow_startup
 from common.errors import EXIT_FAILED, EXIT_USAGE, ProjectError  # noqa: F401 (re-exported)
@@ -182,9 +185,29 @@ def install_sigterm_handler() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+class PlainLines(stdlib_logging.Formatter):
+    """Log lines as a person reads them: the message alone ("warning: " before a warning),
+    without absl's ``I1206 02:32:05.982438 140245559884672 file.py:240]`` prefix."""
+
+    def format(self, record: stdlib_logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= stdlib_logging.WARNING:
+            return f"{record.levelname.lower()}: {text}"
+        return text
+
+
+def plain_log_lines() -> None:
+    """absl's log lines without its prefix, unless ``--verbosity`` / ``-v`` was given (a
+    person debugging wants absl's timestamps and source lines)."""
+    if "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present:
+        return
+    absl_logging.get_absl_handler().setFormatter(PlainLines("%(message)s"))
+
+
 def guarded(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
     """``main`` whose every escaping exception becomes one ``error:`` line."""
     def run(argv: list[str]) -> Any:
+        plain_log_lines()
         try:
             return main(argv)
         except SystemExit:

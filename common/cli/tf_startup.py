@@ -6,20 +6,19 @@ to cuInit, and on GPU machines the duplicate cuDNN/cuFFT/cuBLAS factory
 registrations, TF-TRT, NUMA. ``TF_CPP_MIN_LOG_LEVEL=2`` no longer removes them: they
 are written by the C++ libraries before TensorFlow's logging is initialised.
 
-How (:func:`quiet_tensorflow_startup`, called by ``common.cli.runner.run_main``):
-
-* ``TF_CPP_MIN_LOG_LEVEL`` defaults to 2 (C++ INFO and WARNING lines after start-up);
-* the first ``import tensorflow`` (which entry modules do lazily, after the flags are
-  parsed: it is never imported here) runs with file descriptor 2 redirected to a
-  temporary file, followed by ``tf.config.list_physical_devices()`` (which prints
-  the cuInit line but does not initialise TensorFlow's runtime, so logical devices
-  and multi-worker strategies can still be configured); then every captured line
-  that is not one of :data:`STARTUP_NOTICES` goes back to stderr, so a missing
-  library or any other real error is still shown;
-* TensorFlow's Python INFO lines are dropped: its logger ``tensorflow`` is set to
-  WARNING, and the INFO/DEBUG records that its modules log through absl (such as
-  ``functional_saver.py:440] Sharding callback duration: 133 microseconds`` on every
-  checkpoint) are filtered out of absl's logger; the project's own lines stay.
+How: a command imports TensorFlow once, explicitly, where it first needs it and after its
+flags (and, where it can, its data) are checked: :func:`import_tensorflow`. That import runs
+with file descriptor 2 redirected to a temporary file, followed by
+``tf.config.list_physical_devices()`` (which prints the cuInit line but does not initialise
+TensorFlow's runtime, so logical devices and multi-worker strategies can still be
+configured); then every captured line that is not one of :data:`STARTUP_NOTICES` goes back to
+stderr, so a missing library or any other real error is still shown. Nothing is installed
+into ``sys.meta_path``: an import of TensorFlow elsewhere in the process (a test, another
+library) is untouched. Besides, :func:`quiet_tensorflow_startup` (from
+``common.cli.runner.run_main``) sets ``TF_CPP_MIN_LOG_LEVEL`` to 2 by default and drops
+TensorFlow's Python INFO lines: its logger ``tensorflow`` is set to WARNING, and the INFO/DEBUG
+records its modules log through absl (such as ``functional_saver.py:440] Sharding callback
+duration``) are filtered out of absl's logger; the project's own lines stay.
 
 Opt out (everything shown as TensorFlow prints it): ``TF_CPP_MIN_LOG_LEVEL=0`` or
 ``1``, or ``FACE_HASHING_TF_STARTUP=show``.
@@ -28,15 +27,14 @@ Opt out (everything shown as TensorFlow prints it): ``TF_CPP_MIN_LOG_LEVEL=0`` o
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
-import importlib.machinery
+import importlib
 import logging
 import os
 import re
 import sys
 import tempfile
 from types import ModuleType
-from typing import Any, Iterator, Sequence
+from typing import Iterator
 
 SHOW_ENV = "FACE_HASHING_TF_STARTUP"
 LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
@@ -130,50 +128,6 @@ def _stderr_filtered() -> Iterator[None]:
                 kept = kept[os.write(2, kept):]
 
 
-class _QuietLoader(importlib.abc.Loader):
-    """TensorFlow's own loader, run with stderr filtered (see the module docstring)."""
-
-    def __init__(self, loader: Any) -> None:
-        self._loader = loader
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "_loader":
-            raise AttributeError(name)
-        return getattr(self._loader, name)
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        """Import TensorFlow and list its devices with stderr filtered."""
-        module.__loader__ = self._loader  # the module keeps its real loader
-        if module.__spec__ is not None:
-            module.__spec__.loader = self._loader
-        with _stderr_filtered():
-            self._loader.exec_module(module)
-            with contextlib.suppress(Exception):
-                module.config.list_physical_devices()  # cuInit; no runtime context yet
-        logging.getLogger(_MODULE).setLevel(logging.WARNING)
-
-
-class _TensorFlowFinder(importlib.abc.MetaPathFinder):
-    """Finds ``tensorflow`` once, through the other finders, and wraps its loader."""
-
-    def find_spec(self, fullname: str, path: Sequence[str] | None,
-                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname != _MODULE:
-            return None
-        _remove_finder()
-        for finder in list(sys.meta_path):
-            find = getattr(finder, "find_spec", None)
-            spec = find(fullname, path, target) if find is not None else None
-            if spec is not None:
-                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _QuietLoader(spec.loader)
-                return spec
-        return None
-
-
 class _TensorFlowInfoFilter(logging.Filter):
     """Drops the INFO and DEBUG records that TensorFlow's own modules log through absl."""
 
@@ -198,21 +152,30 @@ def _quiet_python_loggers() -> None:
         absl_logger.addFilter(_TensorFlowInfoFilter())
 
 
-def _remove_finder() -> None:
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _TensorFlowFinder)]
-
-
 def quiet_tensorflow_startup() -> None:
-    """Hide TensorFlow's start-up notices (idempotent; never imports TensorFlow).
-
-    Does nothing where ``TF_CPP_MIN_LOG_LEVEL`` is 0 or 1 or ``FACE_HASHING_TF_STARTUP``
-    is ``show``.
-    """
+    """``TF_CPP_MIN_LOG_LEVEL`` 2 by default and TensorFlow's Python INFO lines off
+    (idempotent; never imports TensorFlow). Nothing where ``TF_CPP_MIN_LOG_LEVEL`` is 0 or 1
+    or ``FACE_HASHING_TF_STARTUP`` is ``show``."""
     if _shown():
         return
     os.environ.setdefault(LOG_LEVEL_ENV, "2")
     _quiet_python_loggers()
+
+
+def import_tensorflow() -> ModuleType:
+    """Import TensorFlow (once) with its start-up notices filtered out of stderr.
+
+    Commands call it where they first need TensorFlow, after their flags are checked; an
+    import that already happened is returned as it is.
+    """
     if _MODULE in sys.modules:
-        return
-    if not any(isinstance(f, _TensorFlowFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _TensorFlowFinder())
+        return sys.modules[_MODULE]
+    if _shown():
+        return importlib.import_module(_MODULE)
+    quiet_tensorflow_startup()
+    with _stderr_filtered():
+        module = importlib.import_module(_MODULE)
+        with contextlib.suppress(Exception):
+            module.config.list_physical_devices()  # cuInit; no runtime context yet
+    logging.getLogger(_MODULE).setLevel(logging.WARNING)
+    return module

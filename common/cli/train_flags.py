@@ -19,6 +19,7 @@ from typing import Callable, Union
 from absl import flags
 
 from common.cli import checks, runner
+from common.cli.tf_startup import import_tensorflow
 from common.data import DataFormatError
 from common.cli.checks import check_no_arguments
 from common.cli.runner import EXIT_FAILED, EXIT_INTERRUPTED, fail
@@ -208,7 +209,8 @@ def run_training(method: MethodOrFactory) -> dict:
         except DistributionError as exc:
             fail(str(exc))
     data = load_data_from_flags()
-    from common.methods.base import HashingMethod  # TensorFlow from here on
+    import_tensorflow()  # once, its start-up notices filtered: TensorFlow from here on
+    from common.methods.base import HashingMethod
     from common.io.locks import RunLockedError
     from common.runs.checkpoints.layout import CheckpointError
     from common.runs.run_config import RunConfigMismatchError

@@ -1,25 +1,14 @@
-"""Errors and warnings raised while reading data sets in the original layout."""
+"""Errors and warnings raised while reading data sets in the original layout.
+
+:class:`DataFormatError` itself lives in common.errors (face detection raises it too); it is
+importable from here and from ``common.data`` as ever.
+"""
 
 from __future__ import annotations
 
-from common.errors import ProjectError
-import os
+from common.errors import DataFormatError
 
-
-class DataFormatError(ProjectError, ValueError):
-    """A data file or folder is not in the expected layout.
-
-    The message always starts with the offending path, then says why.
-
-    Args:
-        path: the file or folder at fault.
-        reason: what is wrong with it, in words.
-    """
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = os.fspath(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+__all__ = ["DataFormatError", "DataFormatWarning"]
 
 
 class DataFormatWarning(UserWarning):

@@ -1,6 +1,6 @@
 """The two ways a photo can fail to give a face: it is not a usable image, or it shows none.
 
-Both are :class:`common.data.errors.DataFormatError` (a ``ValueError``) whose message
+Both are :class:`common.errors.DataFormatError` (a ``ValueError``) whose message
 starts with the file's name (or ``uploaded data``), so every command of the project,
 through :func:`common.cli.runner.run_main`, answers them with one ``error:`` line and exit 2.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from common.data.errors import DataFormatError
+from common.errors import DataFormatError
 
 UPLOADED = "uploaded data"  # how bytes without a file name are named in messages
 

@@ -123,7 +123,10 @@ def cpu_model() -> str:
 def environment() -> dict[str, Any]:
     import keras
     import numpy as np
-    import tensorflow as tf
+
+    from common.cli.tf_startup import import_tensorflow
+
+    tf = import_tensorflow()  # once, its start-up notices filtered
 
     gpus = tf.config.list_physical_devices("GPU")
     return {"machine": f"{platform.machine()} {cpu_model()}, "

@@ -95,6 +95,9 @@ def main(argv: list[str]) -> None:
     except ValueError as exc:  # "folder" without its folders, or the data's own errors
         known = runner.user_error(exc)
         runner.fail(known[0] if known else str(exc))
+    from common.cli.tf_startup import import_tensorflow
+
+    import_tensorflow()  # once, its start-up notices filtered
     from common.reproduce.cells import cell_dir, run_cell
     from common.reproduce.harness import ReproduceConfig, cell_settings
     from common.reproduce.isolation import cell_argv, command_record

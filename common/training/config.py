@@ -45,7 +45,7 @@ class TrainConfig:
             (common.training.distribution).
         log_every_steps: progress inside an epoch: a bar redrawn in place on a terminal,
             elsewhere a line every this many steps (0 = neither;
-            common.training.progress).
+            common.io.progress).
         max_steps_per_epoch: cut epochs short (tests, smoke runs).
         eval_batch_size: batch size when computing codes.
     """

@@ -98,7 +98,7 @@ def train_epoch(train_step: Callable, batches: Iterable, total: int, epoch_index
                 "lower the learning rate.", epoch_index + 1, step + 1, last_good_epoch)
         sums.add(names, row, int(np.asarray(values["images"])))
         if progress is not None:
-            progress.update(sums.steps, sums.values[0] / sums.steps, sums.images)
+            progress.update(sums.steps, loss=sums.values[0] / sums.steps, images=sums.images)
 
     for step, (batch_images, batch_labels) in enumerate(batches):
         if step >= total:

@@ -63,7 +63,7 @@ from common.training.distribution import (check_workers_agree, distributed_epoch
                                           strategy_tf_config, synchronize_batch_norm)
 from common.training.optimizers import (make_optimizer, optimizer_groups, optimizer_trackables,
                                         precision_policy)
-from common.training.progress import EpochProgress
+from common.io.progress import Progress, epoch_progress
 from common.training.selection import SlotSelection
 from common.training.steps import make_steps
 
@@ -154,7 +154,7 @@ class _Trainer:
         self.out.write(text + "\n")
         self.out.flush()
 
-    def train_epoch(self, epoch_index: int, progress: EpochProgress) -> epochs.EpochStats:
+    def train_epoch(self, epoch_index: int, progress: Progress) -> epochs.EpochStats:
         total = self.steps_per_epoch()
         batches = (self.pipeline.epoch(epoch_index) if self.distribution is None else
                    distributed_epoch(self.distribution, self.pipeline, epoch_index, total))
@@ -196,9 +196,8 @@ class _Trainer:
         for epoch_index in range(start_epoch, cfg.epochs):
             interrupts.check()
             epoch, epoch_start = epoch_index + 1, time.perf_counter()
-            every = cfg.log_every_steps
-            progress = EpochProgress(epoch, cfg.epochs, self.steps_per_epoch(), stream=self.out,
-                                     every_steps=every, interactive=None if every else False)
+            progress = epoch_progress(epoch, cfg.epochs, self.steps_per_epoch(), self.out,
+                                      cfg.log_every_steps)
             learning_rate = self.set_learning_rate(epoch_index)
             stage = self.start_stage(epoch_index)
             if stage != best_loss_stage:  # another objective: its losses start afresh

@@ -27,6 +27,7 @@ import numpy as np
 from absl import flags
 
 from common.cli import checks, runner
+from common.cli.tf_startup import import_tensorflow
 from common.data import DataFormatError, load_pickle_folder
 from common.cli.checks import check_no_arguments
 from common.cli.runner import EXIT_INTERRUPTED, fail
@@ -122,7 +123,8 @@ def main(argv: list[str]) -> None:
     print(f"augmenting {source} ({len(labels)} images) with {VARIANTS.value} variant(s) per "
           f"image from {GAN_DIR.value} into {os.path.join(OUT.value, TRAIN_SUBDIR)}", flush=True)
     start = time.perf_counter()
-    from dfh_tf.gan.run_folder import load_generator  # TensorFlow from here on
+    import_tensorflow()  # once, its start-up notices filtered: TensorFlow from here on
+    from dfh_tf.gan.run_folder import load_generator
 
     try:
         generator, config = load_generator(GAN_DIR.value)

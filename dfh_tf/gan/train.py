@@ -16,6 +16,7 @@ import os
 from absl import flags
 
 from common.cli import checks, runner
+from common.cli.tf_startup import import_tensorflow
 from common.data import DataFormatError
 from common.cli.checks import check_no_arguments
 from common.cli.runner import EXIT_FAILED, EXIT_INTERRUPTED, fail
@@ -89,6 +90,7 @@ def main(argv: list[str]) -> None:
             fail(str(exc))
     data = load_data()
     from common.io.locks import RunLockedError
+    import_tensorflow()  # once, its start-up notices filtered
     from dfh_tf.gan.trainer import GanConfig, GanNonFiniteError, train_gan
 
     config = GanConfig(

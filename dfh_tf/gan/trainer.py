@@ -38,7 +38,7 @@ from absl import logging
 from common.io.atomic import write_json_atomic
 from common.runs.history import append_history_line
 from common.io.locks import run_lock
-from common.training.progress import EpochProgress
+from common.io.progress import epoch_progress
 from dfh_tf.gan import losses
 from dfh_tf.gan.data import GanData
 from dfh_tf.gan.networks import build_discriminator, build_generator, build_identity_classifier
@@ -390,8 +390,7 @@ class GanTrainer:
         steps = math.ceil(n / cfg.batch_size)
         if cfg.max_steps_per_epoch:
             steps = min(steps, cfg.max_steps_per_epoch)
-        progress = EpochProgress(epoch, cfg.epochs, steps, stream=self.stream,
-                                 every_steps=cfg.log_every_steps)
+        progress = epoch_progress(epoch, cfg.epochs, steps, self.stream, cfg.log_every_steps)
         start = time.perf_counter()
         sums = dict.fromkeys(METRICS, 0.0)
         images = 0
@@ -409,7 +408,7 @@ class GanTrainer:
             images += len(idx)
             for k in METRICS:
                 sums[k] += out[k] * len(idx)
-            progress.update(s + 1, sums["g_loss"] / images, images)
+            progress.update(s + 1, loss=sums["g_loss"] / images, images=images)
         entry = {k: sums[k] / max(images, 1) for k in METRICS}
         entry.update(epoch=epoch, steps=steps, images=images,
                      seconds=round(time.perf_counter() - start, 3))

@@ -3,7 +3,7 @@
 Why apart from the web app: every answer here is a plain dict (or PNG bytes) or an
 :class:`ApiError` carrying the HTTP status, a short ``kind`` and a message for a person,
 so the rules (what a search returns, which photo is unusable) are tested without sockets
-and the web layer (``face_search.web_app``) only reads requests and moves bytes. A search
+and the web layer (``face_search.service.web_app``) only reads requests and moves bytes. A search
 answer holds everything the page shows: the photo (a small JPEG preview, its size), the
 detected face (box in the photo's pixels, the 32x32 crop as a PNG data URL), its code as a
 string of bits, and the top-k hits.
@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from face_search.errors import UnknownIdError
-from face_search.gallery_faces import GalleryFaces, png_bytes
+from face_search.service.gallery_faces import GalleryFaces, png_bytes
 from face_search.searcher import FaceSearcher
 
 MAX_TOP_K = 1000           # hits one request may ask for
@@ -71,7 +71,7 @@ class SearchService:
         max_upload_bytes: the largest request body accepted (the web app enforces it).
         preparer: a ``common.faces.FacePreparer`` for uploads (default the searcher's).
 
-    How many searches run at once is the web app's business (``face_search.search_gate``):
+    How many searches run at once is the web app's business (``face_search.service.search_gate``):
     a call here decodes, detects, encodes and searches, in the calling thread.
     """
 

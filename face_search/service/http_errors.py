@@ -2,7 +2,7 @@
 
 Why one module: refusals come from four places — the service (:class:`ApiError`), the
 framework's router (404, 405), FastAPI's parameter validation (a bad ``top_k``) and the
-HTTP parser below the framework (``face_search.http_protocol``) — and a client reading
+HTTP parser below the framework (``face_search.service.http_protocol``) — and a client reading
 ``kind`` must not care which one answered. The framework's own shapes (``{"detail": ...}``,
 plain-text errors) never reach a client.
 """
@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
-from face_search.web_api import ApiError
+from face_search.service.web_api import ApiError
 
 METHOD_ORDER = ("GET", "HEAD", "POST")  # the order of an Allow header
 

@@ -18,7 +18,7 @@ import re
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse
 
-from face_search.request_guard import SECURITY_HEADERS
+from face_search.service.request_guard import SECURITY_HEADERS
 
 ASSETS = {"/docs/swagger-ui-bundle.js": "text/javascript; charset=utf-8",
           "/docs/swagger-ui.css": "text/css; charset=utf-8",

@@ -1,8 +1,8 @@
-"""Serving the face search app (``face_search.web_app``) with uvicorn, on a port bound first.
+"""Serving the face search app (``face_search.service.web_app``) with uvicorn, on a port bound first.
 
 Why uvicorn: a maintained ASGI server whose event loop holds any number of slow clients
 without a thread each; searches run in worker threads, bounded by the app's search gate.
-It speaks HTTP/1.1 through h11, with the service's additions (``face_search.http_protocol``).
+It speaks HTTP/1.1 through h11, with the service's additions (``face_search.service.http_protocol``).
 
 The port is bound before the model loads, so that a taken port fails at once; the app gets
 its service afterwards. It binds to 127.0.0.1 by default: anyone who can reach the port can
@@ -18,10 +18,10 @@ import threading
 import uvicorn
 
 from face_search.errors import SearchInputError
-from face_search.http_protocol import protocol_class
-from face_search.search_gate import SearchGate
-from face_search.web_api import SearchService
-from face_search.web_app import SEARCH_WAIT_SECONDS, UPLOAD_IDLE_SECONDS, create_app
+from face_search.service.http_protocol import protocol_class
+from face_search.service.search_gate import SearchGate
+from face_search.service.web_api import SearchService
+from face_search.service.web_app import SEARCH_WAIT_SECONDS, UPLOAD_IDLE_SECONDS, create_app
 
 BACKLOG = 2048               # connections the kernel queues before the server accepts them
 STOP_SECONDS = 5             # on Ctrl-C, running requests get this long to finish

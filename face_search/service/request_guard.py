@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from face_search.http_errors import problem_response
-from face_search.web_api import ApiError
+from face_search.service.http_errors import problem_response
+from face_search.service.web_api import ApiError
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "

@@ -19,7 +19,7 @@ from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from face_search.web_api import ApiError
+from face_search.service.web_api import ApiError
 
 UPLOAD_FIELD = "photo"       # the form field of a multipart upload
 RAW_TYPES = ("image/", "application/octet-stream")

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from anyio import CapacityLimiter
 
-from face_search.web_api import ApiError
+from face_search.service.web_api import ApiError
 
 T = TypeVar("T")
 RETRY_AFTER_SECONDS = 1

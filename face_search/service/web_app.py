@@ -1,19 +1,19 @@
 """The face search web service as an ASGI app (FastAPI): the page, its JSON API, the docs.
 
-    GET  /                          the page (face_search/web/: index.html, app.js, style.css)
+    GET  /                          the page (face_search/service/web/: index.html, app.js, style.css)
     GET  /api/info                  index size, code bits, model, limits
     POST /api/search[?top_k=N]      a photo (raw bytes, or the multipart form field "photo")
                                     -> photo preview, detected face (box, 32x32 PNG), its
-                                    code, the top-k hits (face_search.web_api)
+                                    code, the top-k hits (face_search.service.web_api)
     GET  /api/gallery/<id>/face.png the 32x32 face of a gallery item, when its source has one
     GET  /docs, /openapi.json       the API described (Swagger UI, OpenAPI 3)
 
 Why FastAPI: routing, method refusals, query validation, typed answers and the OpenAPI
 description come from a maintained framework instead of our own code. What stays ours is
 what the service promises beyond it: every refusal in one JSON shape
-(``face_search.http_errors``), the upload limit checked before a body is read
-(``face_search.uploads``), a bounded number of searches at once (``face_search.search_gate``),
-and the security headers on every answer (``face_search.request_guard``). Static files are
+(``face_search.service.http_errors``), the upload limit checked before a body is read
+(``face_search.service.uploads``), a bounded number of searches at once (``face_search.service.search_gate``),
+and the security headers on every answer (``face_search.service.request_guard``). Static files are
 routes made from a fixed list of names read at start-up (the page's and Swagger UI's), so
 no request path ever reaches the file system. HEAD is answered as GET without the body
 (``RequestGuard``). The service itself (``app.state.service``) may be set after the app is
@@ -28,13 +28,13 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, Request
 from starlette.responses import JSONResponse, Response
 
-from face_search.api_models import Info, Problem, SearchAnswer
-from face_search.docs_page import docs_assets, docs_page
-from face_search.http_errors import install_error_handlers
-from face_search.request_guard import RequestGuard
-from face_search.search_gate import SearchGate
-from face_search.uploads import declared_length, photo_bytes, read_body
-from face_search.web_api import MAX_TOP_K, SearchService
+from face_search.service.api_models import Info, Problem, SearchAnswer
+from face_search.service.docs_page import docs_assets, docs_page
+from face_search.service.http_errors import install_error_handlers
+from face_search.service.request_guard import RequestGuard
+from face_search.service.search_gate import SearchGate
+from face_search.service.uploads import declared_length, photo_bytes, read_body
+from face_search.service.web_api import MAX_TOP_K, SearchService
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",

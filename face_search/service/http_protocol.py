@@ -27,9 +27,9 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from face_search.http_errors import kind_of, problem_bytes
-from face_search.request_guard import SECURITY_HEADERS
-from face_search.web_api import ApiError
+from face_search.service.http_errors import kind_of, problem_bytes
+from face_search.service.request_guard import SECURITY_HEADERS
+from face_search.service.web_api import ApiError
 
 IDLE_SECONDS = 10.0    # a client owing bytes may stay silent this long
 LINGER_SECONDS = 2.0   # an unread body is read and dropped this long after the answer

@@ -2,7 +2,7 @@
 
 Why: FastAPI checks every answer against them (a field the page relies on cannot go
 missing unnoticed) and /openapi.json and /docs describe the API from them. They mirror the
-plain dicts of ``face_search.web_api``, field for field and in the same order.
+plain dicts of ``face_search.service.web_api``, field for field and in the same order.
 """
 
 from __future__ import annotations
