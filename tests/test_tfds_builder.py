@@ -10,6 +10,7 @@ the module's command line and that no GCS / network access is attempted.
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import socket
 import subprocess
@@ -24,7 +25,9 @@ from tensorflow_datasets.core.utils import gcs_utils
 
 from common.data import DataFormatError, load_pickle_folder, to_nhwc, write_pickle_folder
 from common.data.pickle_folder import ROW_WIDTH
-from common.data.tfds_builder import FaceHashPickles, FaceHashPicklesConfig, main
+from common.data.tfds_builder import FaceHashPickles, FaceHashPicklesConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 YTF_TRAIN, YTF_TEST = "train_vec_folder_32_32", "test_vec_folder_32_32"
 
@@ -333,23 +336,31 @@ def test_corrupt_file_is_reported_by_the_safe_reader(tmp_path):
 # ----------------------------------------------------------------------------- command line, import
 
 
-def test_main_builds_and_reports(folder_data, tmp_path, capsys):
-    data_dir = tmp_path / "data"
-    assert main(["--config", "folder", "--manual_dir", str(folder_data["manual"]),
-                 "--data_dir", str(data_dir)]) == 0
-    assert "face_hash_pickles/folder/1.0.0 train: 26 examples" in capsys.readouterr().out
+def _command(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "common.data.tfds_builder", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"))
+
+
+def test_the_command_prepares_and_reports_and_refuses_in_one_line(folder_data, tmp_path):
+    data_dir, manual = tmp_path / "data", str(folder_data["manual"])
+    done = _command("--config", "folder", "--manual_dir", manual, "--data_dir", str(data_dir),
+                    cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "face_hash_pickles/folder/1.0.0 train: 26 examples" in done.stdout
     builder = tfds.builder("face_hash_pickles/folder", data_dir=str(data_dir))
     _assert_same(_read(builder, "test"), _expected(folder_data["manual"] / "test"))
-
-    assert main(["--config", "facescrub", "--manual_dir", str(folder_data["manual"]),
-                 "--data_dir", str(data_dir)]) == 1
-    assert "train_folder_facescrub: folder not found" in capsys.readouterr().err
-    assert main(["--config", "q", "--train_folder", "train", "--test_folder", "test",
-                 "--manual_dir", str(folder_data["manual"]), "--data_dir", str(data_dir)]) == 0
-    with pytest.raises(SystemExit):
-        main(["--config", "youtube_faces", "--num_classes", "3"])
-    with pytest.raises(SystemExit):
-        main(["--config", "unknown"])
+    for args, message in (
+            (["--config", "facescrub", "--manual_dir", manual], "train_folder_facescrub: folder "
+                                                                "not found"),
+            (["--config", "youtube_faces", "--num_classes", "3"], "is built in"),
+            (["--config", "unknown"], "unknown --config 'unknown'"),
+            (["--num_classes", "1"], "--num_classes")):
+        refused = _command(*args, "--data_dir", str(data_dir), cwd=tmp_path)
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert refused.returncode == 2 and len(errors) == 1 and message in errors[0], \
+            refused.stderr
+        assert "Traceback" not in refused.stderr
 
 
 def test_common_data_does_not_import_tfds():

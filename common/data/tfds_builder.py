@@ -53,12 +53,10 @@ Design decisions:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import inspect
 import os
-import sys
-from typing import ClassVar, Iterator, Sequence
+from typing import ClassVar, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -284,51 +282,42 @@ def _manual_root(dl_manager: tfds.download.DownloadManager) -> str:
         return os.fspath(configured)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Prepare one config without the ``tfds`` CLI (which needs apache_beam)."""
+def prepare(config_name: str, manual_dir: str | None = None, data_dir: str | None = None,
+            train_folder: str | None = None, test_folder: str | None = None,
+            num_classes: int | None = None):
+    """Prepare one config (a built-in one, or a custom folder pair) without the ``tfds``
+    command line (which needs apache_beam); returns the prepared builder.
+
+    Raises:
+        ValueError: a custom folder pair named like a built-in config, or an unknown config.
+        DataFormatError: the data folders are missing or malformed (the file is named).
+    """
     builtin = {c.name: c for c in FaceHashPickles.BUILDER_CONFIGS}
-    parser = argparse.ArgumentParser(
-        prog="python -m common.data.tfds_builder",
-        description="Prepare face_hash_pickles from DDH/DCBH pickle folders in a manual dir.",
-    )
-    parser.add_argument("--config", default="folder",
-                        help=f"one of {', '.join(builtin)}, or a new name for a custom "
-                             "config given by --train_folder/--test_folder/--num_classes")
-    parser.add_argument("--manual_dir", help="folder holding the data folders "
-                        "(default: <data_dir>/downloads/manual)")
-    parser.add_argument("--data_dir", help="TFDS data dir (default: ~/tensorflow_datasets)")
-    parser.add_argument("--train_folder", help="custom config: train (database) folder")
-    parser.add_argument("--test_folder", help="custom config: test (query) folder")
-    parser.add_argument("--num_classes", type=int, help="custom config: number of identities")
-    args = parser.parse_args(argv)
-
-    config: str | FaceHashPicklesConfig = args.config
-    custom = (args.train_folder, args.test_folder, args.num_classes)
-    if any(v is not None for v in custom):
-        if args.config in builtin:
-            parser.error(f"--config {args.config} is built in; name a custom config differently")
+    config: str | FaceHashPicklesConfig = config_name
+    if any(v is not None for v in (train_folder, test_folder, num_classes)):
+        if config_name in builtin:
+            raise ValueError(f"--config {config_name} is built in; name a custom config "
+                             "differently")
         config = FaceHashPicklesConfig(
-            name=args.config, description="Custom folder pair.",
-            train_folder=args.train_folder or "train", test_folder=args.test_folder or "test",
-            num_classes=args.num_classes,
-        )
-    elif args.config not in builtin:
-        parser.error(f"unknown --config {args.config!r}: give --train_folder/--test_folder "
-                     f"for a custom one, or pick one of {', '.join(builtin)}")
-    builder = FaceHashPickles(config=config, data_dir=args.data_dir)
-    try:
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            manual_dir=args.manual_dir, try_download_gcs=False))
-    except DataFormatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for name, split in sorted(builder.info.splits.items()):
-        print(f"{builder.info.full_name} {name}: {split.num_examples} examples")
-    print(f"prepared in {builder.data_dir}")
-    return 0
+            name=config_name, description="Custom folder pair.",
+            train_folder=train_folder or "train", test_folder=test_folder or "test",
+            num_classes=num_classes)
+    elif config_name not in builtin:
+        raise ValueError(f"unknown --config {config_name!r}: give --train_folder/--test_folder "
+                         f"for a custom one, or pick one of {', '.join(builtin)}")
+    builder = FaceHashPickles(config=config, data_dir=data_dir)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir, try_download_gcs=False))
+    return builder
 
 
-__all__ = ["FaceHashPickles", "FaceHashPicklesConfig", "main"]
+__all__ = ["FaceHashPickles", "FaceHashPicklesConfig", "prepare"]
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the command: common/cli/tfds_prepare.py
+    import sys
+
+    # This module is the builder's one registration: the command must not import it again.
+    sys.modules.setdefault("common.data.tfds_builder", sys.modules[__name__])
+    from common.cli.tfds_prepare import run
+
+    run()
