@@ -18,11 +18,12 @@ from tiny_training import checkpoint_tensors, synthetic_split
 
 from common.training.saved_run import RunFolderError, evaluate_run, export_run, load_run
 from common.runs.checkpoints import store as checkpoints
+from common.runs.checkpoints.layout import CheckpointError
 from common.runs.history import append_history_line
 from common.training import loop, selection
 from common.runs.run_config import RUN_CONFIG, RunConfigMismatchError
 from common.training.epoch import NonFiniteStateError
-from common.training.loop import TrainConfig, train
+from common.training.loop import TrainConfig, _Trainer, train
 from common.training.reporting import read_history
 from dcbh_tf.method import DCBH
 
@@ -178,6 +179,69 @@ def test_a_diverged_state_is_never_saved_as_good(data, tmp_path):
     for slot in ("last", "best_loss"):
         assert all(np.all(np.isfinite(t)) for t in checkpoint_tensors(model_dir, slot).values()
                    if t.dtype.kind == "f")
+
+
+class BlownUp(DCBH):
+    """DCBH whose weights are multiplied by 1e30 at one (0-based) global step: every weight
+    stays finite, but the outputs overflow (the state a far too large learning rate
+    leaves: its test loss NaN, every face the same code)."""
+
+    def __init__(self, at_step: int, **kwargs):
+        super().__init__(**kwargs)
+        self.at_step, self.step = at_step, tf.Variable(0, trainable=False)
+
+    def before_optimizer_step(self, model, outputs, labels):
+        super().before_optimizer_step(model, outputs, labels)
+        if_now = tf.equal(self.step, self.at_step)
+        for v in model.trainable_variables:
+            if "kernel" in v.path:
+                v.assign(tf.where(if_now, v * 1e30, v))
+        self.step.assign_add(1)
+
+
+def test_a_state_with_finite_but_absurd_weights_is_never_saved(data, tmp_path):
+    """The class of issue 27's first case: not a NaN weight but outputs that overflow."""
+    model_dir = tmp_path / "run"
+    method = BlownUp(5, num_bits=12, code_length=3, width_multiplier=0.0625)
+    with pytest.raises(NonFiniteStateError, match="after epoch 2 the model's outputs are not "
+                                                  "finite .*it diverged"):
+        train(method, data, _config(model_dir, 3))
+    assert {epoch for _, epoch in _slots(model_dir).values()} == {1}
+
+
+def test_a_saved_state_whose_codes_overflow_is_neither_evaluated_nor_exported(evaluated_run,
+                                                                             tmp_path):
+    model_dir = tmp_path / "run"
+    shutil.copytree(evaluated_run, model_dir)
+    run = load_run(DCBH, str(model_dir), "best_map")
+    for v in run.model.trainable_variables:
+        if "kernel" in v.path:
+            v.assign(v * 1e30)
+    record = checkpoints.read_index(str(model_dir))["slots"]["best_map"]
+    tf.train.Checkpoint(model=run.model).write(
+        str(model_dir / "checkpoints" / record["dir"] / "ckpt"))
+    with pytest.raises(RunFolderError, match="non-finite values .*relaxed codes"):
+        export_run(DCBH, str(model_dir), str(tmp_path / "export"))
+    with pytest.raises(RunFolderError, match="non-finite"):
+        evaluate_run(DCBH, str(model_dir))
+    assert not (tmp_path / "export").exists()
+
+
+def test_resuming_from_a_non_finite_last_state_is_refused(data, tmp_path):
+    """Never trained on, and never called "the last good checkpoint" afterwards."""
+    model_dir = tmp_path / "run"
+    train(_dcbh(), data, _config(model_dir, 1))
+    # the full training checkpoint of "last", rewritten with a NaN statistic
+    trainer = _Trainer(_dcbh(), data, _config(model_dir, 2))
+    trainer.store.restore("last")
+    stat = [v for v in trainer.model.non_trainable_variables if "moving_variance" in v.path][0]
+    stat.assign(tf.fill(tf.shape(stat), np.nan))
+    state = _slots(model_dir)["last"][0]
+    trainer.store._checkpoint.write(str(model_dir / "checkpoints" / state / "ckpt"))
+    with pytest.raises(CheckpointError, match="holds non-finite values .*moving_variance.*cannot "
+                                              "be resumed"):
+        train(_dcbh(), data, _config(model_dir, 2))
+    assert _slots(model_dir)["last"] == (state, 1)
 
 
 # --------------------------------------------------------------------------- settings

@@ -124,6 +124,26 @@ def test_epoch(test_step: Callable, batches: Iterable) -> EpochStats:
     return sums.stats(time.perf_counter() - start)
 
 
+def check_outputs(test: EpochStats, codes, epoch: int, steps: int, last_good_epoch: int,
+                  checkpoint_dir: str) -> None:
+    """Refuse to save a state whose outputs are not finite (NonFiniteStateError).
+
+    Finite weights can still be absurd (1e30 after a learning rate far too large): their
+    outputs overflow, the test loss is NaN and every face gets the same code. A state is
+    good only if its test loss and its relaxed codes of a probe batch are finite too.
+    """
+    bad = [name for name, value in (("test loss", test.loss), *test.parts.items())
+           if not np.isfinite(value)]
+    if codes is not None and not np.all(np.isfinite(np.asarray(codes))):
+        bad.append("relaxed codes")
+    if bad:
+        raise NonFiniteStateError(
+            f"after epoch {epoch} the model's outputs are not finite ({', '.join(bad[:5])}): "
+            f"it diverged. Training stopped without saving this state; "
+            f"{_kept(last_good_epoch, checkpoint_dir)}. Lower the learning rate or the loss "
+            "weights.", epoch, steps, last_good_epoch)
+
+
 def check_state(variables: list, epoch: int, steps: int, last_good_epoch: int,
                 checkpoint_dir: str) -> None:
     """Refuse to save a state whose variables hold NaN or inf (NonFiniteStateError).

@@ -14,10 +14,15 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from common.errors import WorkFailedError
 from common.io import interrupts
 from common.models.batch_norm import frozen_moving_statistics
 from common.methods.base import CODES, HashingMethod
 from common.metrics import retrieval_metrics
+
+class NonFiniteCodesError(WorkFailedError, FloatingPointError):
+    """A model gave NaN or inf codes: it cannot be evaluated (exit 1, one error line)."""
+
 
 # How codes are computed: "moving": inference mode, batch norm with its moving statistics
 # (a face's code does not depend on its batch; what an export serves); "batch": each batch
@@ -98,6 +103,7 @@ def evaluate_retrieval(model, method: HashingMethod, data, hamming: str = "exact
     query_codes = compute_codes(model, method, query_images, batch_size, eval_batch_norm)
     database = compute_codes(model, method, data.train_images, batch_size, eval_batch_norm)
     if not (np.all(np.isfinite(query_codes)) and np.all(np.isfinite(database))):
-        raise FloatingPointError("the model produced non-finite codes")
+        raise NonFiniteCodesError("the model's codes of these images are not finite (its "
+                                  "weights diverged); it is not evaluated")
     return retrieval_metrics(query_codes, query_labels, database, data.train_labels,
                              top_k=top_k, radius=radius, hamming=hamming, ties=ties)

@@ -57,7 +57,9 @@ from common.runs.history import append_history_line
 from common.training import epoch as epochs
 from common.training import reporting
 from common.training.config import TrainConfig
+from common.models.finite import non_finite_variables
 from common.training.data import SplitData
+from common.training.evaluate import compute_codes
 from common.training.distribution import (check_workers_agree, distributed_epoch,
                                           distributed_steps, is_chief, make_strategy,
                                           strategy_tf_config, synchronize_batch_norm)
@@ -66,6 +68,9 @@ from common.training.optimizers import (make_optimizer, optimizer_groups, optimi
 from common.io.progress import Progress, epoch_progress
 from common.training.selection import SlotSelection
 from common.training.steps import make_steps
+
+
+PROBE_IMAGES = 64  # training images whose codes each new state must give finite
 
 
 class _Trainer:
@@ -163,6 +168,12 @@ class _Trainer:
         epochs.check_state(list(self.model.variables) + self.optimizer_variables, epoch_index + 1, total, epoch_index, self.store.directory)
         return stats
 
+    def probe_codes(self):
+        """Relaxed codes of the first training images, in inference mode (a finite state
+        must give finite codes: :func:`common.training.epoch.check_outputs`)."""
+        return compute_codes(self.model, self.method, self.data.train_images[:PROBE_IMAGES],
+                             self.config.eval_batch_size, self.config.eval_batch_norm)
+
     def resume(self) -> int:
         """Restore ``last`` if there is one; returns the epoch to continue from."""
         if not self.store.has("last"):
@@ -177,6 +188,12 @@ class _Trainer:
         if record["epoch"] != start_epoch:
             raise CheckpointError(f"{self.store.directory}: index says epoch "
                                   f"{record['epoch']}, checkpoint says {start_epoch}")
+        bad = non_finite_variables(list(self.model.variables) + self.optimizer_variables)
+        if bad:  # never trained on, never called "the last good checkpoint"
+            raise CheckpointError(f"{self.store.directory}: the last state (epoch {start_epoch}) "
+                                  f"holds non-finite values ({', '.join(bad[:3])}); it cannot "
+                                  "be resumed. Start a new --model_dir, or export an earlier "
+                                  "slot (--checkpoint best_map)")
         if self.chief:
             reporting.restore_history_line(self.config.model_dir, record)
         return start_epoch
@@ -204,6 +221,8 @@ class _Trainer:
                 best_loss_value = math.inf
             stats = self.train_epoch(epoch_index, progress)
             test = epochs.test_epoch(self.steps.test_step, self.test_pipeline.epoch(0))
+            epochs.check_outputs(test, self.probe_codes(), epoch, self.steps_per_epoch(),
+                                 epoch_index, self.store.directory)
             totals.add(stats)
             self.epoch.assign(epoch)
             improved = stats.loss < best_loss_value

@@ -105,12 +105,28 @@ def load_run(method_cls, model_dir: str, slot: str = "best_map") -> LoadedRun:
                 "--checkpoint last or best_loss for a run in progress)" if slot == "best_map"
                 else "")
         raise RunFolderError(f"{exc}{hint}") from None
-    bad = non_finite_variables(model.variables)
+    bad = non_finite_variables(model.variables) or _non_finite_codes(method, model, config)
     if bad:
         raise RunFolderError(f"{os.path.join(model_dir, 'checkpoints', record['dir'])}: slot "
                              f"{slot!r} holds non-finite values ({', '.join(bad[:3])}); this "
                              "state is damaged and is neither evaluated nor exported")
     return LoadedRun(method, model, config, record, slot)
+
+
+def _non_finite_codes(method, model, config: dict[str, Any]) -> list[str]:
+    """["relaxed codes"] when the state's codes of a probe batch are not finite (finite but
+    absurd weights, e.g. 1e30 after a diverged training), else []: such a state is neither
+    evaluated nor exported, whatever data it would be given."""
+    import numpy as np
+
+    from common.data.preprocess import Normalization
+    from common.training.evaluate import compute_codes
+
+    norm = config["normalization"]
+    pixels = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    images = Normalization(float(norm["mean"]), float(norm["std"])).apply(pixels)
+    codes = compute_codes(model, method, images)
+    return [] if np.all(np.isfinite(codes)) else ["relaxed codes of a probe batch"]
 
 
 def export_run(method_cls, model_dir: str, export_dir: str, slot: str = "best_map") -> dict:
