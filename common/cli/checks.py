@@ -68,9 +68,16 @@ def image_memory_error(images: int) -> str | None:
 
 
 def check_folder_flag(flag: str, path: str | None) -> None:
-    """Refuse a folder flag that names a file or lies under one, before any work."""
+    """Refuse a folder flag that names a file or lies under one, or whose name is not
+    UTF-8 (TensorFlow cannot write checkpoints or SavedModels there), before any work."""
     if not path:
         return
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8, kept as surrogates by Python
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        fail(f"--{flag} {shown}: the folder's name is not valid UTF-8, which TensorFlow "
+             "cannot write into; rename it")
     if os.path.lexists(path) and not os.path.isdir(path):
         fail(f"--{flag} {path}: exists and is not a folder")
     _check_parents(flag, path)

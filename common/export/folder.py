@@ -32,12 +32,11 @@ place, the old one not yet removed).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
 from common.errors import ProjectError
-from common.io import folder_swap
+from common.io import folder_swap, json_files
 from common.io.folder_swap import (is_plain as _is_plain, put_back_newest_aside,
                                    siblings, summary as _summary, swap_in_place)
 from common.io.locks import folder_lock
@@ -86,8 +85,7 @@ def _foreign_entries(folder: str) -> list[str]:
 def read_info(folder: str) -> dict | None:
     """``export_info.json`` as a dict, or None when missing or unreadable."""
     try:
-        with open(os.path.join(folder, EXPORT_INFO), encoding="utf-8") as f:
-            info = json.load(f)
+        info = json_files.load(os.path.join(folder, EXPORT_INFO))
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None

@@ -16,6 +16,8 @@ import json
 import os
 from typing import Any
 
+from common.io import json_files
+
 HISTORY = "history.jsonl"
 
 
@@ -60,7 +62,7 @@ def read_history_lines(model_dir: str, name: str = HISTORY) -> list[dict[str, An
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             try:
-                entry = json.loads(line)
+                entry = json_files.loads(line)
             except ValueError:
                 continue
             epoch = _epoch_of(entry)

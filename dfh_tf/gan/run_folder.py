@@ -16,11 +16,11 @@ it hold a checkpoint?) before TensorFlow loads, and rebuild only the generator.
 from __future__ import annotations
 
 from common.errors import ProjectError
-import json
 import os
 from typing import Any
 
 from common.runs.history import read_history_lines
+from common.runs.run_config import RunConfigError, read_config_file
 
 RUN_KIND = "dfh_gan"
 CONFIG_FILE = "config.json"
@@ -47,12 +47,11 @@ def read_run_config(model_dir: str) -> dict[str, Any]:
     if not os.path.exists(path):
         raise GanRunError(f"{model_dir}: not a GAN run (no {CONFIG_FILE}; train one with "
                           "python -m dfh_tf.gan.train --model_dir ...)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise GanRunError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(config, dict) or config.get("kind") != RUN_KIND:
+    try:  # the project's one run-config reader: damaged or too deep, one message
+        config = read_config_file(path)
+    except RunConfigError as exc:
+        raise GanRunError(str(exc)) from None
+    if config.get("kind") != RUN_KIND:
         raise GanRunError(f"{path}: not a GAN run's config (kind is not {RUN_KIND!r}); "
                           "is this another method's run folder?")
     return config

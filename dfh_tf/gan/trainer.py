@@ -37,6 +37,7 @@ from absl import logging
 
 from common.io.atomic import write_json_atomic
 from common.runs.history import append_history_line
+from common.runs.run_config import write_config_file
 from common.io.locks import run_lock
 from common.io.progress import epoch_progress
 from dfh_tf.gan import losses
@@ -365,7 +366,7 @@ class GanTrainer:
             if os.path.exists(os.path.join(self.model_dir, CONFIG_FILE)):
                 read_run_config(self.model_dir)  # refuses another method's folder
             _repair_history(self.model_dir, 0)  # lines of a run whose checkpoints are gone
-        write_json_atomic(os.path.join(self.model_dir, CONFIG_FILE), run_config)
+        write_config_file(os.path.join(self.model_dir, CONFIG_FILE), run_config)
         self.history = read_history(self.model_dir)
         return start
 

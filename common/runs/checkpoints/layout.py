@@ -64,23 +64,51 @@ class CheckpointError(ProjectError, RuntimeError):
     """A checkpoint slot is missing or its files cannot be read."""
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def record_problem(record: Any) -> str | None:
+    """Why one slot's record cannot be trusted (a wrong type anywhere the loop reads), or
+    None. A state folder is a plain name of this folder: never a path elsewhere."""
+    if not isinstance(record, dict):
+        return "is not an object"
+    folder = record.get("dir")
+    if not isinstance(folder, str) or not folder.startswith(STATE) or \
+            os.path.basename(folder) != folder or folder in (".", ".."):
+        return f"has no state folder of this index (dir {folder!r})"
+    epoch = record.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        return f"has no epoch (epoch {epoch!r})"
+    if "loss" in record and not _number(record["loss"]):
+        return f"has a loss that is not a number ({record['loss']!r})"
+    for key in ("metrics", "test_metrics", "validation_metrics"):
+        metrics = record.get(key)
+        if metrics is not None and (not isinstance(metrics, dict)
+                                    or not _number(metrics.get("map"))):
+            return f"has damaged {key}"
+    return None
+
+
 def index_problem(directory: str, index: Any) -> str | None:
-    """Why ``index`` cannot be trusted (malformed, or naming a state that is gone), or None."""
+    """Why ``index`` cannot be trusted (malformed, of a wrong type, or naming a state that is
+    gone), or None."""
     if not isinstance(index, dict) or not isinstance(index.get("slots", {}), dict):
         return "not an index object"
+    keep = index.get("keep", [])
+    if not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
+        return "its keep list is damaged"
     for slot, record in index.get("slots", {}).items():
-        if not isinstance(record, dict) or not isinstance(record.get("dir"), str):
-            return f"slot {slot!r} has no state folder"
+        if slot not in SLOTS:
+            return f"unknown slot {slot!r}"
+        problem = record_problem(record)
+        if problem:
+            return f"slot {slot!r} {problem}"
         folder = os.path.join(directory, record["dir"])
         for name in (INFO, PREFIX + ".index"):
             if not os.path.exists(os.path.join(folder, name)):
                 return f"slot {slot!r} names {record['dir']}, which has no {name}"
     return None
-
-
-def _state_folders(directory: str) -> list[str]:
-    return [e for e in os.listdir(directory)
-            if e.startswith(STATE) and os.path.isdir(os.path.join(directory, e))]
 
 
 def state_folders(directory: str) -> list[str]:

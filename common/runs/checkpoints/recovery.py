@@ -23,7 +23,6 @@ a damaged old index is kept beside the new one as ``index.json.damaged-<time>``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -34,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from common.io import json_files
 from common.runs.checkpoints.layout import STATE_METRICS, tf_readable_prefix
 
 
@@ -52,8 +52,7 @@ class StateCheck:
 
 
 def _read_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json_files.load(path)
 
 
 def check_state(directory: str, name: str, prefix: str, info: str, deep: bool = True

@@ -45,6 +45,7 @@ from absl import logging
 
 from common.io.atomic import (fsync_path as _fsync_path, make_temp_dir,
                                  remove_stale_json_temps, write_json_atomic)
+from common.io import json_files
 from common.io.faults import crash_point
 from common.runs.checkpoints.layout import (CHECKPOINT_DIR, INDEX, INDEX_VERSION, INFO, PREFIX,
                                             STATE, STATE_METRICS, TMP, UNREADABLE,
@@ -73,8 +74,7 @@ def read_index(model_dir: str, rebuild: bool = True) -> dict[str, Any]:
         problem = f"{INDEX} is missing"
     else:
         try:
-            with open(path, encoding="utf-8") as f:
-                index = json.load(f)
+            index = json_files.load(path)
         except (OSError, ValueError) as exc:
             problem = f"{INDEX} is unreadable ({exc})"
         else:
