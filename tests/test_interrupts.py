@@ -25,6 +25,17 @@ def test_a_signal_inside_deferred_is_raised_only_by_check(sig):
     assert {s: signal.getsignal(s) for s in before} == before
 
 
+def test_a_signal_after_the_last_check_is_honoured_when_the_block_ends():
+    # A SIGTERM that lands during the final evaluation (after the loop's last check) used
+    # to be recorded and then dropped: the process went on as if never asked to stop.
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        with interrupts.deferred():
+            interrupts.check()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+    interrupts.check()  # consumed: nothing is left pending for a later block
+
+
 def test_check_without_a_signal_does_nothing():
     with interrupts.deferred():
         interrupts.check()

@@ -5,7 +5,8 @@ is often inside TensorFlow's C++ code calling back into Python. Seen on the CI m
 a SIGTERM that landed while a summary scalar was converted to a tensor crashed the
 process with a segmentation fault (exit -11) instead of the clean exit 130 with every
 file intact. Inside :func:`deferred` a signal only records a request; the training loop
-calls :func:`check` between steps, where raising is safe. A second signal of either
+calls :func:`check` between steps, where raising is safe, and the end of the block checks
+once more, so a request that came after the last step is still honoured. A second signal of either
 kind gets the default action (the process ends at once), so a stuck process can still
 be stopped.
 """
@@ -45,6 +46,9 @@ def deferred() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    # Reached only when the block ended normally: a request recorded after its last check
+    # (during the final evaluation, say) is honoured here, never dropped.
+    check()
 
 
 def check() -> None:

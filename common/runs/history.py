@@ -29,8 +29,12 @@ def append_history_line(model_dir: str, entry: dict[str, Any], name: str = HISTO
         entry: a JSON-serialisable record holding ``"epoch"``.
         name: the file's name inside ``model_dir``.
     """
-    with open(os.path.join(model_dir, name), "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, sort_keys=True) + "\n")
+    path = os.path.join(model_dir, name)
+    line = json.dumps(entry, sort_keys=True) + "\n"
+    with open(path, "a+b") as f:
+        if _ends_in_torn_line(f):
+            line = "\n" + line  # a kill tore the last line: never glue this one onto it
+        f.write(line.encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
 
@@ -69,3 +73,14 @@ def read_history_lines(model_dir: str, name: str = HISTORY) -> list[dict[str, An
             if epoch is not None:
                 by_epoch[epoch] = entry
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _ends_in_torn_line(f: Any) -> bool:
+    """Whether a file opened for appending ends in a line without its newline."""
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return False
+    f.seek(size - 1)
+    torn = f.read(1) != b"\n"
+    f.seek(0, os.SEEK_END)
+    return torn
