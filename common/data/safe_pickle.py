@@ -43,7 +43,7 @@ Bounded time. Reading costs time linear in the file size, or the file is refused
   (a megabyte name, stored once and reused, would be normalised again on every call);
 * messages describe hostile values with a bounded ``_short``: ``repr`` of a list that
   holds another list 65 times, which holds another 65 times, ..., grows exponentially
-  with the depth (a 503-byte file took 1.8 s, one of 640 bytes minutes);
+  with the depth (a 503-byte file took 1.8 s, one of 639 bytes 81 s);
 * array dimensions are at most 2**63 - 1, so shape arithmetic stays on small integers,
   and decimal integers are parsed under Python's limit of 4300 digits.
 
