@@ -165,8 +165,7 @@ def search(queries: str | Sequence[str] | np.ndarray, index: str | GalleryIndex,
 def index_summary(index_dir: str) -> dict[str, Any]:
     """What an index folder holds (count, bits, kind, identities, model) without loading
     the model."""
-    index = GalleryIndex.load(index_dir)  # IndexFolderError when missing or damaged
-    manifest = store.read_manifest(os.path.abspath(index_dir)) or {}
+    index, manifest = store.load_saved(index_dir)  # IndexFolderError when missing or damaged
     counts = index.identity_counts()
     return {"index_dir": os.path.abspath(index_dir), "count": len(index),
             "num_bits": index.num_bits, "kind": index.kind, "next_id": index.next_id,

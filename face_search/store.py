@@ -1,9 +1,10 @@
 """An index folder on disk: written whole or not at all, never losing the previous one.
 
 Layout (format ``face-search-index/1``): ``index.json`` (the marker, bit count, kind,
-next gallery id, the model that made the codes, and the size and SHA-256 of every other
-file), ``codes.npy``, ``ids.npy``, ``labels.npy``, ``identity_codes.npy``,
-``identity_names.json``, ``sources.npy`` (UTF-8 bytes) and ``source_ends.npy``.
+next gallery id, the model that made the codes, the size and SHA-256 of every other
+file, and a checksum of itself: ``face_search.manifest``), ``codes.npy``, ``ids.npy``,
+``labels.npy``, ``identity_codes.npy``, ``identity_names.json``, ``sources.npy`` (UTF-8
+bytes) and ``source_ends.npy``.
 
 The rules are the exports' (``common.io.folder_swap``): the new index is written into
 ``.NAME.tmp-<hex>`` beside the target, fsynced, and swapped in with one
@@ -11,8 +12,10 @@ The rules are the exports' (``common.io.folder_swap``): the new index is written
 renamed aside (``.NAME.old-<hex>``) first and put back by the next save or load if a
 kill left the folder missing. A lock (``.NAME.lock``) refuses a second writer. Only a
 new folder, an empty one or an index (the marker and only the files above) may be
-replaced. Loading checks every file against its recorded size and hash, so a damaged
-index is refused with the file named instead of answering wrong results.
+replaced. Loading checks the manifest against its checksum and every file against its
+recorded size and hash, so a damaged index is refused with the file named instead of
+answering wrong results. A load while a save swaps the folder reads the old index or the
+new one, never a mix and never a false "damaged" (``face_search.folder_snapshot``).
 
 Crash points (``common.io.faults``): ``index:written`` (temporary folder complete, nothing
 swapped), ``index:aside`` (fallback only: the old index aside, the new one not yet in
@@ -23,11 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import stat
 import time
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 
 import numpy as np
 
@@ -37,27 +41,34 @@ from common.io.atomic import make_temp_dir
 from common.io.folder_swap import discard_or_keep, fsync_tree, put_back_newest_aside, siblings, swap_in_place
 from common.io.locks import folder_lock
 from common.io.faults import crash_point
+from face_search import manifest as index_manifest
 from face_search.errors import IndexBusyError, IndexFolderError
+from face_search.folder_snapshot import FolderReplaced, FolderSnapshot
+from face_search.manifest import FORMAT
+
+if TYPE_CHECKING:
+    from face_search.index import GalleryIndex
 
 INDEX_JSON = "index.json"
-FORMAT = "face-search-index/1"
 ARRAY_FILES = ("codes", "ids", "labels", "identity_codes", "sources", "source_ends")
 NAMES_FILE = "identity_names.json"
 INDEX_FILES = frozenset({INDEX_JSON, NAMES_FILE, *(f"{name}.npy" for name in ARRAY_FILES)})
 _held: set[str] = set()  # index folders whose lock this process holds
+# Loads of one index while saves keep replacing it: each retry follows a swap that came
+# between two files of the previous try (a save takes far longer than a load's opens).
+LOAD_ATTEMPTS = 50
+_BUSY_WAIT = 0.02  # seconds between tries while a fallback swap has the folder aside
 
 
 # ------------------------------------------------------------ which folders we may replace
 def read_manifest(folder: str) -> dict[str, Any] | None:
-    """``index.json`` if it is one of ours, else None."""
+    """``index.json`` if it carries our marker (unchecked: whether a save may replace it),
+    else None."""
     try:
-        with open(os.path.join(folder, INDEX_JSON), encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):
+        with open(os.path.join(folder, INDEX_JSON), "rb") as f:
+            return index_manifest.marked(f.read())
+    except OSError:
         return None
-    if isinstance(manifest, dict) and manifest.get("format") == FORMAT:
-        return manifest
-    return None
 
 
 def _foreign(folder: str) -> list[str]:
@@ -134,11 +145,11 @@ def _recover(path: str) -> None:
 
 
 # ------------------------------------------------------------------------ writing
-def _sha256(path: str) -> str:
+def _sha256(f: BinaryIO) -> str:
+    """The SHA-256 of the rest of the open file ``f``."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -152,15 +163,14 @@ def _write_files(index, folder: str) -> None:
     with open(os.path.join(folder, NAMES_FILE), "w", encoding="utf-8") as f:
         json.dump(arrays["identity_names"], f, ensure_ascii=False)
     for name in sorted(INDEX_FILES - {INDEX_JSON}):
-        file = os.path.join(folder, name)
-        files[name] = {"bytes": os.path.getsize(file), "sha256": _sha256(file)}
+        with open(os.path.join(folder, name), "rb") as f:
+            files[name] = {"bytes": os.fstat(f.fileno()).st_size, "sha256": _sha256(f)}
     manifest = {"format": FORMAT, "num_bits": index.num_bits, "kind": index.kind,
                 "count": len(index), "next_id": int(index.next_id), "model": index.model,
                 "identities": len(index.identity_counts()),
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files}
-    with open(os.path.join(folder, INDEX_JSON), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True, ensure_ascii=False)
-        f.write("\n")
+    with open(os.path.join(folder, INDEX_JSON), "wb") as f:
+        f.write(index_manifest.encode(manifest))
     fsync_tree(folder)
 
 
@@ -200,53 +210,99 @@ def save_index(index, folder: str) -> str:
 
 
 # ------------------------------------------------------------------------ reading
-def _read_checked(folder: str, manifest: dict[str, Any]) -> dict[str, Any]:
+def _read_file(snapshot: FolderSnapshot, name: str, record: Any) -> Any:
+    """One data file of the snapshot, checked against its manifest ``record``."""
+    file = os.path.join(snapshot.path, name)
+    try:
+        f = snapshot.open(name)
+    except FileNotFoundError:
+        raise IndexFolderError(f"{file}: missing; the index is incomplete") from None
+    except IsADirectoryError:
+        raise IndexFolderError(f"{file}: not a file; the index is damaged") from None
+    with f:
+        if not isinstance(record, dict) or os.fstat(f.fileno()).st_size != record.get("bytes") \
+                or _sha256(f) != record.get("sha256"):
+            raise IndexFolderError(f"{file}: damaged (size or SHA-256 differs from "
+                                   f"{INDEX_JSON}); rebuild the index")
+        f.seek(0)
+        if name == NAMES_FILE:
+            return json.load(io.TextIOWrapper(f, encoding="utf-8"))
+        return np.load(f, allow_pickle=False)
+
+
+def _read_checked(snapshot: FolderSnapshot, manifest: dict[str, Any]) -> dict[str, Any]:
     """Every data file, checked against the manifest's sizes and hashes."""
     files = manifest.get("files")
     if not isinstance(files, dict) or set(files) != INDEX_FILES - {INDEX_JSON}:
-        raise IndexFolderError(f"{os.path.join(folder, INDEX_JSON)}: damaged (file list)")
-    arrays: dict[str, Any] = {}
-    for name, record in sorted(files.items()):
-        file = os.path.join(folder, name)
-        if not os.path.isfile(file):
-            raise IndexFolderError(f"{file}: missing; the index is incomplete")
-        if os.path.getsize(file) != record.get("bytes") or _sha256(file) != record.get("sha256"):
-            raise IndexFolderError(f"{file}: damaged (size or SHA-256 differs from "
-                                   f"{INDEX_JSON}); rebuild the index")
-        key = name.rsplit(".", 1)[0]
-        if name == NAMES_FILE:
-            with open(file, encoding="utf-8") as f:
-                arrays[key] = json.load(f)
-        else:
-            arrays[key] = np.load(file, allow_pickle=False)
+        raise IndexFolderError(f"{os.path.join(snapshot.path, INDEX_JSON)}: damaged (file list)")
+    arrays = {name.rsplit(".", 1)[0]: _read_file(snapshot, name, record)
+              for name, record in sorted(files.items())}
     if not isinstance(arrays["identity_names"], list) or not all(
             isinstance(n, str) for n in arrays["identity_names"]):
-        raise IndexFolderError(f"{os.path.join(folder, NAMES_FILE)}: not a list of names")
+        raise IndexFolderError(f"{os.path.join(snapshot.path, NAMES_FILE)}: not a list of names")
     return arrays
 
 
-def load_index(folder: str):
-    """The :class:`face_search.index.GalleryIndex` saved in ``folder``.
-
-    Raises:
-        IndexFolderError: missing, not an index, or damaged (the file is named).
-    """
+def _load_once(path: str) -> tuple["GalleryIndex", dict[str, Any]]:
+    """The index and manifest in the folder at ``path`` now (FolderReplaced: read again)."""
     from face_search.index import GalleryIndex
 
-    path = os.path.abspath(folder)
     if not os.path.lexists(path) and os.path.isdir(os.path.dirname(path)) and \
             siblings(path, "old"):
         with locked(path):
             _recover(path)
-    if not os.path.isdir(path):
-        raise IndexFolderError(f"{path}: no such index folder")
-    manifest = read_manifest(path)
-    if manifest is None:
-        raise IndexFolderError(f"{path}: not an index (no {INDEX_JSON} with \"format\": "
-                               f"\"{FORMAT}\")")
-    arrays = _read_checked(path, manifest)
     try:
-        return GalleryIndex.from_arrays(manifest["num_bits"], manifest["kind"],
-                                        manifest["next_id"], manifest.get("model"), arrays)
+        snapshot = FolderSnapshot(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise IndexFolderError(f"{path}: no such index folder") from None
+    with snapshot:
+        try:
+            with snapshot.open(INDEX_JSON) as f:
+                raw = f.read()
+        except OSError:
+            raw = b""
+        manifest = index_manifest.checked(raw, os.path.join(path, INDEX_JSON))
+        if manifest is None:
+            raise IndexFolderError(f"{path}: not an index (no {INDEX_JSON} with \"format\": "
+                                   f"\"{FORMAT}\")")
+        arrays = _read_checked(snapshot, manifest)
+    try:
+        index = GalleryIndex.from_arrays(manifest["num_bits"], manifest["kind"],
+                                         manifest["next_id"], manifest["model"], arrays)
     except (KeyError, TypeError, ValueError) as exc:
         raise IndexFolderError(f"{path}: damaged index ({exc})") from None
+    return index, manifest
+
+
+def load_saved(folder: str) -> tuple["GalleryIndex", dict[str, Any]]:
+    """``(GalleryIndex, manifest)`` of the index saved in ``folder``, both from one save.
+
+    A save that swaps the folder meanwhile makes this read the new one from the start
+    (up to ``LOAD_ATTEMPTS`` times); where the filesystem cannot exchange folders and a
+    save has the old one aside for an instant, it waits for the new one.
+
+    Raises:
+        IndexFolderError: missing, not an index, or damaged (the file is named).
+        IndexBusyError: the folder stayed missing while another process was saving it.
+    """
+    path = os.path.abspath(folder)
+    for attempt in range(1, LOAD_ATTEMPTS + 1):
+        try:
+            return _load_once(path)
+        except FolderReplaced:
+            continue
+        except IndexBusyError:
+            if attempt == LOAD_ATTEMPTS:
+                raise
+            time.sleep(_BUSY_WAIT)
+    raise IndexFolderError(f"{path}: replaced by {LOAD_ATTEMPTS} saves while being read "
+                           "(another process saves it continuously); try again")
+
+
+def load_index(folder: str) -> "GalleryIndex":
+    """The :class:`face_search.index.GalleryIndex` saved in ``folder`` (see :func:`load_saved`).
+
+    Raises:
+        IndexFolderError: missing, not an index, or damaged (the file is named).
+    """
+    return load_saved(folder)[0]

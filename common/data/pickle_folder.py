@@ -7,9 +7,10 @@ parts in that order, exactly as the original ``load_data_split_pickle`` did.
 
 The reader refuses what it would misread rather than guess: x must be exactly 2-D
 (n, 3072) (an (n, 32, 32, 3) NHWC array reshaped into rows would be channel-mixed
-garbage), pixels must lie in ``PIXEL_RANGE`` and be finite, labels must be integers.
-Images whose pixels are all equal (black frames) are legal data: they are kept,
-counted, and the count is logged as a warning.
+garbage), pixels must lie in ``PIXEL_RANGE`` and be finite, and what is read at once
+(a file, a folder) must be in the 0..255 scale (common.data.pixel_scale); labels must
+be exact integers 0..``MAX_LABEL``. Images whose pixels are all equal (black frames)
+are legal data: they are kept, counted, and the count is logged as a warning.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from absl import logging
 
 from common.data.errors import DataFormatError, DataFormatWarning
+from common.data.pixel_scale import check_pixel_scale
 from common.data.safe_pickle import restricted_loads
 
 IMAGE_SIZE = 32
@@ -33,6 +35,10 @@ ROW_WIDTH = CHANNELS * IMAGE_SIZE * IMAGE_SIZE  # 3072
 # overshoot (a resized image may hold -0.4 or 255.3). Values outside are data in another
 # scale or corrupt data, which the per-split normalisation would silently absorb.
 PIXEL_RANGE = (-1.0, 256.0)
+# Labels are class indices 0..K-1, at most this one (training's MAX_CLASSES is one more:
+# beyond it the classifier alone would need gigabytes). The bound also keeps every label
+# exact in int64: a float 1e300 or a uint64 near 2**64 would not survive the cast.
+MAX_LABEL = 999_999
 ROW_LAYOUT = (f"each row one image's {CHANNELS}x{IMAGE_SIZE}x{IMAGE_SIZE} = {ROW_WIDTH} values, "
               "channel-first (all red, then green, then blue; each plane row-major), flattened")
 
@@ -78,6 +84,11 @@ def _label_list(path: str, y: list | tuple) -> np.ndarray:
         raise DataFormatError(path, f"labels are not an array ({exc})") from None
 
 
+def _shown(label: np.generic) -> str:
+    """A label for a message: exact for integers of any size, short for floats."""
+    return f"{label:g}" if isinstance(label, np.floating) else str(int(label))
+
+
 def _as_labels(path: str, y: object) -> np.ndarray:
     """Validate one file's labels and return them as int64."""
     if isinstance(y, (list, tuple)):
@@ -90,16 +101,19 @@ def _as_labels(path: str, y: object) -> np.ndarray:
         raise DataFormatError(path, f"labels must be one-dimensional, got shape {y.shape}")
     if y.size == 0:
         return y.astype(np.int64)
-    if y.dtype.kind in "iu":
-        pass
-    elif y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            bad = y[~np.isfinite(y) | (y != np.round(y))][0]
-            raise DataFormatError(path, f"labels must be integers, found {bad!r}")
-    else:
+    if y.dtype.kind == "f":
+        inexact = ~np.isfinite(y) | (y != np.round(y))
+        if np.any(inexact):
+            raise DataFormatError(path, f"labels must be integers, found {y[inexact][0]!r}")
+    elif y.dtype.kind not in "iu":
         raise DataFormatError(path, f"labels must be integers, got dtype {y.dtype}")
     if y.min() < 0:
-        raise DataFormatError(path, f"labels must be non-negative, found {int(y.min())}")
+        raise DataFormatError(path, f"labels must be non-negative, found {_shown(y.min())}")
+    if y.max().item() > MAX_LABEL:  # compared as a Python number: exact for every dtype
+        raise DataFormatError(
+            path, f"label {_shown(y.max())} is above {MAX_LABEL}, the largest accepted: labels "
+                  f"are class indices 0..K-1 with at most {MAX_LABEL + 1} classes; relabel "
+                  "the identities 0, 1, 2, ...")
     return y.astype(np.int64)
 
 
@@ -198,10 +212,13 @@ def _read_file(path: str) -> tuple[np.ndarray, np.ndarray, int]:
 def load_pickle_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Load and validate one ``(x, y)`` pickle; returns float32 (n, 3072), int64 (n,).
 
-    Constant images (every pixel equal) are kept; their count is logged as a warning.
+    Pixels within -1..1 (not all equal) are refused, and a narrow pixel span warned
+    about (common.data.pixel_scale). Constant images (every pixel equal) are kept; their
+    count is logged as a warning.
     """
     path = os.fspath(path)
     x, y, constant = _read_file(path)
+    check_pixel_scale(path, x)
     _warn_constant_images(path, constant, len(y))
     return x, y
 
@@ -220,11 +237,13 @@ def load_pickle_folder(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]
         DataFormatError: the folder is missing or empty, or a file is truncated,
             corrupt, names a global other than numpy's array machinery, declares
             arrays larger than itself, or holds x other than 2-D (n, 3072), pixels
-            outside ``PIXEL_RANGE`` or non-finite, or non-integer labels. The message
-            names the file.
+            outside ``PIXEL_RANGE`` or non-finite, or labels other than integers
+            0..``MAX_LABEL``. The message names the file. Or the whole split's pixels
+            lie within -1..1 (scaled, not 0..255; the message names the folder).
 
-    Constant images (every pixel equal) are kept; the folder's count of them is logged
-    as one warning.
+    A narrow pixel span over the folder is warned about (``DataFormatWarning``,
+    common.data.pixel_scale). Constant images (every pixel equal) are kept; the
+    folder's count of them is logged as one warning.
     """
     files = list_data_files(path)
     start = time.perf_counter()
@@ -236,6 +255,7 @@ def load_pickle_folder(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]
         constant += file_constant
     x = np.concatenate(xs) if len(xs) > 1 else xs[0]
     y = np.concatenate(ys) if len(ys) > 1 else ys[0]
+    check_pixel_scale(os.fspath(path), x)
     _warn_constant_images(os.fspath(path), constant, len(y))
     logging.info("loaded %s: %d images from %d files in %.1fs",
                  os.fspath(path), len(y), len(files), time.perf_counter() - start)

@@ -30,6 +30,23 @@ build is charged, before it is built, against a budget of the file's own size pl
 * everything else the unpickler builds (lists, tuples, strings, small integers) costs
   memory linear in the number of opcodes, hence in the file size.
 
+Bounded time. Reading costs time linear in the file size, or the file is refused:
+
+* dicts, sets and frozensets are refused at their opcode, before one is built: the
+  layout never holds one, and one of keys with equal hashes (ints that agree modulo
+  2**61 - 1, tuples of such, floats 2.0**(61 * k)) costs time quadratic in the file size
+  (840 KB took 30 s). SETITEM(S) goes with them: on an array it would fill the whole
+  array once per opcode;
+* memo keys are limited to 0..2**32 - 1, the range of the binary PUT opcodes, so the
+  protocol-0 PUT cannot fill the memo with colliding keys either;
+* ``_codecs.encode`` accepts only a short encoding name and the 'strict' error handler
+  (a megabyte name, stored once and reused, would be normalised again on every call);
+* messages describe hostile values with a bounded ``_short``: ``repr`` of a list that
+  holds another list 65 times, which holds another 65 times, ..., grows exponentially
+  with the depth (a 503-byte file took 1.8 s, one of 639 bytes 81 s);
+* array dimensions are at most 2**63 - 1, so shape arithmetic stays on small integers,
+  and decimal integers are parsed under Python's limit of 4300 digits.
+
 BUILD can only be checked before numpy's ``__setstate__`` runs in the pure-Python
 unpickler (``pickle._Unpickler``, the same route joblib takes); its speed is fine for
 data files, which hold a few large strings rather than many small objects.
@@ -48,6 +65,10 @@ import numpy as np
 
 MEMORY_SLACK = 1 << 20  # bytes allowed beyond the file size (headers, small objects)
 MAX_DIMS = 64           # numpy's own limit on array dimensions
+MAX_DIM = 2 ** 63 - 1   # numpy's own limit on one dimension (intp)
+MAX_MEMO_KEY = 2 ** 32 - 1  # the largest key LONG_BINPUT can write
+_MAX_ENCODING_NAME = 32  # 'latin1', 'latin-1', 'iso-8859-1', ...
+_SHOWN_ITEMS = 8        # items of a tuple or list a message shows
 _MAX_DTYPE_TEXT = 64    # longest type string accepted ('<f8', 'U1', ...)
 
 
@@ -68,9 +89,25 @@ _SCALAR = _numpy_attr(_CORE, "scalar")
 _FROMBUFFER = _numpy_attr(_NUMERIC, "_frombuffer")
 
 
-def _short(value: Any) -> str:
-    """A bounded repr for messages (a hostile value may be huge)."""
-    text = repr(value)
+def _short(value: Any, depth: int = 2) -> str:
+    """A description for messages, bounded in length and in the time it takes.
+
+    ``repr`` is neither: a hostile value may be huge, or a list sharing one stored list
+    many times over at every level (exponential in the depth, linear in the file).
+    """
+    if isinstance(value, (tuple, list)):
+        if depth == 0 or len(value) > _SHOWN_ITEMS:
+            return f"a {type(value).__name__} of {len(value)} items"
+        inner = ", ".join(_short(item, depth - 1) for item in value)
+        text = f"[{inner}]" if isinstance(value, list) else f"({inner}{',' * (len(value) == 1)})"
+    elif isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    elif isinstance(value, (str, bytes)):
+        text = repr(value[:80])
+    elif value is None or isinstance(value, (int, float, np.dtype, np.number, np.bool_)):
+        text = repr(value)
+    else:
+        return f"a {type(value).__name__}"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -102,9 +139,10 @@ def _shape(value: Any) -> tuple[int, ...]:
         raise pickle.UnpicklingError(
             f"array shape must be a tuple of at most {MAX_DIMS} integers, got {_short(value)}")
     for dim in value:
-        if isinstance(dim, bool) or not isinstance(dim, (numbers.Integral, np.integer)) or dim < 0:
+        if isinstance(dim, bool) or not isinstance(dim, (numbers.Integral, np.integer)) \
+                or not 0 <= dim <= MAX_DIM:
             raise pickle.UnpicklingError(
-                f"array shape {_short(value)} is not non-negative integers")
+                f"array shape {_short(value)} is not integers 0..{MAX_DIM}")
     return tuple(int(dim) for dim in value)
 
 
@@ -136,10 +174,17 @@ def _nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-    """``_codecs.encode`` limited to the latin-1 use protocol-2 pickles make of it."""
-    if codecs.lookup(encoding).name != "iso8859-1":
-        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} is not allowed")
-    return codecs.encode(text, "latin-1", errors)
+    """``_codecs.encode`` limited to the latin-1 use protocol-2 pickles make of it.
+
+    The name is looked up only when short: ``codecs.lookup`` normalises it on every call.
+    """
+    if not isinstance(encoding, str) or len(encoding) > _MAX_ENCODING_NAME \
+            or codecs.lookup(encoding).name != "iso8859-1":
+        raise pickle.UnpicklingError(
+            f"_codecs.encode with encoding {_short(encoding)} is not allowed")
+    if not isinstance(errors, str) or errors != "strict":
+        raise pickle.UnpicklingError(f"_codecs.encode with errors={_short(errors)} is not allowed")
+    return codecs.encode(text, "latin-1")
 
 
 class _ArrayClass:
@@ -162,6 +207,21 @@ class _ArrayClass:
                 f"numpy.ndarray buffer must be bytes, got {type(buffer).__name__}")
         self._arrays.charge(_nbytes(shape, dtype))
         return np.ndarray(shape, dtype, buffer, offset, strides, order)
+
+
+# Opcodes that build or fill a dict, set or frozenset: refused (module docstring).
+_HASHED_OPCODES = {getattr(pickle, name): name for name in (
+    "EMPTY_DICT", "DICT", "SETITEM", "SETITEMS", "EMPTY_SET", "ADDITEMS", "FROZENSET")}
+
+
+def _refuse_hashed(opcode: str) -> Callable[[Any], None]:
+    """A dispatch entry refusing ``opcode`` before it builds or fills anything."""
+    def refuse(unpickler: Any) -> None:
+        raise pickle.UnpicklingError(
+            f"a dict, set or frozenset is not allowed (pickle opcode {opcode}): expected a "
+            "pickled tuple (x, y) of numpy arrays, which holds none, and a hostile one costs "
+            "time quadratic in the file size")
+    return refuse
 
 
 class RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 (BUILD needs the Python unpickler)
@@ -260,6 +320,18 @@ class RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 (BUILD needs the P
 
     dispatch[pickle.NEWOBJ[0]] = _refuse_newobj
     dispatch[pickle.NEWOBJ_EX[0]] = _refuse_newobj
+
+    dispatch.update({code[0]: _refuse_hashed(name) for code, name in _HASHED_OPCODES.items()})
+
+    def _load_put(self) -> None:
+        """Protocol 0's PUT, its key limited to the binary opcodes' range (module docstring)."""
+        line = self.readline()[:-1]
+        if not line.isdigit() or len(line) > len(str(MAX_MEMO_KEY)) or int(line) > MAX_MEMO_KEY:
+            raise pickle.UnpicklingError(
+                f"memo key {_short(line)} is not allowed: keys are 0..{MAX_MEMO_KEY}")
+        self.memo[int(line)] = self.stack[-1]
+
+    dispatch[pickle.PUT[0]] = _load_put
 
     def _check_array_state(self, state: Any) -> None:
         """``(version, shape, dtype, is_fortran, data)`` or its 4-item form; charge its size."""

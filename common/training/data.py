@@ -30,6 +30,7 @@ from common.data import (
     preprocess_split,
     to_nhwc,
 )
+from common.data.pickle_folder import MAX_LABEL
 
 # name -> (train folder, test folder, number of classes) for the original data sets.
 KNOWN_DATASETS: dict[str, tuple[str, str, int]] = {
@@ -42,8 +43,9 @@ DEFAULT_SYNTHETIC_DIR = os.path.join("data", "synthetic")
 # labels would silently build a classifier over mostly empty classes, so a label set is
 # refused when that count exceeds twice the distinct labels plus 100 (gaps up to half
 # the range, or any gaps in small sets, are fine: a train split that omits some
-# identities) and always beyond MAX_CLASSES (the classifier alone would need gigabytes).
-MAX_CLASSES = 1_000_000
+# identities) and always beyond MAX_CLASSES (the classifier alone would need gigabytes;
+# the reader refuses any label above MAX_LABEL already).
+MAX_CLASSES = MAX_LABEL + 1
 SPARSE_FACTOR = 2
 SPARSE_SLACK = 100
 SYNTHETIC_KEYS = ("num_identities", "train_per_identity", "test_per_identity", "seed")
