@@ -27,10 +27,10 @@ import time
 import numpy as np
 from absl import app, flags
 
-from face_search.codes import widen
-from face_search.exact import FlatSearcher
+from face_search.index.codes import widen
+from face_search.index.exact import FlatSearcher
 from face_search.index import GalleryIndex
-from face_search.mih import MultiIndexHash
+from face_search.index.mih import MultiIndexHash
 
 flags.DEFINE_list("sizes", ["1000000", "10000000"], "gallery sizes")
 flags.DEFINE_integer("bits", 48, "code length")
@@ -163,13 +163,14 @@ def bench_size(n: int, rng: np.random.Generator) -> None:
         raw = faiss.IndexBinaryFlat(64 * words.shape[1])
         raw.add(wide)
         raw.use_heap = False
-        best, median, _ = rates(lambda q: raw.search(q, k), qwide, block)
+        best, median, _ = rates(lambda q, raw=raw: raw.search(q, k), qwide, block)
         line(f"faiss IndexBinaryFlat, {threads} thread(s)", best, median, limit)
         best, median, parts = rates(lambda q: flat.knn(q, k), qwide, block)
         exact_d, exact_p = concat(parts)
         line(f"exact, ties by id (FlatSearcher), {threads} thr", best, median, limit)
         for parallel in (False, True) if threads > 1 else (False,):
-            best, median, parts = rates(lambda q: tables.knn(q, k, parallel), qwords, block)
+            best, median, parts = rates(lambda q, parallel=parallel: tables.knn(q, k, parallel),
+                                         qwords, block)
             mih_d, mih_p, complete = concat(parts)
             same = np.array_equal(mih_p[complete], exact_p[complete]) and np.array_equal(
                 mih_d[complete], exact_d[complete])
@@ -185,7 +186,7 @@ def bench_size(n: int, rng: np.random.Generator) -> None:
     for kind in ("exact", "mih"):
         index = GalleryIndex.create(FLAGS.bits, kind)
         _, seconds = timed(index.add_columns, packed, ["x"] * n, np.zeros(n, np.int64), [""] * n)
-        best, median, _ = rates(lambda q: index.search(q, k), queries, block)
+        best, median, _ = rates(lambda q, index=index: index.search(q, k), queries, block)
         line(f"GalleryIndex(kind={kind!r}).search, Hit lists", best, median, limit,
              f"  (add {seconds:.1f} s)")
         index = None
@@ -196,7 +197,7 @@ def bench_size(n: int, rng: np.random.Generator) -> None:
             _, build_s = timed(mh.add, wide)
             mh.nflip = nflip
             approximate_line(f"faiss MultiHash {nhash}x16 nflip {nflip} (build {build_s:.1f} s)",
-                             lambda q: mh.search(q, k), qwide, block, exact_d, k)
+                             lambda q, mh=mh: mh.search(q, k), qwide, block, exact_d, k)
             mh = None
         nlist = 1024
         ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(64), 64, nlist)

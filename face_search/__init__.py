@@ -25,12 +25,12 @@ Python::
     result = searcher.search_photo(photo_bytes, top_k=10)   # QueryResult(source, hits, error, ...)
 
 Results are exact and ordered as the project's evaluator ranks (``common.metrics``,
-``ties="index"``): by Hamming distance, equal distances by gallery id. Modules:
-``codes`` (the packed layout), ``exact`` (faiss flat scan), ``mih`` (multi-index
-hashing), ``index`` (GalleryIndex), ``store`` (the folder on disk), ``encoder``,
-``inputs`` (photo and pickle folders), ``searcher`` (FaceSearcher), ``api``
-(build/add/remove/search), ``report`` and ``__main__`` (the command line); ``service/``
-(the search page and its HTTP API on FastAPI: ``python -m face_search serve --index DIR``).
+``ties="index"``): by Hamming distance, equal distances by gallery id. Modules, from
+the bottom: ``errors``; ``index/`` (the gallery index: packed codes, faiss flat scan,
+multi-index hashing, ``GalleryIndex``, its folder on disk), ``encoder`` (a model's codes),
+``inputs`` (photo and pickle folders); ``searcher`` (FaceSearcher); ``api``
+(build/add/remove/search); ``report`` and ``service/`` (the search page and its HTTP API on
+FastAPI: ``python -m face_search serve --index DIR``); ``__main__`` (the command line).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from common.io import interrupts
-from face_search import inputs, store
+from face_search import inputs
+from face_search.index import store
 from face_search.encoder import CodeEncoder, encoder_for_index
 from face_search.errors import UnknownIdError
 from face_search.index import GalleryIndex
@@ -165,7 +166,7 @@ def search(queries: str | Sequence[str] | np.ndarray, index: str | GalleryIndex,
 def index_summary(index_dir: str) -> dict[str, Any]:
     """What an index folder holds (count, bits, kind, identities, model) without loading
     the model."""
-    index, manifest = store.load_saved(index_dir)  # IndexFolderError when missing or damaged
+    index, manifest = GalleryIndex.load_saved(index_dir)  # IndexFolderError when missing or damaged
     counts = index.identity_counts()
     return {"index_dir": os.path.abspath(index_dir), "count": len(index),
             "num_bits": index.num_bits, "kind": index.kind, "next_id": index.next_id,

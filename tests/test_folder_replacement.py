@@ -22,7 +22,7 @@ from common.errors import FolderChangedError
 from common.export.folder import export_owns, remove_stale
 from common.io.folder_swap import discard_owned, swap_in_place
 from dfh_tf.gan import augmentation
-from face_search import store
+from face_search.index import store
 
 WRITERS = {
     "export": (export_owns, {"saved_model.pb": b"pb", "export_info.json": b"{}",

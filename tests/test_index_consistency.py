@@ -26,8 +26,8 @@ import time
 import numpy as np
 import pytest
 
-from face_search import manifest as index_manifest
-from face_search import store
+from face_search.index import manifest as index_manifest
+from face_search.index import store
 from face_search.errors import IndexFolderError
 from face_search.index import GalleryIndex
 
@@ -122,11 +122,11 @@ def test_a_save_between_two_files_of_a_load_is_read_again(tmp_path, monkeypatch)
             index = GalleryIndex.create(BITS)
             index.add(np.zeros((3, 2), np.uint8), [("p", 1, "s0")] * 3)
             index.add(np.array([[1, 0]] * 3, np.uint8), [("p", 1, "s3")] * 3)
-            calls.append(store.save_index(index, path))
+            calls.append(index.save(path))
         return real(snapshot, manifest)
 
     monkeypatch.setattr(store, "_read_checked", save_first)
-    loaded, manifest = store.load_saved(path)
+    loaded, manifest = GalleryIndex.load_saved(path)
     assert calls and len(loaded) == 6 and manifest["count"] == 6 and _one_save(loaded)
 
 
@@ -136,7 +136,7 @@ def test_a_folder_that_keeps_changing_is_reported_not_misread(tmp_path, monkeypa
     monkeypatch.setattr(store.FolderSnapshot, "replaced", lambda self: True)
     os.remove(os.path.join(path, "codes.npy"))      # every try: missing, and "replaced"
     with pytest.raises(IndexFolderError, match=f"replaced by {store.LOAD_ATTEMPTS} saves"):
-        store.load_index(path)
+        GalleryIndex.load(path)
 
 
 def test_a_really_missing_file_is_still_reported(tmp_path):
@@ -144,7 +144,7 @@ def test_a_really_missing_file_is_still_reported(tmp_path):
     _first_index(path)
     os.remove(os.path.join(path, "labels.npy"))
     with pytest.raises(IndexFolderError, match=r"labels\.npy: missing; the index is incomplete"):
-        store.load_index(path)
+        GalleryIndex.load(path)
 
 
 # ------------------------------------------------------------------------ the manifest

@@ -15,7 +15,7 @@ import pytest
 from common.metrics.hamming import hamming_distances
 from face_search.errors import IndexBusyError, IndexFolderError, UnknownIdError
 from face_search.index import GalleryIndex, ItemMeta
-from face_search.mih import MultiIndexHash, substrings
+from face_search.index.mih import MultiIndexHash, substrings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT)
@@ -83,7 +83,7 @@ def test_search_equals_the_brute_force_reference(bits, kind):
 def test_ties_beyond_any_candidate_window_are_ordered_by_gallery_id(kind, max_window,
                                                                    monkeypatch):
     if max_window:  # ties past the widest faiss window: the numpy scan answers
-        monkeypatch.setattr("face_search.exact.MAX_WINDOW", max_window)
+        monkeypatch.setattr("face_search.index.exact.MAX_WINDOW", max_window)
     index = GalleryIndex.create(24, kind)
     same = np.tile(np.array([[0x5A, 0x0F, 0xF0]], np.uint8), (700, 1))
     index.add(same, meta(700))

@@ -1,8 +1,9 @@
-"""Serving the face search app (``face_search.service.web_app``) with uvicorn, on a port bound first.
+"""Serving the face search app (``service.web_app``) with uvicorn, on a port bound first.
 
 Why uvicorn: a maintained ASGI server whose event loop holds any number of slow clients
 without a thread each; searches run in worker threads, bounded by the app's search gate.
-It speaks HTTP/1.1 through h11, with the service's additions (``face_search.service.http_protocol``).
+It speaks HTTP/1.1 through h11, with the service's additions
+(``face_search.service.http_protocol``).
 
 The port is bound before the model loads, so that a taken port fails at once; the app gets
 its service afterwards. It binds to 127.0.0.1 by default: anyone who can reach the port can

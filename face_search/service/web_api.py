@@ -47,7 +47,7 @@ def data_url(data: bytes, mime: str) -> str:
 
 
 def bit_string(packed: np.ndarray, num_bits: int) -> str:
-    """A packed code (LSB first, ``face_search.codes``) as '0'/'1', bit 0 first
+    """A packed code (LSB first, ``face_search.index.codes``) as '0'/'1', bit 0 first
     (bit b is 1 where the model's code b is +1)."""
     bits = np.unpackbits(np.asarray(packed, np.uint8), bitorder="little")[:num_bits]
     return "".join("1" if b else "0" for b in bits.tolist())

@@ -1,6 +1,6 @@
 """The face search web service as an ASGI app (FastAPI): the page, its JSON API, the docs.
 
-    GET  /                          the page (face_search/service/web/: index.html, app.js, style.css)
+    GET  /                          the page (service/web/: index.html, app.js, style.css)
     GET  /api/info                  index size, code bits, model, limits
     POST /api/search[?top_k=N]      a photo (raw bytes, or the multipart form field "photo")
                                     -> photo preview, detected face (box, 32x32 PNG), its
@@ -12,10 +12,11 @@ Why FastAPI: routing, method refusals, query validation, typed answers and the O
 description come from a maintained framework instead of our own code. What stays ours is
 what the service promises beyond it: every refusal in one JSON shape
 (``face_search.service.http_errors``), the upload limit checked before a body is read
-(``face_search.service.uploads``), a bounded number of searches at once (``face_search.service.search_gate``),
-and the security headers on every answer (``face_search.service.request_guard``). Static files are
-routes made from a fixed list of names read at start-up (the page's and Swagger UI's), so
-no request path ever reaches the file system. HEAD is answered as GET without the body
+(``face_search.service.uploads``), a bounded number of searches at once
+(``face_search.service.search_gate``), and the security headers on every answer
+(``face_search.service.request_guard``). Static files are routes made from a fixed list of
+names read at start-up (the page's and Swagger UI's), so no request path ever reaches the
+file system. HEAD is answered as GET without the body
 (``RequestGuard``). The service itself (``app.state.service``) may be set after the app is
 made: the server binds its port before the model loads.
 """

@@ -2,7 +2,7 @@
 
 Layout (format ``face-search-index/1``): ``index.json`` (the marker, bit count, kind,
 next gallery id, the model that made the codes, the size and SHA-256 of every other
-file, and a checksum of itself: ``face_search.manifest``), ``codes.npy``, ``ids.npy``,
+file, and a checksum of itself: ``face_search.index.manifest``), ``codes.npy``, ``ids.npy``,
 ``labels.npy``, ``identity_codes.npy``, ``identity_names.json``, ``sources.npy`` (UTF-8
 bytes) and ``source_ends.npy``.
 
@@ -15,7 +15,7 @@ new folder, an empty one or an index (the marker and only the files above) may b
 replaced. Loading checks the manifest against its checksum and every file against its
 recorded size and hash, so a damaged index is refused with the file named instead of
 answering wrong results. A load while a save swaps the folder reads the old index or the
-new one, never a mix and never a false "damaged" (``face_search.folder_snapshot``).
+new one, never a mix and never a false "damaged" (``face_search.index.folder_snapshot``).
 
 Crash points (``common.io.faults``): ``index:written`` (temporary folder complete, nothing
 swapped), ``index:aside`` (fallback only: the old index aside, the new one not yet in
@@ -31,23 +31,22 @@ import json
 import os
 import stat
 import time
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
 from common.io import interrupts
 from common.io.atomic import make_temp_dir
 # The exports' rename primitives: the same atomic exchange and no-replace rename.
-from common.io.folder_swap import discard_or_keep, fsync_tree, put_back_newest_aside, siblings, swap_in_place
+from common.io.folder_swap import (discard_or_keep, fsync_tree, put_back_newest_aside, siblings,
+                                   swap_in_place)
 from common.io.locks import folder_lock
 from common.io.faults import crash_point
-from face_search import manifest as index_manifest
+from face_search.index import manifest as index_manifest
 from face_search.errors import IndexBusyError, IndexFolderError
-from face_search.folder_snapshot import FolderReplaced, FolderSnapshot
-from face_search.manifest import FORMAT
+from face_search.index.folder_snapshot import FolderReplaced, FolderSnapshot
+from face_search.index.manifest import FORMAT
 
-if TYPE_CHECKING:
-    from face_search.index import GalleryIndex
 
 INDEX_JSON = "index.json"
 ARRAY_FILES = ("codes", "ids", "labels", "identity_codes", "sources", "source_ends")
@@ -153,9 +152,9 @@ def _sha256(f: BinaryIO) -> str:
     return digest.hexdigest()
 
 
-def _write_files(index, folder: str) -> None:
-    """Every file of the index into the empty ``folder``, flushed."""
-    arrays = index.arrays()
+def _write_files(folder: str, arrays: dict[str, Any], header: dict[str, Any]) -> None:
+    """Every file of an index into the empty ``folder``, flushed; ``header`` holds the
+    manifest's fields other than ``format``, ``saved_at`` and ``files``."""
     files = {}
     for name in ARRAY_FILES:
         file = os.path.join(folder, f"{name}.npy")
@@ -165,9 +164,7 @@ def _write_files(index, folder: str) -> None:
     for name in sorted(INDEX_FILES - {INDEX_JSON}):
         with open(os.path.join(folder, name), "rb") as f:
             files[name] = {"bytes": os.fstat(f.fileno()).st_size, "sha256": _sha256(f)}
-    manifest = {"format": FORMAT, "num_bits": index.num_bits, "kind": index.kind,
-                "count": len(index), "next_id": int(index.next_id), "model": index.model,
-                "identities": len(index.identity_counts()),
+    manifest = {"format": FORMAT, **header,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files}
     with open(os.path.join(folder, INDEX_JSON), "wb") as f:
         f.write(index_manifest.encode(manifest))
@@ -184,8 +181,10 @@ def _put_in_place(tmp: str, path: str) -> None:
     swap_in_place(tmp, path, "index", owns)
 
 
-def save_index(index, folder: str) -> str:
-    """Write ``index`` to ``folder`` atomically (module docstring). Returns the absolute path.
+def save_folder(folder: str, arrays: dict[str, Any], header: dict[str, Any]) -> str:
+    """Write an index's ``arrays`` (:data:`ARRAY_FILES` and ``identity_names``) and its
+    manifest ``header`` (``num_bits``, ``kind``, ``count``, ``next_id``, ``model``,
+    ``identities``) to ``folder`` atomically (module docstring). Returns the absolute path.
 
     Raises:
         IndexFolderError: ``folder`` is something an index may not replace.
@@ -199,7 +198,7 @@ def save_index(index, folder: str) -> str:
             discard_or_keep(stale, path, owns)
         tmp = make_temp_dir(f".{os.path.basename(path)}.tmp-", os.path.dirname(path))
         try:
-            _write_files(index, tmp)
+            _write_files(tmp, arrays, header)
             crash_point("index:written")
             interrupts.check()
             _put_in_place(tmp, path)
@@ -243,10 +242,8 @@ def _read_checked(snapshot: FolderSnapshot, manifest: dict[str, Any]) -> dict[st
     return arrays
 
 
-def _load_once(path: str) -> tuple["GalleryIndex", dict[str, Any]]:
-    """The index and manifest in the folder at ``path`` now (FolderReplaced: read again)."""
-    from face_search.index import GalleryIndex
-
+def _load_once(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest and arrays in the folder at ``path`` now (FolderReplaced: read again)."""
     if not os.path.lexists(path) and os.path.isdir(os.path.dirname(path)) and \
             siblings(path, "old"):
         with locked(path):
@@ -266,16 +263,12 @@ def _load_once(path: str) -> tuple["GalleryIndex", dict[str, Any]]:
             raise IndexFolderError(f"{path}: not an index (no {INDEX_JSON} with \"format\": "
                                    f"\"{FORMAT}\")")
         arrays = _read_checked(snapshot, manifest)
-    try:
-        index = GalleryIndex.from_arrays(manifest["num_bits"], manifest["kind"],
-                                         manifest["next_id"], manifest["model"], arrays)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise IndexFolderError(f"{path}: damaged index ({exc})") from None
-    return index, manifest
+    return manifest, arrays
 
 
-def load_saved(folder: str) -> tuple["GalleryIndex", dict[str, Any]]:
-    """``(GalleryIndex, manifest)`` of the index saved in ``folder``, both from one save.
+def load_folder(folder: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(manifest, arrays)`` of the index saved in ``folder``, both from one save, every
+    file checked against the manifest (the arrays' meaning is the gallery's to check).
 
     A save that swaps the folder meanwhile makes this read the new one from the start
     (up to ``LOAD_ATTEMPTS`` times); where the filesystem cannot exchange folders and a
@@ -298,11 +291,3 @@ def load_saved(folder: str) -> tuple["GalleryIndex", dict[str, Any]]:
     raise IndexFolderError(f"{path}: replaced by {LOAD_ATTEMPTS} saves while being read "
                            "(another process saves it continuously); try again")
 
-
-def load_index(folder: str) -> "GalleryIndex":
-    """The :class:`face_search.index.GalleryIndex` saved in ``folder`` (see :func:`load_saved`).
-
-    Raises:
-        IndexFolderError: missing, not an index, or damaged (the file is named).
-    """
-    return load_saved(folder)[0]

@@ -19,9 +19,10 @@ import logging
 import numpy as np
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines on every start
-import faiss  # noqa: E402 (after quieting its loader)
+# imported after quieting its loader:
+import faiss  # noqa: E402
 
-from face_search.codes import popcount_distances, word_count
+from face_search.index.codes import popcount_distances, word_count  # noqa: E402
 
 QUERY_BLOCK = 256        # queries per faiss call
 COUNTING_MAX_K = 256     # faiss's counting selection (faster than its heap) up to this k
@@ -35,7 +36,7 @@ def window_size(k: int, total: int) -> int:
 
 
 class FlatSearcher:
-    """faiss ``IndexBinaryFlat`` over widened codes (``face_search.codes.widen``)."""
+    """faiss ``IndexBinaryFlat`` over widened codes (``face_search.index.codes.widen``)."""
 
     def __init__(self, num_bits: int) -> None:
         self.num_bits = int(num_bits)

@@ -2,8 +2,8 @@
 
 Why our own: faiss's hashing and IVF indexes are approximate; on clustered 48-bit codes
 they found 67-93% of the true top 10 at the settings tried, or were slower (measured,
-docs/BENCHMARKS.md, "Face search"). Multi-index hashing is exact by construction and returns the project
-evaluator's order (distance, then position).
+docs/BENCHMARKS.md, "Face search"). Multi-index hashing is exact by construction and
+returns the project evaluator's order (distance, then position).
 
 The code is cut into m substrings of at most 16 bits; table t lists the items of each
 substring value (positions ascending) with a copy of their codes, so that a bucket is

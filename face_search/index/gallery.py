@@ -6,9 +6,9 @@ once, increasing, never reused after a removal, so a search result can be cited.
 
 Kinds (``GalleryIndex.create(bits, kind)``), both exact:
 
-* ``"exact"``: faiss's flat binary scan (``face_search.exact``), time linear in the
+* ``"exact"``: faiss's flat binary scan (``face_search.index.exact``), time linear in the
   gallery; the right choice up to about a million items.
-* ``"mih"``: multi-index hashing (``face_search.mih``), sub-linear on codes that cluster
+* ``"mih"``: multi-index hashing (``face_search.index.mih``), sub-linear on codes that cluster
   by identity (10x faster than the scan at 1M faces, 44x at 10M: docs/BENCHMARKS.md),
   falling back to the flat scan for a query far from everything. Its tables are built on
   the first search after a change.
@@ -19,16 +19,18 @@ Searches may run in parallel threads; ``add`` and ``remove`` must not run during
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from face_search.codes import check_num_bits, check_packed, code_bytes, widen
-from face_search.columns import NameColumn, TextColumn
-from face_search.errors import UnknownIdError
-from face_search.exact import FlatSearcher
+from face_search.index.codes import check_num_bits, check_packed, code_bytes, widen
+from face_search.index.columns import NameColumn, TextColumn
+from face_search.errors import IndexFolderError, UnknownIdError
+from face_search.index import store
+from face_search.index.exact import FlatSearcher
 
 KINDS = ("exact", "mih")
 
@@ -217,7 +219,7 @@ class GalleryIndex:
         return [self._hits(d, p) for d, p in self._flat.within(queries, int(radius))]
 
     def _knn(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        from face_search import mih
+        from face_search.index import mih
 
         k = min(k, len(self))
         if self.kind != "mih" or k == 0 or k > mih.MAX_K or not len(queries):
@@ -240,7 +242,7 @@ class GalleryIndex:
 
     # ------------------------------------------------------------------ persistence
     def arrays(self) -> dict[str, Any]:
-        """Everything ``face_search.store`` writes: numpy arrays and the name table."""
+        """Everything ``face_search.index.store`` writes: numpy arrays and the name table."""
         return {"codes": self.codes, "ids": self._ids, "labels": self._labels,
                 "identity_codes": self._identities.codes, "identity_names": self._identities.names,
                 "sources": self._sources.data, "source_ends": self._sources.ends}
@@ -273,12 +275,32 @@ class GalleryIndex:
         return index
 
     def save(self, folder: str) -> str:
-        """Write the index to ``folder`` atomically (``face_search.store``)."""
-        from face_search import store
-        return store.save_index(self, folder)
+        """Write the index to ``folder`` atomically (``face_search.index.store``).
+
+        Returns the folder's absolute path.
+        """
+        header = {"num_bits": self.num_bits, "kind": self.kind, "count": len(self),
+                  "next_id": int(self.next_id), "model": self.model,
+                  "identities": len(self.identity_counts())}
+        return store.save_folder(folder, self.arrays(), header)
 
     @classmethod
     def load(cls, folder: str) -> "GalleryIndex":
         """Read an index ``save`` wrote (IndexFolderError if missing or damaged)."""
-        from face_search import store
-        return store.load_index(folder)
+        return cls.load_saved(folder)[0]
+
+    @classmethod
+    def load_saved(cls, folder: str) -> tuple["GalleryIndex", dict[str, Any]]:
+        """``(index, manifest)`` of the index in ``folder``, both from one save.
+
+        Raises:
+            IndexFolderError: missing, not an index, or damaged (the file is named).
+            IndexBusyError: the folder stayed missing while another process saved it.
+        """
+        manifest, arrays = store.load_folder(folder)
+        try:
+            index = cls.from_arrays(manifest["num_bits"], manifest["kind"],
+                                    manifest["next_id"], manifest["model"], arrays)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexFolderError(f"{os.path.abspath(folder)}: damaged index ({exc})") from None
+        return index, manifest
