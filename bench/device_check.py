@@ -437,8 +437,9 @@ def run_check(out: str) -> dict:
           flush=True)
     try:
         evaluation = evaluation_result(FLAGS.eval_queries, FLAGS.eval_database, FLAGS.num_bits)
-        print(f"   {evaluation['seconds']:.2f} s (kernel load {evaluation['kernel_load_seconds']:.2f}"
-              f" s), mAP {evaluation['metrics']['map']:.4f}", flush=True)
+        print(f"   {evaluation['seconds']:.2f} s (kernel load "
+              f"{evaluation['kernel_load_seconds']:.2f} s), "
+              f"mAP {evaluation['metrics']['map']:.4f}", flush=True)
     except Exception as exc:  # noqa: BLE001 - the training figures still count
         evaluation = {"status": "error", "error": f"{type(exc).__name__}: {exc}", "seconds": None}
         print(f"   failed: {evaluation['error']}", flush=True)

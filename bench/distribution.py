@@ -30,7 +30,9 @@ FLAGS = flags.FLAGS
 
 _WORKER = r"""
 import json, shutil, statistics, sys, tempfile, time
-distribution, batch, steps, warmup, width, bits = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+distribution = sys.argv[1]
+batch, steps, warmup = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+width, bits = float(sys.argv[5]), int(sys.argv[6])
 from common.training.distribution import configure_cpu_devices, distributed_epoch, make_strategy
 if distribution == "mirrored":
     configure_cpu_devices(2)

@@ -97,7 +97,8 @@ def main(argv):
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"| {row} | {r['weights']:,} | {r['seconds_per_step']:.3f} | "
-              f"{r['seconds_per_epoch']:.1f} | {r['seconds_per_epoch'] * FLAGS.epochs / 3600:.2f} |",
+              f"{r['seconds_per_epoch']:.1f} | "
+              f"{r['seconds_per_epoch'] * FLAGS.epochs / 3600:.2f} |",
               flush=True)
 
 

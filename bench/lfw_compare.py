@@ -35,7 +35,8 @@ flags.DEFINE_integer("num_bits", 48, "code length")
 flags.DEFINE_integer("batch_size", 64, "batch size")
 flags.DEFINE_float("width_multiplier", 0.25, "backbone width of both methods")
 flags.DEFINE_integer("eval_every", 10, "evaluation period (epochs)")
-flags.DEFINE_list("extra", [], "extra flags for every train command, e.g. --extra=--weight_decay=l2")
+flags.DEFINE_list("extra", [],
+                  "extra flags for every train command, e.g. --extra=--weight_decay=l2")
 FLAGS = flags.FLAGS
 
 FIGURES = ("map", "precision_at_k", "precision_within_radius", "recall_within_radius")
@@ -46,7 +47,8 @@ def train_command(method: str, seed: int, model_dir: str) -> list[str]:
             "--train_dir", os.path.join(FLAGS.data, "train"),
             "--test_dir", os.path.join(FLAGS.data, "test"),
             "--num_bits", str(FLAGS.num_bits), "--epochs", str(FLAGS.epochs),
-            "--batch_size", str(FLAGS.batch_size), "--width_multiplier", str(FLAGS.width_multiplier),
+            "--batch_size", str(FLAGS.batch_size),
+            "--width_multiplier", str(FLAGS.width_multiplier),
             "--eval_every", str(FLAGS.eval_every), "--shuffle", "--seed", str(seed),
             "--log_every_steps", "0", "--model_dir", model_dir, *FLAGS.extra]
 
@@ -92,7 +94,8 @@ def main(argv):
                 report = json.load(f)
             results[method].append(report)
             print(f"   best_map mAP {report['best_map']['map']:.4f} (epoch "
-                  f"{report['best_map']['epoch']}), {time.perf_counter() - start:.0f} s", flush=True)
+                  f"{report['best_map']['epoch']}), {time.perf_counter() - start:.0f} s",
+                  flush=True)
     print(f"\nLFW 32x32, {FLAGS.num_bits} bits, {FLAGS.epochs} epochs, batch {FLAGS.batch_size}, "
           f"width x{FLAGS.width_multiplier}, shuffled, exact Hamming, index ties, best_map state")
     print(summarise(results))

@@ -27,7 +27,8 @@ flags.DEFINE_integer("identities", 1595, "identities (YouTube Faces: 1595)")
 flags.DEFINE_integer("db_per_identity", 40, "database items per identity")
 flags.DEFINE_integer("queries_per_identity", 5, "queries per identity")
 flags.DEFINE_integer("bits", 48, "code length")
-flags.DEFINE_float("noise", 1.2, "code noise around each identity's centre (more noise, fewer ties)")
+flags.DEFINE_float("noise", 1.2,
+                   "code noise around each identity's centre (more noise, fewer ties)")
 flags.DEFINE_integer("original_queries", 100, "queries for the original transcription (0 skips it)")
 flags.DEFINE_integer("seed", 0, "random seed")
 flags.DEFINE_list("engines", ["numba", "numpy"], "retrieval_metrics engines to time")
@@ -116,12 +117,15 @@ def main(argv):
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
           f"python {platform.python_version()}")
     print(f"size: {len(q)} queries x {len(db)} database items, {FLAGS.bits} bits")
-    _, s, _ = measure(lambda: retrieval_metrics(q[:2], q_y[:2], db[:100], db_y[:100], engine="numba"))
+    _, s, _ = measure(lambda: retrieval_metrics(q[:2], q_y[:2], db[:100], db_y[:100],
+                                                engine="numba"))
     print(f"first numba call (compiles the kernel, or loads it from numba's cache): {s:.2f} s")
     for engine in FLAGS.engines:
         for hamming, ties in [("exact", "index"), ("exact", "expected"), ("legacy", "index")]:
-            r, s, peak = measure(lambda: retrieval_metrics(q, q_y, db, db_y, hamming=hamming,
-                                                           ties=ties, engine=engine))
+            def run(hamming=hamming, ties=ties, engine=engine):
+                return retrieval_metrics(q, q_y, db, db_y, hamming=hamming, ties=ties,
+                                         engine=engine)
+            r, s, peak = measure(run)
             print(f"retrieval_metrics engine={engine:5s} hamming={hamming:6s} ties={ties:8s}: "
                   f"{s:6.2f} s, peak {peak:6.1f} MiB | "
                   + ", ".join(f"{k} {v:.4f}" for k, v in r.items()))
@@ -130,8 +134,10 @@ def main(argv):
     if FLAGS.original_queries:
         sub = slice(0, FLAGS.original_queries)
         orig, s_orig, _ = measure(lambda: original_search(q[sub], q_y[sub], db, db_y))
-        ours, s_ours, _ = measure(lambda: retrieval_metrics(q[sub], q_y[sub], db, db_y, hamming="legacy"))
-        print(f"original transcription, {FLAGS.original_queries} queries x {len(db)}: {s_orig:.2f} s "
+        ours, s_ours, _ = measure(lambda: retrieval_metrics(q[sub], q_y[sub], db, db_y,
+                                                            hamming="legacy"))
+        print(f"original transcription, {FLAGS.original_queries} queries x {len(db)}: "
+              f"{s_orig:.2f} s "
               f"(~{s_orig / FLAGS.original_queries * len(q) / 60:.1f} min at {len(q)} queries); "
               f"retrieval_metrics(legacy) on the same subset: {s_ours:.3f} s; "
               f"speed ratio {s_orig / s_ours:.0f}x")

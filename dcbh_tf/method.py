@@ -48,7 +48,8 @@ class DCBH(HashingMethod):
             "quantization": self.quantization_weight * batch_mean(
                 tf.abs(QUANTIZATION_TARGET - tf.abs(codes))),
             "center": self.center_weight * center_layer.loss(outputs["features"], labels),
-            "regularization": weight_decay_loss(kernels, self.weight_decay, self.weight_decay_scale),
+            "regularization": weight_decay_loss(kernels, self.weight_decay,
+                                                self.weight_decay_scale),
         }
 
     def loss_reductions(self) -> dict[str, str]:

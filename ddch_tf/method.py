@@ -51,7 +51,8 @@ class DDCH(HashingMethod):
                 "feature_center").loss(outputs["features"], labels),
             "code_center": self.code_center_weight * model.get_layer("code_center").loss(
                 outputs["codes"], labels),
-            "regularization": weight_decay_loss(kernels, self.weight_decay, self.weight_decay_scale),
+            "regularization": weight_decay_loss(kernels, self.weight_decay,
+                                                self.weight_decay_scale),
         }
 
     def loss_reductions(self) -> dict[str, str]:

@@ -1,1 +1,2 @@
-"""DFH-GANs (Wang, 2021): metric hash loss, quadratic quantization, distillation, GAN augmentation."""
+"""DFH-GANs (Wang, 2021): metric hash loss, quadratic quantization, distillation, GAN
+augmentation."""

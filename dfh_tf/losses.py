@@ -79,7 +79,8 @@ def hash_centers(num_classes: int, num_bits: int, seed: int = 0) -> np.ndarray:
     for c in range(num_classes):
         candidates = rng.integers(0, 2, (CENTER_CANDIDATES, num_bits)).astype(np.int8) * 2 - 1
         if c:
-            distance = (num_bits - candidates.astype(np.int32) @ centers[:c].T.astype(np.int32)) // 2
+            agreement = candidates.astype(np.int32) @ centers[:c].T.astype(np.int32)
+            distance = (num_bits - agreement) // 2
             candidates = candidates[[int(np.argmax(distance.min(axis=1)))]]
         centers[c] = candidates[0]
     return centers

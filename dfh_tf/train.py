@@ -3,7 +3,8 @@
     python -m dfh_tf.train --dataset synthetic --epochs 30 --feature_epochs 10 --model_dir /tmp/dfh
     python -m dfh_tf.train --dataset folder --train_dir AUGMENTED/train --test_dir TEST ...
 
-Model flags come from the method's settings (dfh_tf/settings.py); data, loop and evaluation flags are shared (common/cli/train_flags.py).
+Model flags come from the method's settings (dfh_tf/settings.py); data, loop and
+evaluation flags are shared (common/cli/train_flags.py).
 Two stages: --feature_epochs epochs of the feature classifier alone, then the codes
 (metric hash loss with sign control, quadratic quantization, distillation from the
 feature classifier). The ablation switches (--hash_loss cross_entropy, --quantization

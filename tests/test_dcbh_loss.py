@@ -216,8 +216,8 @@ def test_before_optimizer_step_direct_center_update():
     for y in (1, 3):
         np.testing.assert_array_equal(after[y], before[y])
     # label 2 (3 occurrences): c - 3 * (c - mean f) / 4
-    np.testing.assert_allclose(after[2], before[2] - 0.75 * (before[2] - features[LABELS == 2].mean(0)),
-                               rtol=1e-5, atol=1e-6)
+    expected = before[2] - 0.75 * (before[2] - features[LABELS == 2].mean(0))
+    np.testing.assert_allclose(after[2], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_center_update_does_not_touch_other_weights():

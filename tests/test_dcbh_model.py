@@ -315,7 +315,8 @@ def test_mixed_bfloat16():
         for name, value in terms.items():
             assert value.dtype == tf.float32 and np.isfinite(float(value)), name
         grads = tape.gradient(total, model.trainable_weights)
-        assert all(g is not None and np.all(np.isfinite(arr(tf.convert_to_tensor(g)))) for g in grads)
+        assert all(g is not None and np.all(np.isfinite(arr(tf.convert_to_tensor(g))))
+                   for g in grads)
         before = arr(centers).copy()
         method.before_optimizer_step(model, named, labels)
         assert not np.array_equal(arr(centers), before)

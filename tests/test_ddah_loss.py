@@ -53,7 +53,8 @@ def test_quantization_sums_over_bits_and_averages_over_samples():
     assert got == pytest.approx(ref.quantization(h, 0.001), rel=1e-5)
     per_sample = np.abs(np.abs(h.astype(np.float64)) - 1).sum(axis=1)
     assert got == pytest.approx(0.001 * per_sample.mean(), rel=1e-5)
-    assert got == pytest.approx(48 * 0.001 * np.abs(np.abs(h) - 1).mean(), rel=1e-5)  # not DDH's mean
+    # a sum over the bits (48 x the mean), not DDH's mean
+    assert got == pytest.approx(48 * 0.001 * np.abs(np.abs(h) - 1).mean(), rel=1e-5)
     assert float(losses.quantization_loss(tf.constant(h), weight=0.5)) == pytest.approx(
         500 * got, rel=1e-5)
     assert float(losses.quantization_loss(tf.constant([[1.0, -1.0]]))) == 0.0

@@ -17,7 +17,8 @@ def f64(x) -> np.ndarray:
 
 # --------------------------------------------------------------------------- basic ops
 def conv2d(x, kernel, bias, stride=1):
-    """Valid cross-correlation: out[n, i, j, o] = sum x[n, s*i + a, s*j + b, c] k[a, b, c, o] + bias."""
+    """Valid cross-correlation:
+    out[n, i, j, o] = sum x[n, s*i + a, s*j + b, c] k[a, b, c, o] + bias."""
     x, kernel = f64(x), f64(kernel)
     kh, kw, _, out_c = kernel.shape
     n, h, w, _ = x.shape
@@ -189,7 +190,7 @@ def quantization(hash_values, weight=0.001):
     return float(weight * np.mean(np.sum(np.abs(np.abs(h) - 1.0), axis=1)))
 
 
-# --------------------------------------------------------------------------- the references' own checks
+# ------------------------------------------------------------- the references' own checks
 def test_conv_transpose_reference_by_hand():
     """ConvTranspose2d(1, 1, 3, stride 2, padding 1, output_padding 1), all-ones kernel, on
     [[1, 2], [3, 4]]: input (i, j) covers full-output rows / columns 2i..2i+2 (full 5x5);

@@ -258,8 +258,8 @@ def test_before_optimizer_step_updates_both_center_sets():
     method.before_optimizer_step(model, outputs, tf.constant(LABELS))
     for name in CENTERS:
         after = centers_of(model, name)
-        np.testing.assert_allclose(after, before[name] - center_update_delta(x[name], LABELS, before[name]),
-                                   rtol=1e-5, atol=1e-6, err_msg=name)
+        expected = before[name] - center_update_delta(x[name], LABELS, before[name])
+        np.testing.assert_allclose(after, expected, rtol=1e-5, atol=1e-6, err_msg=name)
         for y in (1, 3):                                   # absent labels untouched, bit for bit
             np.testing.assert_array_equal(after[y], before[name][y])
         for y in (0, 2, 4):

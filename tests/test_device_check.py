@@ -71,7 +71,7 @@ def test_script_runs_on_cpu_and_reports_every_config(tiny_run, device_check):
 
     results = {r["config"]: r for r in report["configs"]}
     assert list(results) == list(CONFIGS)
-    for name, r in results.items():
+    for r in results.values():
         assert (r.get("images_per_second") or 0) > 0 or r.get("reason") or r.get("error"), r
     assert results["float32"]["status"] == "ok"
     assert results["float32"]["replicas"] == 1

@@ -61,7 +61,8 @@ def test_the_training_loop_and_the_gan_read_through_it(tmp_path):
 def test_an_append_after_a_torn_line_starts_a_line_of_its_own(tmp_path):
     # A kill mid-write leaves '{"epoch": 3, "lo' without its newline; the resumed run's
     # line for epoch 3 must not be glued onto it (which would lose epoch 3 for good).
-    (tmp_path / HISTORY).write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "lo', encoding="utf-8")
+    (tmp_path / HISTORY).write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "lo',
+                                    encoding="utf-8")
     append_history_line(str(tmp_path), {"epoch": 3, "loss": 0.5})
     append_history_line(str(tmp_path), {"epoch": 4, "loss": 0.4})
     assert (tmp_path / HISTORY).read_text().splitlines() == [

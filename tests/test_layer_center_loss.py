@@ -229,7 +229,8 @@ def test_keras_save_and_reload_keeps_centers(tmp_path):
     reloaded = keras.models.load_model(path)
     layer2 = reloaded.get_layer("center_loss")
     assert isinstance(layer2, CenterLoss)
-    assert (layer2.num_classes, layer2.reduction, layer2.trainable_centers) == (NUM_CLASSES, "mean", True)
+    assert (layer2.num_classes, layer2.reduction, layer2.trainable_centers) == (
+        NUM_CLASSES, "mean", True)
     np.testing.assert_array_equal(layer2.centers.numpy(), updated)
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0), before)
     assert any(w is layer2.centers for w in reloaded.trainable_weights)

@@ -17,10 +17,10 @@ def reference_sign(x):
 
 def edge_values(dtype):
     finfo = np.finfo(dtype)
-    return np.array([0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 1e-30, -1e-30, finfo.tiny, -finfo.tiny, 1e-8, -1e-8,
-                     0.3, -0.3, 0.1, -0.1, 1.0 + finfo.eps, -1.0 - finfo.eps, 3.0, -3.0,
-                     2.0 ** 24 + 2, -(2.0 ** 24) - 2, 1e8, -1e8, 1e30, -1e30, finfo.max, -finfo.max],
-                    dtype=dtype)
+    return np.array([0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 1e-30, -1e-30, finfo.tiny, -finfo.tiny,
+                     1e-8, -1e-8, 0.3, -0.3, 0.1, -0.1, 1.0 + finfo.eps, -1.0 - finfo.eps,
+                     3.0, -3.0, 2.0 ** 24 + 2, -(2.0 ** 24) - 2, 1e8, -1e8, 1e30, -1e30,
+                     finfo.max, -finfo.max], dtype=dtype)
 
 
 def grad_of(layer, x, upstream):
@@ -144,5 +144,6 @@ def test_keras_save_and_reload(tmp_path, clip):
 
 
 def test_registered_for_serialization():
-    assert keras.saving.get_registered_object("face_hashing>StraightThroughSign") is StraightThroughSign
-    assert keras.saving.get_registered_name(StraightThroughSign) == "face_hashing>StraightThroughSign"
+    name = "face_hashing>StraightThroughSign"
+    assert keras.saving.get_registered_object(name) is StraightThroughSign
+    assert keras.saving.get_registered_name(StraightThroughSign) == name

@@ -26,7 +26,8 @@ def tied_problem(rng, bits, num_queries=12, num_db=150, num_labels=5):
     queries = rng.normal(size=(num_queries, bits))
     queries[:4] = db[:4] + 0.01 * rng.normal(size=(4, bits))
     db_labels = rng.integers(0, num_labels, num_db)
-    query_labels = rng.integers(0, num_labels + 1, num_queries)   # label num_labels: no relevant item
+    # label num_labels: a query with no relevant item
+    query_labels = rng.integers(0, num_labels + 1, num_queries)
     return queries, query_labels, db, db_labels
 
 
@@ -156,7 +157,8 @@ def test_legacy_distance_drops_bit_7_of_every_byte():
 
 def test_legacy_bits_of_a_partial_byte():
     # 4 bits: value = sum 2^i * s_i in [-15, 15], stored modulo 256.
-    bits = np.array([[True, True, True, True], [False, False, False, False], [True, False, False, False]])
+    bits = np.array([[True, True, True, True], [False, False, False, False],
+                     [True, False, False, False]])
     packed = np.packbits(legacy_bits(bits), axis=1)[:, 0]
     assert packed.tolist() == [15, (-15) % 256, (1 - 2 - 4 - 8) % 256]
 

@@ -356,7 +356,8 @@ def test_run_outputs_are_readable_like_any_other_output(data, tmp_path):
     state = checkpoints.read_index(str(model_dir))["slots"]["last"]["dir"]
     folders = [model_dir / "checkpoints", model_dir / "checkpoints" / state]
     files = [model_dir / RUN_CONFIG, model_dir / "metrics.json",
-             model_dir / "checkpoints" / "index.json", model_dir / "checkpoints" / state / "info.json",
+             model_dir / "checkpoints" / "index.json",
+             model_dir / "checkpoints" / state / "info.json",
              model_dir / "checkpoints" / state / "metrics.json"]
     for folder in folders:
         assert oct(folder.stat().st_mode & 0o777) == oct(0o755), folder

@@ -67,7 +67,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    """Console entry point (``face-hash-synthetic``); one-line errors: common.cli.runner.run_main."""
+    """Console entry point (``face-hash-synthetic``); one-line errors (runner.run_main)."""
     runner.run_main(main)
 
 

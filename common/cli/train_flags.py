@@ -229,7 +229,8 @@ def run_training(method: MethodOrFactory) -> dict:
         sparse_adam=SPARSE_ADAM.value,
         shuffle=SHUFFLE.value, seed=SEED.value, eval_every=EVAL_EVERY.value,
         hamming=HAMMING.value, ties=TIES.value, top_k=TOP_K.value, radius=RADIUS.value,
-        eval_batch_norm=EVAL_BATCH_NORM.value, mixed_precision=MIXED_PRECISION.value, jit_compile=JIT_COMPILE.value,
+        eval_batch_norm=EVAL_BATCH_NORM.value, mixed_precision=MIXED_PRECISION.value,
+        jit_compile=JIT_COMPILE.value,
         deterministic=DETERMINISTIC.value, distribution=DISTRIBUTION.value,
         log_every_steps=LOG_EVERY_STEPS.value,
         max_steps_per_epoch=MAX_STEPS_PER_EPOCH.value)

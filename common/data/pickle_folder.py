@@ -73,7 +73,8 @@ def _label_list(path: str, y: list | tuple) -> np.ndarray:
     for value in y:
         if isinstance(value, (str, bytes)):
             dtype = np.asarray(value).dtype
-            raise DataFormatError(path, f"labels must be integers, got dtype {dtype} in the label list")
+            raise DataFormatError(
+                path, f"labels must be integers, got dtype {dtype} in the label list")
         if not isinstance(value, (numbers.Number, np.generic)):
             raise DataFormatError(
                 path, f"labels must be one-dimensional integers, found a {type(value).__name__} "
@@ -200,7 +201,9 @@ def _read_file(path: str) -> tuple[np.ndarray, np.ndarray, int]:
     except Exception as exc:  # corrupt streams raise many kinds of errors
         raise DataFormatError(path, f"corrupt pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
-        got = type(obj).__name__ + (f" of length {len(obj)}" if isinstance(obj, (tuple, list)) else "")
+        got = type(obj).__name__
+        if isinstance(obj, (tuple, list)):
+            got += f" of length {len(obj)}"
         raise DataFormatError(path, f"expected a pickled tuple (x, y), got {got}")
     x, constant = _as_pixels(path, obj[0])
     y = _as_labels(path, obj[1])

@@ -46,9 +46,9 @@ class ArrayPipeline:
         ...     ...
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int = ORIGINAL_BATCH_SIZE,
-                 shuffle: bool = False, seed: int = 0, drop_remainder: bool = False,
-                 deterministic: bool = True):
+    def __init__(self, images: np.ndarray, labels: np.ndarray,
+                 batch_size: int = ORIGINAL_BATCH_SIZE, shuffle: bool = False, seed: int = 0,
+                 drop_remainder: bool = False, deterministic: bool = True):
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < 1:

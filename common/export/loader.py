@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from common.export.folder import EXPORT_INFO, FORMAT, FORMAT_KEY, ExportDirError, has_marker, read_info, recover_export
+from common.export.folder import (EXPORT_INFO, FORMAT, FORMAT_KEY, ExportDirError, has_marker,
+                                  read_info, recover_export)
 from common.export.serving import ANY_SIZE_SIGNATURE, IMAGE_SHAPE, SIGNATURE
 
 

@@ -28,7 +28,8 @@ class BlockHash(keras.layers.Layer):
     def __init__(self, num_bits: int, code_length: int, **kwargs):
         super().__init__(**kwargs)
         if num_bits < 1 or code_length < 1:
-            raise ValueError(f"num_bits and code_length must be >= 1, got {num_bits}, {code_length}")
+            raise ValueError(
+                f"num_bits and code_length must be >= 1, got {num_bits}, {code_length}")
         self.num_bits = int(num_bits)
         self.code_length = int(code_length)
 

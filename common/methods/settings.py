@@ -118,8 +118,9 @@ def problem(name: str, kind: type, spec: Setting, value: Any) -> str | None:
     if spec.above is not None and not value > spec.above:
         return f"{name} must be > {_g(spec.above)}, got {value}"
     if spec.below is not None and not value < spec.below:
-        return (f"{name} must be in [{_g(spec.low)}, {_g(spec.below)}), got {value}" if spec.low is not None
-                else f"{name} must be < {_g(spec.below)}, got {value}")
+        if spec.low is not None:
+            return f"{name} must be in [{_g(spec.low)}, {_g(spec.below)}), got {value}"
+        return f"{name} must be < {_g(spec.below)}, got {value}"
     if spec.at_most is not None and not value <= spec.at_most:
         return f"{name} must be <= {_g(spec.at_most)}, got {value}"
     if spec.upper is not None and not value <= spec.upper:

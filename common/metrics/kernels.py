@@ -133,7 +133,8 @@ def _query_stats(q, relevant, d_words, nbins, top_k, radius, expected, harmonic,
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def query_stats(q_words, q_ids, d_words, rel_ptr, rel_items, nbins, top_k, radius, expected, harmonic):
+def query_stats(q_words, q_ids, d_words, rel_ptr, rel_items, nbins, top_k, radius, expected,
+                harmonic):
     """Per-query (ap, precision@k, precision@r, recall@r) for all queries, in parallel.
 
     Args:

@@ -23,7 +23,8 @@ def conv_bn_relu(x, filters: int, name: str):
     """3x3 SAME conv without bias -> batch norm -> ReLU."""
     x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
                             kernel_initializer="glorot_uniform", name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                                        name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 

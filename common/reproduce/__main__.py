@@ -25,8 +25,8 @@ DATA_DIR = flags.DEFINE_string("data_dir", None, "Parent folder of the split fol
 TRAIN_DIR = flags.DEFINE_string("train_dir", None, "Train split folder (--dataset folder).")
 TEST_DIR = flags.DEFINE_string("test_dir", None, "Test split folder (--dataset folder).")
 METHODS = flags.DEFINE_list("methods", ["dcbh", "ddch", "ddh", "itq", "lsh"],
-                            "Methods (rows of the table): every registered method and its extra rows (ablations), "
-                            "itq and lsh; "
+                            "Methods (rows of the table): every registered method and its "
+                            "extra rows (ablations), itq and lsh; "
                             "method@width is a row at its own width (e.g. ddah@1: DDAH at "
                             "its published size beside rows at --width_multiplier).")
 BITS = flags.DEFINE_list("bits", ["12", "24", "36", "48"], "Code lengths (columns).")

@@ -11,6 +11,11 @@ from common.metrics import METRIC_KEYS
 from common.reproduce.cells import HAMMINGS
 from common.reproduce.methods import display_name, is_deep, row_width
 
+
+def _tie_rule(ties: str) -> str:
+    return "by database index" if ties == "index" else "exact expectation over a random order"
+
+
 METRIC_TITLES = {
     "map": "mAP",
     "precision_at_k": "precision@{top_k}",
@@ -185,7 +190,7 @@ def results_markdown(cells, methods, bits, seeds, settings: dict[str, Any],
               f"width{'; widths here: ' + ', '.join(f'{w:g}' for w in widths) if widths else ''}), "
               f"{selection_text(settings)}. Ties between equal distances: "
               f"**{settings['ties']}** "
-              f"({'by database index' if settings['ties'] == 'index' else 'exact expectation over a random order'}).\n\n")
+              f"({_tie_rule(settings['ties'])}).\n\n")
     out.write("## Size: trainable weights / multiply-adds to code one image\n\n")
     out.write(f"{size_table(cells, methods, bits, seeds)}\n\n(Weights: every trainable "
               "weight of the trained network, classifier heads and centers included; ITQ and "

@@ -165,7 +165,8 @@ class _Trainer:
                    distributed_epoch(self.distribution, self.pipeline, epoch_index, total))
         stats = epochs.train_epoch(self.steps.train_step, batches, total, epoch_index,
                                    epoch_index, self.store.directory, progress)
-        epochs.check_state(list(self.model.variables) + self.optimizer_variables, epoch_index + 1, total, epoch_index, self.store.directory)
+        epochs.check_state(list(self.model.variables) + self.optimizer_variables,
+                           epoch_index + 1, total, epoch_index, self.store.directory)
         return stats
 
     def probe_codes(self):

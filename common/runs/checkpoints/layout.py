@@ -30,7 +30,8 @@ SLOTS = ("last", "best_loss", "best_map")
 TMP = ".tmp-"
 STATE = "e"  # state folders: e<epoch>-<random>
 INDEX_VERSION = 1
-STATE_METRICS = "metrics.json"  # in a state folder: its evaluation (common.runs.checkpoints.recovery)
+# in a state folder: its evaluation (common.runs.checkpoints.recovery)
+STATE_METRICS = "metrics.json"
 # What TensorFlow raises for truncated or corrupt checkpoint files.
 UNREADABLE = (tf.errors.OpError, IndexError)
 

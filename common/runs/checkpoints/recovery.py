@@ -134,7 +134,8 @@ def rebuild_index(directory: str, prefix: str, info: str, version: int,
                             os.path.join(directory, check.name), check.problem)
     index = {"version": version, "slots": slots, "keep": keep,
              "rebuilt_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    logging.warning("rebuilt %s from %d intact state(s): %s%s", os.path.join(directory, "index.json"),
-                    len(intact), ", ".join(f"{s} = epoch {r['epoch']}" for s, r in slots.items())
+    logging.warning("rebuilt %s from %d intact state(s): %s%s",
+                    os.path.join(directory, "index.json"), len(intact),
+                    ", ".join(f"{s} = epoch {r['epoch']}" for s, r in slots.items())
                     or "no slot", f"; kept unnamed: {', '.join(keep)}" if keep else "")
     return index
