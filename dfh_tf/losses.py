@@ -10,6 +10,9 @@
   ``| |h| - 1 |`` (DDAH's), mean over samples and bits.
 * :func:`distillation_loss`: Hinton's soft-target KL from the feature classifier
   (teacher) to the code classifier (student), times T^2.
+* :func:`similarity_distillation_loss`: the other reading of "distillation" (relational:
+  Park et al., CVPR 2019): the codes' pairwise cosine similarities learn the feature
+  classifier's, with no classifier on the codes.
 """
 
 from __future__ import annotations
@@ -111,3 +114,18 @@ def distillation_loss(student_logits: tf.Tensor, teacher_logits: tf.Tensor,
     target = tf.nn.softmax(t)
     kl = tf.reduce_sum(target * (tf.nn.log_softmax(t) - tf.nn.log_softmax(s)), axis=1)
     return temperature ** 2 * batch_mean(kl)
+
+
+def similarity_distillation_loss(codes: tf.Tensor, teacher_logits: tf.Tensor) -> tf.Tensor:
+    """mean_ij (cos(h_i, h_j) - cos(t_i, t_j))^2 over the batch's pairs, the teacher fixed.
+
+    ``h`` are the relaxed codes, ``t`` the feature classifier's logits (held fixed by a
+    stop-gradient). For binary codes cos(h_i, h_j) = 1 - 2 d_H / K, so the codes learn the
+    teacher's relations (one identity near, others about K/2 apart) instead of having to
+    classify every identity themselves. The diagonal (1 = 1) adds nothing; a row of zeros
+    has cosine 0 with everything. 0 for an empty batch.
+    """
+    h = tf.math.l2_normalize(tf.cast(codes, tf.float32), axis=1)
+    t = tf.math.l2_normalize(tf.stop_gradient(tf.cast(teacher_logits, tf.float32)), axis=1)
+    return batch_mean(tf.square(tf.matmul(h, h, transpose_b=True)
+                                - tf.matmul(t, t, transpose_b=True)))

@@ -30,7 +30,9 @@ class DFH(HashingMethod):
         + sign: sign_weight * CSQ's per-bit cross-entropy to the identity's hash center
           (metric only)
         + quantization: quantization_weight * mean (|h| - 1)^2 (or | |h| - 1 |)
-        + distillation: distillation_weight * T^2 KL(feature classifier || code classifier)
+        + distillation: distillation_weight * T^2 KL(feature classifier || code classifier),
+          or with distillation="similarity" the squared differences of the codes' and the
+          feature classifier's pairwise cosine similarities
 
     In stage 0 the other terms are computed and weighted by 0 (logged as 0). One Adam,
     the loop's constant rate. Codes: sign(relaxed_codes).
@@ -84,9 +86,15 @@ class DFH(HashingMethod):
             "sign": on * sign,
             "quantization": on * self.quantization_weight * losses.quantization_loss(
                 codes, self.quantization),
-            "distillation": on * self.distillation_weight * losses.distillation_loss(
-                outputs["logits"], outputs["feature_logits"], self.temperature),
+            "distillation": on * self.distillation_weight * self._distillation(outputs),
         }
+
+    def _distillation(self, outputs) -> tf.Tensor:
+        if self.distillation == "similarity":
+            return losses.similarity_distillation_loss(outputs["relaxed_codes"],
+                                                       outputs["feature_logits"])
+        return losses.distillation_loss(outputs["logits"], outputs["feature_logits"],
+                                        self.temperature)
 
     def loss_reductions(self) -> dict[str, str]:
         """Every part is a batch mean; the pair loss averages the pairs of each replica's

@@ -23,9 +23,13 @@ class DFHSettings(MethodSettings):
                    {"hash_loss": "cross_entropy"}),
         "dfh_first_order": ("DFH with first-order quantization", {"quantization": "first_order"}),
         "dfh_no_distillation": ("DFH without distillation", {"distillation_weight": 0.0}),
+        "dfh_similarity": ("DFH distilling the feature classifier's similarities into the codes",
+                           {"distillation": "similarity"}),
         "dfh_one_stage": ("DFH in one stage (codes trained from the start)",
                           {"feature_epochs": 0}),
     }
+    # Runs recorded before the setting existed distilled logits.
+    added_later: ClassVar[dict] = {"distillation": "logits"}
     flag_checks: ClassVar[tuple] = (
         (("feature_epochs", "epochs"), lambda v: v["feature_epochs"] < v["epochs"],
          "--feature_epochs must be below --epochs, or the codes are never trained"),)
@@ -53,5 +57,11 @@ class DFHSettings(MethodSettings):
     distillation_weight: float = setting(
         1.0, "Weight of the distillation from the feature classifier to the code classifier "
         "(0: none, ablation).", low=0.0, finite=True)
-    temperature: float = setting(4.0, "Distillation temperature T.", above=0.0, finite=True)
+    distillation: str = setting(
+        "logits", "logits: the code classifier learns the feature classifier's softened "
+        "outputs (DFH as built); similarity: the codes' pairwise cosine similarities learn the "
+        "feature classifier's (no classification through the codes).",
+        choices=("logits", "similarity"))
+    temperature: float = setting(4.0, "Distillation temperature T (distillation logits).",
+                                 above=0.0, finite=True)
     center_seed: int = setting(0, "Seed of the identity hash centers.", low=0, high=SEED)

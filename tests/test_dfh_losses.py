@@ -157,3 +157,44 @@ def test_distillation_is_hinton_kl_and_only_the_student_learns():
                                    atol=1e-7)
         assert g_t is None
     assert float(losses.distillation_loss(t, t)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_similarity_distillation_matches_cosine_relations_and_only_the_codes_learn():
+    h = RNG.normal(0, 1, (5, 8)).astype(np.float32)
+    t = RNG.normal(0, 3, (5, 7)).astype(np.float32)
+    hn = h / np.linalg.norm(h, axis=1, keepdims=True)
+    tn = t / np.linalg.norm(t, axis=1, keepdims=True)
+    expected = np.mean((hn @ hn.T - tn @ tn.T) ** 2)
+    codes, teacher = tf.Variable(h), tf.Variable(t)
+    with tf.GradientTape() as tape:
+        value = losses.similarity_distillation_loss(codes, teacher)
+    g_h, g_t = tape.gradient(value, [codes, teacher])
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+    assert g_t is None and np.all(np.isfinite(g_h.numpy())) and np.abs(g_h.numpy()).max() > 0
+    # codes whose relations are the teacher's cost nothing, whatever their scale
+    assert float(losses.similarity_distillation_loss(3.0 * tn, t)) == pytest.approx(0, abs=1e-6)
+    # binary codes: cos = 1 - 2 d / K, so one identity's codes near and another's at K/2 give
+    # exactly the relations of a one-hot teacher (cosine 1 within, 0 across identities)
+    binary = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [1, -1, 1, -1]], np.float32)
+    one_hot = np.array([[5, 0], [5, 0], [0, 5]], np.float32)
+    assert float(losses.similarity_distillation_loss(binary, one_hot)) == pytest.approx(0, abs=1e-6)
+    assert float(losses.similarity_distillation_loss(np.zeros((0, 4), np.float32),
+                                                     np.zeros((0, 2), np.float32))) == 0.0
+
+
+def test_the_distillation_setting_chooses_the_term_and_old_runs_read_as_logits():
+    from dfh_tf.method import DFH
+
+    assert DFH.complete_config({"method": "dfh"})["distillation"] == "logits"
+    with pytest.raises(ValueError, match="distillation"):
+        DFH(distillation="features")
+    method = DFH(num_bits=4, width_multiplier=0.0625, feature_epochs=0, distillation="similarity")
+    method.build_model(2)
+    codes = np.array([[1, 1, 1, 1], [1, -1, 1, -1]], np.float32)
+    outputs = {"relaxed_codes": codes, "feature_logits": np.array([[4, 0], [0, 4]], np.float32),
+               "logits": np.array([[9, -9], [9, -9]], np.float32)}
+    # similarity: the codes are 2 bits apart of 4 (cosine 0) as the teacher's rows are: 0,
+    # whatever the code classifier says
+    assert float(method._distillation(outputs)) == pytest.approx(0, abs=1e-6)
+    logits_method = DFH(num_bits=4, width_multiplier=0.0625, feature_epochs=0)
+    assert float(logits_method._distillation(outputs)) > 1.0  # the classifier disagrees
