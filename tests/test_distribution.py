@@ -134,7 +134,8 @@ from common.runs.checkpoints import store as checkpoints
 from common.training.data import load_split_data
 from common.training.loop import TrainConfig, train
 """ + _MAKE_METHOD + r"""
-root, method_name, epsilon, batch, epochs = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+root, method_name = sys.argv[1], sys.argv[2]
+epsilon, batch, epochs = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 data = load_split_data("synthetic", os.path.join(root, "data"), synthetic_kwargs=dict(
     num_identities=8, train_per_identity=5, test_per_identity=2))
 
@@ -165,7 +166,8 @@ loss = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(h1, h2))
 parts = max(abs(a["loss_parts"][k] - b["loss_parts"][k]) for a, b in zip(h1, h2)
             for k in a["loss_parts"])
 run_config = json.load(open(os.path.join(root, "mirrored", "run_config.json")))
-print(json.dumps({"worst": worst, "worst_key": worst_key, "loss": loss, "parts": parts, "epochs": len(h2),
+print(json.dumps({"worst": worst, "worst_key": worst_key, "loss": loss, "parts": parts,
+                  "epochs": len(h2),
                   "iterations": [int(one["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]),
                                  int(two["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"])],
                   "replicas": run_config["replicas"],

@@ -55,7 +55,8 @@ def make_method(name):
 
 _TRAIN = r"""
 import json, os, sys
-root, distribution, methods, epochs, batch = sys.argv[1], sys.argv[2], sys.argv[3].split(","), int(sys.argv[4]), int(sys.argv[5])
+root, distribution, methods = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+epochs, batch = int(sys.argv[4]), int(sys.argv[5])
 if distribution == "multi_worker":
     from common.training.distribution import make_strategy
     make_strategy("multi_worker")  # before TensorFlow's first op
@@ -257,7 +258,7 @@ def test_a_killed_worker_stops_the_chief_and_both_resume(tmp_path, single_device
     ports = _free_ports(2)
     workers = [_cli_worker(tmp_path, ports, i, EPOCHS) for i in range(2)]
     outputs = [w.communicate(timeout=600) for w in workers]
-    for w, (out, err) in zip(workers, outputs):
+    for w, (_out, err) in zip(workers, outputs):
         assert w.returncode == 0, err[-3000:]
     assert "resuming" in outputs[0][0] and "best_map" in outputs[0][0]   # the chief's report
     assert "worker worker 1: trained to epoch 2" in outputs[1][0]
