@@ -48,14 +48,19 @@ def _our_lines(stderr: str) -> list[str]:
 
 
 def _assert_one_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> str:
-    """Exit ``code``, exactly one ``error:`` line on stderr, naming every fragment."""
+    """Exit ``code``, exactly one ``error:`` line on stderr, the last, naming every fragment.
+
+    The commands' plain log lines ("loaded ...: 12 images") may come before it: they are
+    progress, on stderr as logging is; the failure is said once, at the end."""
     lines = _our_lines(result.stderr)
     assert result.returncode == code, result.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    errors = [line for line in lines if line.startswith("error")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr[-3000:]
+    assert errors[0].startswith("error: "), errors[0]
     assert "Traceback" not in result.stderr + result.stdout
     for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+        assert fragment in errors[0], errors[0]
+    return errors[0]
 
 
 # ------------------------------------------------------------------------ bad flags
@@ -224,6 +229,38 @@ def test_sigterm_elsewhere_is_an_interrupt(capsys, monkeypatch):
         signal.signal(signal.SIGTERM, previous)
     assert stop.value.code == runner.EXIT_INTERRUPTED
     assert capsys.readouterr().err == "error: interrupted by SIGTERM\n"
+
+
+_LATE = """
+import atexit, os, signal, sys
+from common.cli import runner
+
+def main(argv):
+    if sys.argv[1] == "late":  # a SIGTERM after main returned, while the process ends
+        atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))
+    print("work done", flush=True)
+    return int(sys.argv[2])
+
+runner.run_main(main, ["prog"])
+"""
+
+
+@pytest.mark.parametrize("when, code, expected_exit, expected_err", [
+    ("late", 0, runner.EXIT_INTERRUPTED,
+     "error: interrupted by SIGTERM (after the work had finished: its outputs are complete)\n"),
+    ("never", 0, 0, ""),
+    ("never", 3, 3, ""),
+    ("late", 3, 3, ""),  # a failure's own code and line stand
+])
+def test_a_signal_after_the_work_ends_as_an_interrupt(when, code, expected_exit, expected_err):
+    """A SIGTERM that lands after main returned (here from an exit function, the moment a
+    process spends in its teardown) used to meet the default action or an ignored
+    exception: exit -15 or 0 and no line. Now it ends as every interrupt does."""
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run([sys.executable, "-c", _LATE, when, str(code)], capture_output=True,
+                            text=True, env=env, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        expected_exit, "work done\n", expected_err)
 
 
 # ----------------------------------------------------- the runner's last resort

@@ -19,6 +19,8 @@ free of TensorFlow: the project's errors are recognised by their common base cla
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import errno
 import io
 import json
@@ -226,4 +228,43 @@ def run_main(main: Callable[[list[str]], Any], argv: list[str] | None = None) ->
     """
     quiet_tensorflow_startup()  # TensorFlow's start-up notices, whenever it is imported
     install_sigterm_handler()
-    app.run(guarded(main), argv=argv, flags_parser=parse_flags_or_fail)
+    try:
+        app.run(guarded(main), argv=argv, flags_parser=parse_flags_or_fail)
+    except KeyboardInterrupt:  # a signal after main returned, before the lines below
+        report(KeyboardInterrupt())
+    except SystemExit as done:
+        finish(done.code)
+
+
+def finish(code: Any) -> NoReturn:
+    """End the process with ``code`` (``sys.exit``'s meaning), or with 130 and one line if
+    a stop was asked for after the work.
+
+    Why: Python's shutdown resets signal handlers to the default action, and TensorFlow's
+    teardown can then take a second, so a SIGTERM landing after the work ended the process
+    with -15 and no message. Here a signal is recorded while the exit functions run
+    (logging, flushed writers), and then the process ends at once (``os._exit``), leaving
+    no window without a handler. Every output is written, fsynced and closed by then.
+    """
+    late: list[int] = []
+    record = lambda signum, frame: late.append(signum)  # noqa: E731
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, record)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    try:
+        atexit._run_exitfuncs()  # what a normal exit would run: logging's flush, ...
+    finally:
+        if late and code == 0:
+            global _signal_name
+            _signal_name = signal.Signals(late[0]).name
+            print(f"error: interrupted by {_signal_name} (after the work had finished: its "
+                  "outputs are complete)", file=sys.stderr)
+            code = EXIT_INTERRUPTED
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
