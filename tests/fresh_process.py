@@ -30,3 +30,25 @@ def serve_in_fresh_process(export_dir, images: np.ndarray, work_dir) -> dict[str
                    check=True, env=ENV, timeout=300)
     with np.load(out_path) as served:
         return {k: served[k] for k in served.files}
+
+
+def assert_served_codes(served: dict[str, np.ndarray], relaxed: np.ndarray, atol: float) -> None:
+    """The served outputs against ``relaxed``, the Keras model's relaxed codes in this process.
+
+    The served graph runs in another process, where TensorFlow may fuse and oneDNN may
+    pick other kernels (per CPU), so its relaxed codes equal the Keras ones only within
+    ``atol``, and a code, their sign, can differ where the relaxed value lies within
+    ``atol`` of 0. So: the relaxed codes agree within ``atol``; each served code is the sign
+    (0 -> +1) of its own relaxed value, exactly; the codes agree with the Keras codes
+    wherever the relaxed value is farther than ``atol`` from 0 (at least 90% of them);
+    ``packed`` packs the served codes.
+    """
+    np.testing.assert_allclose(served["relaxed"], relaxed, rtol=0, atol=atol)
+    codes = served["codes"]
+    assert codes.dtype == np.int8 and codes.shape == relaxed.shape, (codes.dtype, codes.shape)
+    np.testing.assert_array_equal(codes, np.where(served["relaxed"] >= 0, 1, -1))
+    far = np.abs(relaxed) > atol
+    assert far.mean() >= 0.9, far.mean()
+    np.testing.assert_array_equal(codes[far], np.where(relaxed >= 0, 1, -1)[far])
+    np.testing.assert_array_equal(served["packed"],
+                                  np.packbits(codes > 0, axis=1, bitorder="little"))

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from fresh_process import serve_in_fresh_process
+from fresh_process import assert_served_codes, serve_in_fresh_process
 from method_cli import ENV, assert_one_clear_error, run_cli
 from tiny_training import chance_map, checkpoint_tensors, step_row, synthetic_split
 
@@ -349,13 +349,9 @@ def test_exported_saved_model_serves_pass_a_codes_in_a_fresh_process(learned_run
     x = run.normalization.apply(raw.astype(np.float32))
     outputs = run.model(x, training=False)
     relaxed = np.asarray(outputs[1])                                 # pass a's relaxed codes
-    expected = np.where(relaxed >= 0, 1, -1).astype(np.int8)
-    assert served["codes"].dtype == np.int8 and served["codes"].shape == (9, 48)
-    np.testing.assert_array_equal(served["codes"], expected)
-    np.testing.assert_allclose(served["relaxed"], relaxed, rtol=0, atol=1e-5)
+    assert served["codes"].shape == (9, 48)
+    assert_served_codes(served, relaxed, atol=1e-5)
     assert not np.allclose(relaxed, np.asarray(outputs[3]))        # not the raw pass
-    np.testing.assert_array_equal(served["packed"],
-                                  np.packbits(expected > 0, axis=1, bitorder="little"))
     keras_model = keras.saving.load_model(str(export_dir / KERAS_FILE))
     assert len(keras_model.outputs) == 2                             # the attended pass only
     np.testing.assert_allclose(np.asarray(keras_model(x, training=False)[1]), relaxed,

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from fresh_process import serve_in_fresh_process
+from fresh_process import assert_served_codes, serve_in_fresh_process
 from method_cli import assert_one_clear_error, run_cli
 from tiny_training import chance_map, synthetic_split
 
@@ -83,12 +83,8 @@ def test_exported_saved_model_serves_the_keras_codes_in_a_fresh_process(learned_
     run = load_run(DDH, str(model_dir), "best_map")
     x = run.normalization.apply(raw.astype(np.float32))
     relaxed = np.asarray(run.model(x, training=False)[1])
-    expected = np.where(relaxed >= 0, 1, -1).astype(np.int8)       # 0 -> +1
-    assert served["codes"].dtype == np.int8 and served["codes"].shape == (9, 16)
-    np.testing.assert_array_equal(served["codes"], expected)
-    np.testing.assert_allclose(served["relaxed"], relaxed, rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(served["packed"],
-                                  np.packbits(expected > 0, axis=1, bitorder="little"))
+    assert served["codes"].shape == (9, 16)
+    assert_served_codes(served, relaxed, atol=1e-6)                 # sign, 0 -> +1
 
 
 def test_bad_flag_stops_with_one_clear_message(tmp_path):

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from fresh_process import serve_in_fresh_process
+from fresh_process import assert_served_codes, serve_in_fresh_process
 from method_cli import assert_one_clear_error, run_cli
 from tiny_training import chance_map, checkpoint_tensors, synthetic_split
 
@@ -140,11 +140,7 @@ def test_exported_saved_model_serves_the_codes_in_a_fresh_process(learned_run, t
     run = load_run(DFH, str(model_dir), "best_map")
     x = run.normalization.apply(raw.astype(np.float32))
     relaxed = np.asarray(run.model(x, training=False)[1])
-    expected = np.where(relaxed >= 0, 1, -1).astype(np.int8)
-    np.testing.assert_array_equal(served["codes"], expected)
-    np.testing.assert_allclose(served["relaxed"], relaxed, rtol=0, atol=1e-5)
-    np.testing.assert_array_equal(served["packed"],
-                                  np.packbits(expected > 0, axis=1, bitorder="little"))
+    assert_served_codes(served, relaxed, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------- harness rows

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fresh_process import serve_in_fresh_process
+from fresh_process import assert_served_codes, serve_in_fresh_process
 
 from common.export.folder import EXPORT_INFO, FORMAT, FORMAT_KEY, KERAS_FILE
 from common.export.serving import pack_codes, pack_codes_numpy
@@ -61,13 +61,9 @@ def test_saved_model_in_a_fresh_process_gives_the_keras_codes(trained, exported,
 
     run = load_run(DCBH, str(model_dir), "best_map")
     relaxed = _keras_relaxed(run, raw)
-    expected_codes = np.where(relaxed >= 0, 1, -1).astype(np.int8)
-    assert served["codes"].dtype == np.int8 and served["codes"].shape == (9, 12)
-    np.testing.assert_array_equal(served["codes"], expected_codes)
-    np.testing.assert_allclose(served["relaxed"], relaxed, rtol=0, atol=1e-6)
+    assert served["codes"].shape == (9, 12)
     assert served["packed"].dtype == np.uint8 and served["packed"].shape == (9, 2)
-    np.testing.assert_array_equal(served["packed"],
-                                  np.packbits(expected_codes > 0, axis=1, bitorder="little"))
+    assert_served_codes(served, relaxed, atol=1e-6)
 
 
 def test_export_info_records_the_checkpoint_and_normalisation(trained, exported):

@@ -6,13 +6,23 @@ losses, the retrieval figures of the three slots, the relaxed codes of eight tes
 from ``best_map`` and the served export's codes of eight random images. Any later change
 that is meant to keep behaviour must reproduce them exactly.
 
-Why it can be exact on any x86-64 CPU: each run is a fresh process with oneDNN off
-(``TF_ENABLE_ONEDNN_OPTS=0``: oneDNN picks kernels, and so summation orders, per CPU) and
-one thread (TensorFlow's parallel reductions split work by thread count), with
-``--deterministic``; what is left is Eigen's kernels, compiled for one instruction set.
-Should another machine still round differently, the test says so and falls back to
-comparing within a tolerance: continuous values to 1e-4 relative, codes only where the
-relaxed value is at least 1e-3 away from the jump at 0 (DEVELOPERS.md).
+Re-recorded with oneDNN's SSE4.1 kernels pinned (below), by the code of commit a4531b4
+(c874d72's, plus this test), on the same AMD EPYC: the first recording, with oneDNN's
+default (AVX-512) kernels, held only where oneDNN picks those.
+
+Why it is exact across x86-64 CPUs: each run is a fresh process with oneDNN's operations
+off (``TF_ENABLE_ONEDNN_OPTS=0``: oneDNN picks kernels, and so summation orders, per CPU)
+and one thread (TensorFlow's parallel reductions split work by thread count), with
+``--deterministic``. That alone was not enough: Eigen's contractions (convolutions,
+matrix products) still call oneDNN's sgemm, which picks its kernel per instruction set
+(measured here: with ``ONEDNN_MAX_CPU_ISA=AVX2`` or ``SSE41`` no method kept its bits, and
+after two epochs of training they were up to 2e4 x a 1e-4 tolerance apart: a comparison
+within a tolerance is meaningless after training). So the runs also pin oneDNN to its
+SSE4.1 kernels, which every CPU that runs TensorFlow has. What may be left (from Eigen's
+blocking heuristic, not seen here): Eigen sizes the contraction blocks from the CPU's L1
+cache (32 KB here), so a CPU with another L1 size may still round differently; there
+the test says so and skips, since no tolerance would separate a changed bit from a
+changed rounding.
 """
 
 from __future__ import annotations
@@ -23,15 +33,15 @@ import platform
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from tests.golden_run import METHOD_FLAGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(ROOT, "tests", "data", "golden")
-PORTABLE = {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_NUM_INTRAOP_THREADS": "1",
-            "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+PORTABLE = {"TF_ENABLE_ONEDNN_OPTS": "0", "ONEDNN_MAX_CPU_ISA": "SSE41",
+            "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "3"}
 RECORD = os.environ.get("GOLDEN_RECORD") == "1"
 
 pytestmark = pytest.mark.slow
@@ -45,10 +55,6 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-def _unhex(values) -> np.ndarray:
-    return np.array([float.fromhex(v) for v in values])
-
-
 def _produce(method: str, tmp_path) -> dict:
     out = tmp_path / f"{method}.json"
     env = dict(os.environ, PYTHONPATH=ROOT, **PORTABLE)
@@ -58,19 +64,6 @@ def _produce(method: str, tmp_path) -> dict:
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out) as f:
         return json.load(f)
-
-
-def _close(got: dict, want: dict) -> None:
-    """The tolerance comparison for a machine that rounds differently (see module doc)."""
-    for key in ("losses", "relaxed_codes", "served_relaxed"):
-        np.testing.assert_allclose(_unhex(np.ravel(got[key])), _unhex(np.ravel(want[key])),
-                                   rtol=1e-4, atol=1e-6, err_msg=key)
-    relaxed = _unhex(want["served_relaxed"])
-    far = np.abs(relaxed) >= 1e-3
-    bits = lambda packed: np.unpackbits(np.array(packed, np.uint8), bitorder="little")  # noqa
-    num = relaxed.size
-    np.testing.assert_array_equal(bits(got["served_packed"])[:num][far],
-                                  bits(want["served_packed"])[:num][far])
 
 
 @pytest.mark.parametrize("method", sorted(METHOD_FLAGS))
@@ -89,6 +82,5 @@ def test_outputs_are_bit_identical_to_the_recorded_ones(method, tmp_path):
         return
     if cpu_model() == recorded_on:
         assert got == want  # the machine they were recorded on: every bit, no excuse
-    _close(got, want)
-    pytest.xfail(f"not bit-identical on {cpu_model()} (recorded on {recorded_on}), but "
-                 "equal within the tolerance: this CPU rounds differently")
+    pytest.skip(f"not bit-identical on {cpu_model()} (recorded on {recorded_on}): this CPU "
+                "rounds differently even with oneDNN's SSE4.1 kernels (module docstring)")
