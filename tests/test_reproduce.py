@@ -121,6 +121,37 @@ def test_resume_reuses_finished_cells_and_runs_only_missing_ones(finished, data,
     assert os.path.exists(os.path.join(cell_dir(str(out), "itq", 12), CELL_FILE))
 
 
+def test_finished_only_tabulates_what_finished_and_runs_nothing(finished, data, monkeypatch):
+    """--finished_only: the finished cells' figures, the others "-" and listed; no cell runs,
+    and a settings check still applies (a finished cell of other settings is refused)."""
+    out, cells = finished
+    os.remove(os.path.join(cell_dir(str(out), "dcbh", 8), CELL_FILE))  # "still running"
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("--finished_only ran a cell")
+
+    monkeypatch.setattr(cells_module, "run_cell", no_run)
+    monkeypatch.setattr(isolation, "run_cell_process", no_run)
+    monkeypatch.setattr(cells_module, "_deep_codes", no_run)
+    got = reproduce(_config(out, finished_only=True, seeds=[0, 1]), data)
+    assert sorted(got) == sorted(k for k in cells if k != ("dcbh", 8, 0))
+    for key in got:
+        assert got[key]["figures"] == cells[key]["figures"]
+    with open(os.path.join(str(out), RESULTS_MD), encoding="utf-8") as f:
+        text = f.read()
+    assert ("**Not finished: 5 of 8 cells** (shown as - or left out of a mean, which is then "
+            "over the seeds that finished): DCBH 8 bits seed 0, DCBH 8 bits seed 1, ITQ 8 bits "
+            "seed 1, DCBH 12 bits seed 1, ITQ 12 bits seed 1.") in text
+    dcbh_12 = f"{cells['dcbh', 12, 0]['figures']['exact']['map']:.4f}"
+    assert f"| DCBH | - | {dcbh_12} |" in text  # no seed 1 anywhere: seed 0's figure alone
+    with pytest.raises(CellSettingsError, match="epochs"):
+        reproduce(_config(out, finished_only=True, epochs=3), data)
+    # the folder is left as a later full run needs it: the missing cell runs then
+    monkeypatch.undo()
+    again = reproduce(_config(out), data)
+    assert sorted(again) == sorted(cells)
+
+
 def test_other_settings_on_a_finished_folder_are_refused(finished, data):
     out, _ = finished
     with pytest.raises(CellSettingsError, match="epochs"):

@@ -61,6 +61,9 @@ SPARSE_ADAM = flags.DEFINE_enum(
     "Adam on the centers' repeated rows in every deep cell: tf1 sums them first, as the "
     "original's Adam did; keras is Keras 3's per-row update (the tables before 2026-12).")
 OUT = flags.DEFINE_string("out", None, "Output folder (results.md, results.csv, PNGs, cells/).")
+FINISHED_ONLY = flags.DEFINE_bool(
+    "finished_only", False, "Run no cell: write the tables from the cells that have finished "
+    "with these settings (the rest shown as - and listed), e.g. while a long table runs.")
 checks.bound_flag("epochs", checks.MAX_EPOCHS, "a run that long never ends")
 checks.bound_flag("batch_size", checks.MAX_BATCH_SIZE, "a larger batch exhausts memory")
 flags.register_validator("width_multiplier", lambda v: v > 0,
@@ -113,7 +116,8 @@ def main(argv: list[str]) -> None:
                              validation_seed=VALIDATION_SEED.value,
                              eval_every=EVAL_EVERY.value, width_multiplier=WIDTH.value,
                              checkpoint=CHECKPOINT.value, ties=TIES.value,
-                             deterministic=DETERMINISTIC.value, sparse_adam=SPARSE_ADAM.value)
+                             deterministic=DETERMINISTIC.value, sparse_adam=SPARSE_ADAM.value,
+                             finished_only=FINISHED_ONLY.value)
     try:
         config.validate()
         data = load_split_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value)

@@ -60,6 +60,7 @@ class ReproduceConfig:
     ties: str = "index"
     deterministic: bool = False
     sparse_adam: str = "tf1"
+    finished_only: bool = False
 
     def validate(self) -> None:
         self.methods = registry.check_methods(self.methods)
@@ -96,7 +97,7 @@ def cell_settings(config: ReproduceConfig, data, row: str | None = None,
     the table's settings with the cell's own seed and its row's width (``row`` and
     ``seed``: default, the table's settings, with its first seed)."""
     settings = {k: v for k, v in asdict(config).items()
-                if k not in ("out", "methods", "bits", "seeds")}
+                if k not in ("out", "methods", "bits", "seeds", "finished_only")}
     settings["seed"] = int(config.seeds[0] if seed is None else seed)
     if row is not None:
         settings["width_multiplier"] = registry.row_width(row, config.width_multiplier)
@@ -203,20 +204,34 @@ def reproduce(config: ReproduceConfig, data) -> dict[tuple[str, int], dict]:
         work = [(m, b, s) for b in config.bits for m in config.methods for s in config.seeds]
         # seeds last within a bit length: a table fills column by column, seed 0 first
         work.sort(key=lambda c: (config.seeds.index(c[2]), config.bits.index(c[1])))
+        missing = []
         for i, (method, bits, seed) in enumerate(work, start=1):
-            logging.info("cell %d/%d: %s, %d bits, seed %d", i, len(work), method, bits, seed)
             settings = cell_settings(config, data, method, seed)
+            if config.finished_only:
+                cell = finished_cell(config.out, method, bits, settings)
+                if cell is None:
+                    missing.append((method, bits, seed))
+                else:
+                    cells[method, bits, seed] = cell
+                continue
+            logging.info("cell %d/%d: %s, %d bits, seed %d", i, len(work), method, bits, seed)
             cells[method, bits, seed] = run_isolated_cell(config, method, bits, data, settings,
                                                           seed)
-        first = {(m, b): cells[m, b, config.seeds[0]] for m in config.methods
-                 for b in config.bits}
-        figures = write_figures(config.out, first, config.methods, config.bits, data)
-        if not figures:
-            logging.warning("matplotlib is not installed: no figures (pip install -e '.[plots]')")
+        if missing:
+            logging.info("%d of %d cells not finished (shown as -)", len(missing), len(work))
+        if missing:  # the figures compare every row of one seed: only with all of them
+            figures = []
+        else:
+            first = {(m, b): cells[m, b, config.seeds[0]] for m in config.methods
+                     for b in config.bits}
+            figures = write_figures(config.out, first, config.methods, config.bits, data)
+            if not figures:
+                logging.warning("matplotlib is not installed: no figures "
+                                "(pip install -e '.[plots]')")
         settings = cell_settings(config, data)
         with open(os.path.join(config.out, RESULTS_MD), "w", encoding="utf-8") as f:
             f.write(results_markdown(cells, config.methods, config.bits, config.seeds, settings,
-                                     environment(), figures))
+                                     environment(), figures, missing))
         with open(os.path.join(config.out, RESULTS_CSV), "w", encoding="utf-8") as f:
             f.write(results_csv(cells, config.methods, config.bits, config.seeds))
     return cells

@@ -166,10 +166,12 @@ def selection_text(settings: dict[str, Any]) -> str:
 
 
 def results_markdown(cells, methods, bits, seeds, settings: dict[str, Any],
-                     environment: dict[str, Any], figures: list[str]) -> str:
+                     environment: dict[str, Any], figures: list[str],
+                     missing: list[tuple[str, int, int]] = ()) -> str:
     """The table's page: every metric under both distances, sizes, times, how it was run.
 
-    ``cells``: {(row, bits, seed): cell.json}.
+    ``cells``: {(row, bits, seed): cell.json}; ``missing``: the (row, bits, seed) cells not
+    finished (``--finished_only``), listed so that no mean is read as over every seed.
     """
     out = io.StringIO()
     out.write("# Retrieval results\n\n")
@@ -191,6 +193,11 @@ def results_markdown(cells, methods, bits, seeds, settings: dict[str, Any],
               f"{selection_text(settings)}. Ties between equal distances: "
               f"**{settings['ties']}** "
               f"({_tie_rule(settings['ties'])}).\n\n")
+    if missing:
+        listed = ", ".join(f"{display_name(m)} {b} bits seed {s}" for m, b, s in missing)
+        out.write(f"**Not finished: {len(missing)} of "
+                  f"{len(methods) * len(bits) * len(seeds)} cells** (shown as - or left out "
+                  f"of a mean, which is then over the seeds that finished): {listed}.\n\n")
     out.write("## Size: trainable weights / multiply-adds to code one image\n\n")
     out.write(f"{size_table(cells, methods, bits, seeds)}\n\n(Weights: every trainable "
               "weight of the trained network, classifier heads and centers included; ITQ and "
