@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from checkout import ROOT
 from fresh_process import assert_served_codes, serve_in_fresh_process
 
 from common.export.folder import EXPORT_INFO, FORMAT, FORMAT_KEY, KERAS_FILE
@@ -22,7 +23,6 @@ from common.training.loop import TrainConfig, train
 from common.training.reporting import METRICS
 from dcbh_tf.method import DCBH
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 
 

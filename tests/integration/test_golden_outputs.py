@@ -1,6 +1,6 @@
 """Golden outputs: every method's 2-epoch run, codes and export, bit for bit as recorded.
 
-Recorded (``GOLDEN_RECORD=1 pytest tests/test_golden_outputs.py``) from the code before
+Recorded (``GOLDEN_RECORD=1 pytest tests/integration/test_golden_outputs.py``) from the code before
 the house's refactoring (issue 25, commit c874d72) into tests/data/golden/: the per-epoch
 losses, the retrieval figures of the three slots, the relaxed codes of eight test faces
 from ``best_map`` and the served export's codes of eight random images. Any later change
@@ -35,9 +35,9 @@ import sys
 
 import pytest
 
-from tests.golden_run import METHOD_FLAGS
+from checkout import ROOT
+from golden_run import METHOD_FLAGS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(ROOT, "tests", "data", "golden")
 PORTABLE = {"TF_ENABLE_ONEDNN_OPTS": "0", "ONEDNN_MAX_CPU_ISA": "SSE41",
             "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",

@@ -27,11 +27,11 @@ import sys
 import numpy as np
 import pytest
 
+from checkout import ROOT
 from common.training.distribution import (DistributionError, distributed_steps, make_strategy,
                                           replica_index_batches, replica_loss_scale)
 from common.training.loop import TrainConfig
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 METHODS = ("dcbh", "ddch", "ddh", "ddah", "dagh")
 

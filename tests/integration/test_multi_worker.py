@@ -16,7 +16,7 @@ by discrete jumps (where a value lies within rounding of a kink, the sides take 
 branches), and where oneDNN's kernels differ, so do the jumps: DDAH's attention
 moments ended 1.5 x the former tolerance (1e-4 + 2e-2 x the largest value) apart with
 AVX2 kernels (ONEDNN_MAX_CPU_ISA=AVX2), 0.12 x with the default ones. That the mirrored
-step is the one-device step is tests/test_distribution.py's to check, step by step.
+step is the one-device step is tests/common/training/test_distribution.py's to check, step by step.
 
 Also checked: only the chief writes the run folder (the other worker's checkpoint
 copies go to a private temporary folder, removed), and, through the command line, a
@@ -37,9 +37,9 @@ import sys
 import numpy as np
 import pytest
 
+from checkout import ROOT
 from common.training.distribution import DistributionError, is_chief, read_tf_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ("dcbh", "ddch", "ddh", "ddah", "dagh")
 EPOCHS = 2
 BATCH = 12  # 40 images: 6 + 6 three times, then 2 + 2
@@ -58,7 +58,7 @@ def make_method(name):
         return DDH(num_bits=12)
     if name == "ddah":  # width 1/4: at 1/8 its 2-4 channel maps make more ties in its
         # min-max normalisations, where a rounding difference makes the gradient jump
-        # (tests/test_distribution.py, the step test's docstring)
+        # (tests/common/training/test_distribution.py, the step test's docstring)
         return DDAH(num_bits=12, width_multiplier=0.25)
     cls = DCBH if name == "dcbh" else DDCH
     return cls(num_bits=12, width_multiplier=0.0625, center_reduction="sum")
