@@ -121,7 +121,7 @@ def test_the_default_step_differs_from_the_original_in_the_trunks_statistics_onl
                                                                                    tmp_path):
     """With the moving statistics left to pass a (the default), one step moves every
     weight and optimiser state exactly as the original's; only the trunk's moving
-    statistics differ (tests/test_batch_norm_statistics.py: they are pass a's alone)."""
+    statistics differ (tests/common/models/test_batch_norm.py: they are pass a's alone)."""
     got = _step_against_reference(tiny_data, tmp_path / "eager", eager=True, adam_epsilon=1e-8,
                                   statistics="attended")
     differ = {v.path for v, loop, expected in zip(got["variables"], got["loop"], got["expected"])
