@@ -256,7 +256,7 @@ def test_a_signal_after_the_work_ends_as_an_interrupt(when, code, expected_exit,
     """A SIGTERM that lands after main returned (here from an exit function, the moment a
     process spends in its teardown) used to meet the default action or an ignored
     exception: exit -15 or 0 and no line. Now it ends as every interrupt does."""
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=ROOT)
     result = subprocess.run([sys.executable, "-c", _LATE, when, str(code)], capture_output=True,
                             text=True, env=env, timeout=120)
     assert (result.returncode, result.stdout, result.stderr) == (
