@@ -29,14 +29,13 @@ def bad_data(tmp_path_factory):
     return root
 
 
+# The bad values of the method's own flags and of --batch_size are checked for every
+# method by tests/methods/test_train_command.py; these are the data and command-line cases.
 BAD_INPUT = {
     "epochs_zero": (["--epochs", "0"], "--epochs=0"),
-    "batch_size_zero": (["--batch_size", "0"], "--batch_size=0"),
     "negative_learning_rate": (["--learning_rate", "-1"], "--learning_rate must be > 0"),
     "unknown_dataset": (["--dataset", "celeba"], "youtube_faces|facescrub|folder|synthetic"),
     "bad_hamming": (["--hamming", "fuzzy"], "exact|legacy"),
-    "zero_width": (["--width_multiplier", "0"], "--width_multiplier must be > 0"),
-    "bad_weight_decay": (["--weight_decay", "huge"], "original|l2|none"),
     "folder_without_dirs": (["--dataset", "folder"], "needs both --train_dir and --test_dir"),
     "missing_folder": (["--dataset", "youtube_faces", "--data_dir", "{root}/nowhere"],
                        "train_vec_folder_32_32: folder does not exist"),

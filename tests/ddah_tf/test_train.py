@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fresh_process import assert_served_codes, serve_in_fresh_process
-from method_cli import ENV, assert_one_clear_error, run_cli
+from method_cli import ENV, run_cli
 from tiny_training import chance_map, checkpoint_tensors, step_row, synthetic_split
 
 from common.export.folder import EXPORT_INFO, KERAS_FILE
@@ -359,16 +359,6 @@ def test_exported_saved_model_serves_pass_a_codes_in_a_fresh_process(learned_run
 
 
 # ---------------------------------------------------------------------------- command line
-@pytest.mark.parametrize("args, message", [
-    (["--lr_halve_every", "0"], "flag --lr_halve_every=0: 0 is not a positive integer"),
-    (["--width_multiplier", "0"], "--width_multiplier must be > 0"),
-])
-def test_bad_flag_stops_with_one_clear_message(tmp_path, args, message):
-    result = run_cli("ddah_tf.train", [*args, "--model_dir", str(tmp_path / "run")], tmp_path,
-                     timeout=120)
-    assert_one_clear_error(result, message, tmp_path / "run")
-
-
 def test_train_command_line(tmp_path):
     model_dir = tmp_path / "run"
     result = run_cli("ddah_tf.train", [

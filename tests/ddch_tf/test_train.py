@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fresh_process import assert_served_codes, serve_in_fresh_process
-from method_cli import ROOT, assert_one_clear_error, run_cli
+from method_cli import ROOT, run_cli
 from tiny_training import chance_map, checkpoint_tensors, synthetic_split
 
 from common.export.folder import EXPORT_INFO
@@ -142,16 +142,6 @@ def test_exported_saved_model_serves_the_keras_codes_in_a_fresh_process(learned_
 
 
 # --------------------------------------------------------------------------- command lines
-@pytest.mark.parametrize("args, message", [
-    (["--code_center_weight", "-1"], "flag --code_center_weight=-1: -1.0 is not a non-negative"),
-    (["--feature_units", "0"], "flag --feature_units=0: 0 is not a positive integer"),
-])
-def test_bad_flag_stops_with_one_clear_message(tmp_path, args, message):
-    result = run_cli("ddch_tf.train", [*args, "--model_dir", str(tmp_path / "run")], tmp_path,
-                     timeout=60)
-    assert_one_clear_error(result, message, tmp_path / "run", returncode=None, prefixed=False)
-
-
 def test_train_and_export_command_lines(tmp_path):
     model_dir = tmp_path / "run"
     result = run_cli("ddch_tf.train", [
