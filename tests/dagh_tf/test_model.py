@@ -299,14 +299,7 @@ def test_method_config_round_trip():
         DAGH.from_config({**config, "method": "ddah"})
 
 
-@pytest.mark.parametrize("name, value", [
-    ("attention", "x"), ("hash_layer", "x"), ("identity_head", "x"), ("scale", 0),
-    ("margin", -0.1), ("margin", 2), ("backward", "x"), ("gate_kernel", 0),
-    ("weight_decay", -1), ("num_bits", 0), ("width_multiplier", 0),
-])
-def test_method_rejects_bad_settings(name, value):
-    with pytest.raises(ValueError, match=name):
-        DAGH(**{name: value})
+# Every setting's bad values, refused with the message naming it: tests/methods/test_settings.py.
 
 
 def test_method_builds_its_model():

@@ -185,19 +185,7 @@ def test_regularization_bad_mode(tiny):
         weight_decay_loss(decayed_kernels(model), "L2 ")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(weight_decay="bogus"), "weight_decay must be one of"),
-    (dict(center_reduction="avg"), "center_reduction must be one of"),
-    (dict(num_bits=0), "num_bits must be >= 1"),
-    (dict(code_length=0), "code_length must be >= 1"),
-    (dict(quantization_weight=-0.1), "quantization_weight must be >= 0"),
-    (dict(center_weight=-1.0), "center_weight must be >= 0"),
-    (dict(weight_decay_scale=-2e-4), "weight_decay_scale must be >= 0"),
-    (dict(width_multiplier=0.0), "width_multiplier must be > 0"),
-])
-def test_bad_settings_are_refused_at_construction(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        DCBH(**kwargs)
+# Every setting's bad values, refused with the message naming it: tests/methods/test_settings.py.
 
 
 # ----------------------------------------------------------------------------- center update

@@ -202,21 +202,7 @@ def test_regularization_modes(tiny, mode, scale):
 
 # ----------------------------------------------------------------------------- settings
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(num_bits=0), "num_bits must be >= 1, got 0"),
-    (dict(feature_units=0), "feature_units must be >= 1, got 0"),
-    (dict(hash_hidden_units=-3), "hash_hidden_units must be >= 1, got -3"),
-    (dict(quantization_weight=-0.1), "quantization_weight must be >= 0, got -0.1"),
-    (dict(feature_center_weight=-1e-4), "feature_center_weight must be >= 0"),
-    (dict(code_center_weight=-1.0), "code_center_weight must be >= 0, got -1.0"),
-    (dict(weight_decay="L2"), "weight_decay must be one of .*got 'L2'"),
-    (dict(weight_decay_scale=-2e-4), "weight_decay_scale must be >= 0"),
-    (dict(center_reduction="avg"), "center_reduction must be one of .*got 'avg'"),
-    (dict(width_multiplier=0.0), "width_multiplier must be > 0, got 0.0"),
-])
-def test_bad_settings_are_refused_at_construction(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        DDCH(**kwargs)
+# Every setting's bad values, refused with the message naming it: tests/methods/test_settings.py.
 
 
 def test_config_round_trip():

@@ -112,16 +112,7 @@ def test_kernels_follow_the_model_given(tiny):
     assert got == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(num_bits=0), "num_bits must be >= 1, got 0"),
-    (dict(split_num=0), "split_num must be >= 1, got 0"),
-    (dict(quantization_weight=-1.0), "quantization_weight must be >= 0, got -1.0"),
-    (dict(weight_decay="original"), "weight_decay must be one of"),
-    (dict(weight_decay_scale=-1e-4), "weight_decay_scale must be >= 0"),
-])
-def test_bad_settings_are_refused_at_construction(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        DDH(**kwargs)
+# Every setting's bad values, refused with the message naming it: tests/methods/test_settings.py.
 
 
 def test_config_round_trip():

@@ -49,17 +49,7 @@ def test_outputs_relaxed_codes_are_tanh_of_the_activations_and_logits_classify_t
     np.testing.assert_allclose(logits, relaxed @ kernel + bias, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(num_bits=0), "num_bits"), (dict(feature_epochs=-1), "feature_epochs"),
-    (dict(feature_epochs=2.5), "feature_epochs"), (dict(hash_loss="triplet"), "hash_loss"),
-    (dict(pair_margin=0.0), "pair_margin"), (dict(pair_margin=1.5), "pair_margin"),
-    (dict(quantization="cubic"), "quantization"), (dict(temperature=0), "temperature"),
-    (dict(distillation_weight=float("nan")), "distillation_weight"),
-    (dict(width_multiplier=0), "width_multiplier"), (dict(sign_weight=-1), "sign_weight"),
-])
-def test_bad_settings_name_the_setting(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        DFH(**kwargs)
+# Every setting's bad values, refused with the message naming it: tests/methods/test_settings.py.
 
 
 def test_config_round_trip_and_stage_boundaries():
