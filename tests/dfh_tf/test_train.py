@@ -1,6 +1,7 @@
 """DFH through the shared loop: the stages (what each trains, resume across the boundary,
-a lowest-loss checkpoint per stage), learning, export, the harness rows, the command line
-(tiny widths, tiny synthetic data)."""
+a lowest-loss checkpoint per stage), learning, the harness rows, the command line (tiny
+widths, tiny synthetic data). The served export is checked for every method by
+tests/methods/test_served_export.py."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ import json
 import numpy as np
 import pytest
 
-from fresh_process import assert_served_codes, serve_in_fresh_process
 from method_cli import run_cli
 from tiny_training import chance_map, checkpoint_tensors, synthetic_split
 
-from common.training.saved_run import export_run, load_run
+from common.training.saved_run import load_run
 from common.runs.checkpoints import store as checkpoints
 from common.runs.run_config import RUN_CONFIG
 from common.training.loop import TrainConfig, train
@@ -99,7 +99,7 @@ def test_single_stage_methods_records_carry_no_stage(tiny_data, tmp_path):
     assert "stage" not in read_history(str(tmp_path / "ddch"))[0]
 
 
-# ---------------------------------------------------------------------------- learning, export
+# ---------------------------------------------------------------------------- learning
 @pytest.fixture(scope="module")
 def learn_data(tmp_path_factory):
     """8 identities x (20 train + 4 test)."""
@@ -127,20 +127,6 @@ def test_short_training_beats_chance(learned_run, learn_data):
     assert report["best_map"]["map"] > 2 * chance, (report["best_map"]["map"], chance)
     assert json.load(open(model_dir / RUN_CONFIG))["method"] == DFH(
         num_bits=24, width_multiplier=WIDTH, feature_epochs=4).config()
-
-
-def test_exported_saved_model_serves_the_codes_in_a_fresh_process(learned_run, tmp_path):
-    model_dir, report = learned_run
-    export_dir = tmp_path / "dfh_export"
-    info = export_run(DFH, str(model_dir), str(export_dir), "best_map")
-    assert info["method"]["method"] == "dfh" and info["num_bits"] == 24
-    assert info["checkpoint"]["epoch"] == report["best_map"]["epoch"]
-    raw = np.random.default_rng(7).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
-    served = serve_in_fresh_process(export_dir, raw, tmp_path)
-    run = load_run(DFH, str(model_dir), "best_map")
-    x = run.normalization.apply(raw.astype(np.float32))
-    relaxed = np.asarray(run.model(x, training=False)[1])
-    assert_served_codes(served, relaxed, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------- harness rows
