@@ -126,7 +126,7 @@ def build_ddah(num_classes: int, num_bits: int = 48, width_multiplier: float = 1
 
     Trainable weights at 530 classes, 48 bits, width 1: 3,948,899 (155,873 attention +
     3,793,026 trunk); 3,948,931 with ``unused_bn3=True`` (the public model, whose
-    ``bn3`` is defined but never applied). Hand count: tests/test_ddah_model.py.
+    ``bn3`` is defined but never applied). Hand count: tests/ddah_tf/test_model.py.
 
     Args:
         num_classes: identities in the training split (FaceScrub in the original: 530).

@@ -5,7 +5,7 @@
 Runs the method's own command lines (``python -m <method>_tf.train`` / ``.export``, as a
 user would), then, in this process, codes fixed images with the run's ``best_map`` state
 and with the served export. Every float is written with ``float.hex`` so that a comparison
-is bit for bit. tests/test_golden_outputs.py runs this for every method, under settings
+is bit for bit. tests/integration/test_golden_outputs.py runs this for every method, under settings
 that make TensorFlow's CPU arithmetic the same on every x86-64 machine (no oneDNN, one
 thread) and compares with tests/data/golden/<method>.json, recorded before the house's
 refactoring (issue 25): the refactoring must not change a single bit.

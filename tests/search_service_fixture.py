@@ -3,7 +3,7 @@ the web service and its page.
 
 Why a cached builder instead of a fixture: the server tests and the browser test need the
 same model and index; building them once per test process (about 15 s: a 2-epoch DCBH on
-6 synthetic identities, :func:`train_tiny_export`, which tests/test_search_cli.py uses too)
+6 synthetic identities, :func:`train_tiny_export`, which tests/face_search/test_api.py uses too)
 keeps both files fast.
 """
 

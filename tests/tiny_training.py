@@ -8,9 +8,23 @@ import os
 
 import numpy as np
 
+from common.methods import registry
 from common.metrics import retrieval_metrics
 from common.runs.checkpoints import store as checkpoints
 from common.training.data import SplitData, load_split_data
+
+
+# Small values for the settings that size a model or a run, for the tests that check every
+# registered method (tests/methods/): 12 bits, a 1/16-wide backbone, narrow dense layers,
+# one epoch of features before the codes (DFH). A method keeps its defaults for the others.
+TINY_SETTINGS = {"num_bits": 12, "width_multiplier": 0.0625, "code_length": 3,
+                 "feature_units": 16, "hash_hidden_units": 16, "feature_epochs": 1}
+
+
+def tiny_settings(name: str) -> dict:
+    """The :data:`TINY_SETTINGS` that registered method ``name`` has."""
+    fields = {field.name for field, _, _ in registry.settings_class(name).specs()}
+    return {k: v for k, v in TINY_SETTINGS.items() if k in fields}
 
 
 def synthetic_split(root, identities: int, train_per: int, test_per: int) -> SplitData:

@@ -1,0 +1,311 @@
+"""DFH-GANs' augmentation GAN (dfh_tf/gan): networks, losses, pairs, training, resume, augment.
+
+Tiny sizes throughout (width 0.25, 6 identities x 4 images) so the file runs in about a
+minute on two CPU cores; the command-line refusals run in subprocesses and stop before
+TensorFlow loads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from checkout import ROOT
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+ENV.pop("FACE_HASHING_TRACEBACK", None)
+IDENTITIES, PER_ID, TEST_PER_ID = 6, 4, 2
+
+
+def _tiny_config(**overrides):
+    from dfh_tf.gan.trainer import GanConfig
+
+    settings = dict(epochs=1, batch_size=8, seed=3, noise_dim=8, width=0.25, log_every_steps=0)
+    settings.update(overrides)
+    return GanConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from common.synthetic import write_synthetic_dataset
+
+    folder = tmp_path_factory.mktemp("gan_data")
+    write_synthetic_dataset(str(folder), num_identities=IDENTITIES,
+                            train_per_identity=PER_ID, test_per_identity=TEST_PER_ID, seed=0)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def gan_data(data_dir):
+    from dfh_tf.gan.data import load_gan_data
+
+    return load_gan_data("synthetic", data_dir)
+
+
+@pytest.fixture(scope="module")
+def trained_run(gan_data, tmp_path_factory):
+    """A 1-epoch run, then resumed to 2 epochs; returns (folder, resumed models, output)."""
+    from dfh_tf.gan.trainer import train_gan
+
+    folder = str(tmp_path_factory.mktemp("gan_run") / "run")
+    train_gan(gan_data, _tiny_config(epochs=1), folder, stream=io.StringIO())
+    out = io.StringIO()
+    models, history = train_gan(gan_data, _tiny_config(epochs=2), folder, stream=out)
+    return folder, models, history, out.getvalue()
+
+
+def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _one_error(result: subprocess.CompletedProcess, code: int, fragment: str) -> None:
+    lines = [line for line in result.stderr.splitlines()
+             if line.strip() and not line.startswith(("I0", "W0", "E0", "WARNING", "I1"))]
+    assert result.returncode == code, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------ pure numpy parts
+def test_partners_same_identity_other_image_flip_for_singletons():
+    from dfh_tf.gan.pairs import partner_images, sample_partners
+
+    labels = np.array([5, 2, 5, 9, 2, 5, 5, 7, 2])  # 7 and 9 are singletons
+    seen = {i: set() for i in range(len(labels))}
+    for seed in range(40):
+        partners, flip = sample_partners(labels, np.random.default_rng(seed))
+        assert np.array_equal(labels[partners], labels)
+        single = np.isin(labels, [7, 9])
+        assert np.array_equal(flip, single)
+        assert np.all(partners[single] == np.flatnonzero(single))
+        assert np.all(partners[~single] != np.flatnonzero(~single))
+        for i, j in enumerate(partners):
+            seen[i].add(int(j))
+    for i in range(len(labels)):  # every other image of the identity is drawn
+        others = set(np.flatnonzero(labels == labels[i]).tolist()) - {i}
+        assert seen[i] == (others or {i})
+    images = np.arange(len(labels) * 4 * 4 * 3, dtype=np.float32).reshape(len(labels), 4, 4, 3)
+    out = partner_images(images, np.array([3, 0]), np.array([True, False]))
+    assert np.array_equal(out[0], images[3][:, ::-1]) and np.array_equal(out[1], images[0])
+
+
+def test_pixel_scale_round_trips():
+    from dfh_tf.gan.data import to_gan_pixels, to_stored_pixels
+
+    pixels = np.arange(256, dtype=np.float32)
+    scaled = to_gan_pixels(pixels)
+    assert scaled.min() == -1.0 and scaled.max() == 1.0
+    assert np.array_equal(to_stored_pixels(scaled), pixels)
+    assert np.array_equal(to_stored_pixels(np.array([-3.0, 3.0])), [0.0, 255.0])
+
+
+# ------------------------------------------------------------------ TensorFlow parts
+def test_network_shapes():
+    from dfh_tf.gan.networks import (build_discriminator, build_generator,
+                                     build_identity_classifier)
+
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    z = np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)
+    out = np.asarray(build_generator(8, 0.25)([x, z]))
+    assert out.shape == (2, 32, 32, 3) and np.all(np.abs(out) <= 1.0)
+    assert build_discriminator(0.25)(np.concatenate([x, x], -1)).shape == (2, 1)
+    assert build_identity_classifier(6, 0.25)(x).shape == (2, 6)
+
+
+def test_warp_identity_and_one_pixel_shift_with_gradient():
+    import tensorflow as tf
+
+    from dfh_tf.gan.networks import AffineWarp
+
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    warp = AffineWarp()
+    identity = np.tile([[1, 0, 0, 0, 1, 0]], (2, 1)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(warp([x, identity])), x, atol=1e-5)
+    theta = tf.Variable(np.tile([[1, 0, 2 / 31, 0, 1, 0]], (2, 1)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        out = warp([x, theta])  # output pixel (i, j) samples input (i, j + 1)
+        loss = tf.reduce_sum(out ** 2)
+    np.testing.assert_allclose(np.asarray(out)[:, :, :-1], x[:, :, 1:], atol=1e-5)
+    assert np.all(np.isfinite(tape.gradient(loss, theta).numpy()))
+
+
+def test_losses_match_numpy():
+    from dfh_tf.gan import losses
+
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(7, 1)), rng.normal(size=(11, 1))
+    expected_d = np.mean(np.maximum(0, 1 - real)) + np.mean(np.maximum(0, 1 + fake))
+    assert np.isclose(float(losses.d_hinge_loss(real, fake)), expected_d, rtol=1e-6)
+    assert np.isclose(float(losses.g_hinge_loss(fake)), -np.mean(fake), rtol=1e-6)
+    f1, f2 = rng.uniform(-1, 1, (4, 32, 32, 3)), rng.uniform(-1, 1, (4, 32, 32, 3))
+    z1, z2 = rng.normal(size=(4, 8)), rng.normal(size=(4, 8))
+    expected = np.mean(np.abs(z1 - z2)) / (np.mean(np.abs(f1 - f2)) + 1e-5)
+    assert np.isclose(float(losses.mode_seeking_term(f1, f2, z1, z2)), expected, rtol=1e-6)
+    # identical variants: large but finite (eps)
+    assert np.isfinite(float(losses.mode_seeking_term(f1, f1, z1, z2)))
+
+
+def test_training_steps_are_finite_and_move_all_three_networks(gan_data):
+    from dfh_tf.gan.trainer import build_models, epoch_batches, make_train_step
+    from dfh_tf.gan.pairs import partner_images
+
+    config = _tiny_config()
+    models = build_models(gan_data.num_classes, config)
+    nets = (models.generator, models.discriminator, models.classifier)
+    before = [[w.numpy() for w in net.trainable_weights] for net in nets]
+    b = epoch_batches(gan_data.train_labels, config.noise_dim, config.seed, 1)
+    step = make_train_step(models, config)
+    for idx in (b.order[:8], b.order[8:16]):  # two steps: the warp head starts at zero, so
+        out = step(                           # the layer before it moves from step 2 on
+            gan_data.train_images[idx],
+            partner_images(gan_data.train_images, b.partners[idx], b.flip[idx]),
+            gan_data.train_labels[idx], b.z1[idx], b.z2[idx])
+        assert all(np.isfinite(float(v)) for v in out.values())
+    for net, old in zip(nets, before):
+        changed = {w.path: not np.array_equal(o, w.numpy())
+                   for o, w in zip(old, net.trainable_weights)}
+        # D's output bias gets -1 + 1 = 0 from the hinge loss while every logit is
+        # inside the margins (at initialisation), so it may stay put
+        unchanged = [k for k, v in changed.items()
+                     if not v and k != "logit/logit_dense/bias"]
+        assert not unchanged, unchanged
+
+
+def test_resume_continues_and_matches_an_uninterrupted_run(gan_data, trained_run, tmp_path):
+    from dfh_tf.gan.run_folder import latest_checkpoint_prefix, read_history
+    from dfh_tf.gan.trainer import train_gan
+
+    folder, resumed, history, output = trained_run
+    assert "resuming" in output and "after epoch 1" in output
+    assert "epoch 1/" not in output and "epoch 2/2" in output
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert [h["epoch"] for h in read_history(folder)] == [1, 2]
+    assert all(k in history[0] for k in ("d_loss", "g_loss", "identity_ce",
+                                         "classifier_accuracy", "diversity", "seconds"))
+    assert latest_checkpoint_prefix(folder).endswith("ckpt-2")
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        assert json.load(f)["kind"] == "dfh_gan"
+    straight, _ = train_gan(gan_data, _tiny_config(epochs=2), str(tmp_path / "straight"),
+                            stream=io.StringIO())
+    for a, b in zip(resumed.generator.weights, straight.generator.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_resume_refuses_other_networks(gan_data, trained_run):
+    from dfh_tf.gan.run_folder import GanRunError
+    from dfh_tf.gan.trainer import train_gan
+
+    with pytest.raises(GanRunError, match="width: 0.25 -> 0.5"):
+        train_gan(gan_data, _tiny_config(epochs=3, width=0.5), trained_run[0],
+                  stream=io.StringIO())
+
+
+def test_non_finite_loss_stops_naming_epoch_and_step(gan_data, tmp_path):
+    from dfh_tf.gan.data import GanData
+    from dfh_tf.gan.run_folder import latest_checkpoint_prefix
+    from dfh_tf.gan.trainer import GanNonFiniteError, train_gan
+
+    images = gan_data.train_images.copy()
+    images[:] = np.nan
+    bad = GanData(images, gan_data.train_labels, None, None, gan_data.num_classes,
+                  dict(gan_data.description))
+    with pytest.raises(GanNonFiniteError, match="epoch 1, step 1"):
+        train_gan(bad, _tiny_config(), str(tmp_path / "nan"), stream=io.StringIO())
+    assert latest_checkpoint_prefix(str(tmp_path / "nan")) is None
+
+
+def test_report_writes_figure_and_identity_check(gan_data, trained_run):
+    from dfh_tf.gan.report import write_report
+
+    folder, models = trained_run[0], trained_run[1]
+    report = write_report(models.generator, gan_data, 8, 3, folder, evaluator_epochs=1,
+                          epochs_trained=2, stream=io.StringIO())
+    with open(os.path.join(folder, "samples.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(folder, "identity_report.json"), encoding="utf-8") as f:
+        assert json.load(f)["accuracy"] == report["accuracy"]
+    assert all(0.0 <= v <= 1.0 for v in report["accuracy"].values())
+    assert report["images"]["test"] == IDENTITIES * TEST_PER_ID
+    assert report["diversity_pixels"]["mean_abs_between_two_variants"] >= 0.0
+
+
+def test_augment_writes_a_readable_enlarged_split(data_dir, trained_run, tmp_path):
+    from common.data import load_pickle_folder
+    from dfh_tf.gan.augmentation import augment_rows, write_augmented
+    from dfh_tf.gan.run_folder import load_generator
+
+    generator, config = load_generator(trained_run[0])
+    rows, labels = load_pickle_folder(os.path.join(data_dir, "train"))
+    x, y = augment_rows(generator, rows, labels, config["settings"]["noise_dim"], 2, seed=1,
+                        stream=io.StringIO())
+    out = str(tmp_path / "aug")
+    write_augmented(out, x, y, {"variants_per_image": 2}, rows_per_file=20)
+    back_x, back_y = load_pickle_folder(os.path.join(out, "train"))
+    n = len(labels)
+    assert back_x.shape == (3 * n, 3072) and back_x.dtype == np.float32
+    assert np.array_equal(back_x[:n], rows) and np.array_equal(back_y[:n], labels)
+    assert np.array_equal(back_y, np.tile(labels, 3))
+    assert back_x.min() >= 0 and back_x.max() <= 255 and np.array_equal(back_x, np.round(back_x))
+    assert not np.array_equal(back_x[n:2 * n], back_x[2 * n:])  # two different variants
+    with open(os.path.join(out, "augment.json"), encoding="utf-8") as f:
+        assert json.load(f)["variants_per_image"] == 2
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        write_augmented(out, x, y, {})
+    write_augmented(out, x[:n], y[:n], {}, overwrite=True)
+    assert len(load_pickle_folder(os.path.join(out, "train"))[1]) == n
+    assert [e for e in os.listdir(out) if e.startswith(".")] == []  # no temporary left
+
+
+def test_copies_only_writes_the_control_split_without_a_gan(data_dir, tmp_path):
+    from common.data import load_pickle_folder
+
+    source = os.path.join(data_dir, "train")
+    out = tmp_path / "copies"
+    result = _cli("dfh_tf.gan.augment", "--copies_only", "--train_dir", source, "--out", str(out),
+                  "--variants_per_image", "2", "--rows_per_file", "7")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows, labels = load_pickle_folder(source)
+    back_x, back_y = load_pickle_folder(str(out / "train"))
+    assert np.array_equal(back_x, np.concatenate([rows, rows, rows]))
+    assert np.array_equal(back_y, np.concatenate([labels, labels, labels]))
+    assert len(os.listdir(out / "train")) == -(-3 * len(labels) // 7)
+    with open(out / "augment.json", encoding="utf-8") as f:
+        info = json.load(f)
+    assert (info["control"], info["copies_per_image"], info["generated_images"],
+            info["total_images"]) == ("copies_only", 2, 0, 3 * len(labels))
+    _one_error(_cli("dfh_tf.gan.augment", "--copies_only", "--out", str(tmp_path / "o")), 2,
+               "--copies_only needs the source split")
+
+
+# ------------------------------------------------------------------ command lines
+def test_augment_command_line_refusals(trained_run, tmp_path):
+    (tmp_path / "not_a_run").mkdir()
+    occupied = tmp_path / "occupied"
+    (occupied / "train").mkdir(parents=True)
+    (occupied / "train" / "part_000.pkl").write_bytes(b"x")
+    out = str(tmp_path / "out")
+    _one_error(_cli("dfh_tf.gan.augment", "--gan_dir", trained_run[0], "--out", out,
+                    "--variants_per_image", "0"), 2, "variants_per_image")
+    _one_error(_cli("dfh_tf.gan.augment", "--out", out), 2, "--gan_dir is required")
+    _one_error(_cli("dfh_tf.gan.augment", "--gan_dir", str(tmp_path / "not_a_run"), "--out", out),
+               2, "not a GAN run")
+    _one_error(_cli("dfh_tf.gan.augment", "--gan_dir", trained_run[0], "--out", str(occupied)),
+               2, "--overwrite")
+
+
+def test_train_command_line_refusals(tmp_path):
+    _one_error(_cli("dfh_tf.gan.train", "--width", "0"), 2, "--width must be > 0")
+    _one_error(_cli("dfh_tf.gan.train", "--dataset", "folder", "--model_dir",
+                    str(tmp_path / "m")), 2, "--train_dir")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"kind": "something_else"}')
+    _one_error(_cli("dfh_tf.gan.train", "--model_dir", str(foreign)), 2, "not a GAN run")

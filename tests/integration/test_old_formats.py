@@ -1,0 +1,94 @@
+"""What users made with an older version still works: a run folder, an export and a gallery
+index made by the code of commit c874d72 (tests/data/old_format/README.md) are evaluated,
+exported, resumed and searched by today's code, through the same command lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from checkout import ROOT
+from method_cli import run_cli
+
+OLD = os.path.join(ROOT, "tests", "data", "old_format")
+SYNTHETIC = dict(num_identities=4, train_per_identity=4, test_per_identity=2)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def old(tmp_path_factory):
+    """A copy of the old folders (tests must not touch the originals) and the synthetic
+    data they were made from, regenerated (same settings, seed 0)."""
+    from common.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("old")
+    for name in ("run", "export", "index"):
+        shutil.copytree(os.path.join(OLD, name), root / name)
+    write_synthetic_dataset(str(root / "data"), **SYNTHETIC)
+    return root
+
+
+def _recorded(run) -> dict:
+    with open(run / "metrics.json") as f:
+        return json.load(f)
+
+
+def test_an_old_run_evaluates_to_its_recorded_figures(old):
+    result = run_cli("dcbh_tf.evaluate", [
+        "--model_dir", str(old / "run"), "--checkpoint", "best_map", "--train_dir",
+        str(old / "data" / "train"), "--test_dir", str(old / "data" / "test"),
+        "--output", str(old / "figures.json")], old)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(old / "figures.json") as f:
+        figures = json.load(f)
+    recorded = _recorded(old / "run")["best_map"]
+    for key in ("map", "precision_at_k", "precision_within_radius", "recall_within_radius"):
+        assert figures[key] == pytest.approx(recorded[key], abs=1e-9), key
+
+
+def test_an_old_run_exports_to_what_the_old_export_serves(old, tmp_path):
+    from common.export.loader import load_encoder
+
+    result = run_cli("dcbh_tf.export", ["--model_dir", str(old / "run"), "--export_dir",
+                                        str(tmp_path / "new")], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    pixels = np.random.default_rng(3).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    new, before = load_encoder(str(tmp_path / "new"))(pixels), load_encoder(str(old / "export"))(
+        pixels)
+    np.testing.assert_allclose(new["relaxed"], before["relaxed"], rtol=1e-5, atol=1e-6)
+    far = np.abs(before["relaxed"]) > 1e-3  # codes flip at 0: compare away from it
+    np.testing.assert_array_equal(new["codes"][far], before["codes"][far])
+
+
+def test_an_old_run_resumes(old, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(old / "run", run)
+    result = run_cli("dcbh_tf.train", [
+        "--dataset", "synthetic", "--data_dir", str(old / "data"), "--synthetic_identities",
+        "4", "--synthetic_train_per_identity", "4", "--synthetic_test_per_identity", "2",
+        "--num_bits", "8", "--code_length", "2",
+        "--width_multiplier", "0.03125", "--epochs", "2", "--batch_size", "8",
+        "--eval_every", "0", "--log_every_steps", "0", "--model_dir", str(run)], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming" in result.stdout and "epoch 2/2" in result.stdout
+    assert _recorded(run)["epochs_completed"] == 2
+
+
+def test_an_old_index_is_searched_with_the_old_export(old):
+    from face_search.api import index_summary, search
+
+    summary = index_summary(str(old / "index"))
+    assert summary["count"] == 16 and summary["num_bits"] == 8
+    from common.data import load_pickle_folder, to_nhwc
+
+    rows, labels = load_pickle_folder(str(old / "data" / "train"))
+    faces = np.clip(to_nhwc(rows), 0, 255).astype(np.uint8)
+    results = search(faces[:4], str(old / "index"), model=str(old / "export"), top_k=3)
+    assert [len(r.hits) for r in results] == [3] * 4
+    for result in results:  # a gallery face finds itself at distance 0
+        assert result.hits[0].distance == 0
