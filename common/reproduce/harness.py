@@ -122,12 +122,13 @@ def cpu_model() -> str:
 
 
 def environment() -> dict[str, Any]:
-    import keras
+    """Machine and software versions for the table's page."""
     import numpy as np
 
     from common.cli.tf_startup import import_tensorflow
 
-    tf = import_tensorflow()  # once, its start-up notices filtered
+    tf = import_tensorflow()  # once, its start-up notices filtered: before Keras imports it
+    import keras
 
     gpus = tf.config.list_physical_devices("GPU")
     return {"machine": f"{platform.machine()} {cpu_model()}, "

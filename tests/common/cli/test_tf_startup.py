@@ -172,3 +172,17 @@ def test_notices_are_precise():
                  "oneDNN custom operations are on."):
         assert not any(notice.match(line) for notice in STARTUP_NOTICES), line
     assert all(isinstance(n.pattern, str) for n in tf_startup.STARTUP_NOTICES)
+
+
+@pytest.mark.slow  # writes the default synthetic set (4,500 images) and fits ITQ on it
+def test_the_reproduce_command_prints_no_notice(tmp_path):
+    """A table of baselines only (they run in the harness's process, which imports TensorFlow
+    last, for the table's environment): its stderr holds the clean lines and no notice.
+    Before, the harness imported Keras first, which imported TensorFlow unfiltered."""
+    result = subprocess.run(
+        [sys.executable, "-m", "common.reproduce", "--methods", "itq", "--bits", "8",
+         "--data_dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env=CLEAN_ENV, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert notices_in(result.stderr) == [], result.stderr
+    assert "loaded " in result.stderr and "results: " in result.stdout
