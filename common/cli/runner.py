@@ -219,6 +219,20 @@ def guarded(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
     return run
 
 
+def show_flags_of(module: str | None) -> None:
+    """Make the flags that ``module`` (a command's code) defines key flags of the program
+    being run, so that ``--help`` / ``--helpshort`` list them.
+
+    Why: absl lists the flags of the main module (``sys.argv[0]``), and a command is often
+    run through a two-line alias (``python -m common.synthetic``) or a console script whose
+    flags are defined elsewhere: their help listed no flag at all.
+    """
+    if not module or module == "__main__":
+        return
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def run_main(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> None:
     """Every entry point's ``absl.app.run``: one ``error:`` line for anything a user causes.
 
@@ -228,6 +242,7 @@ def run_main(main: Callable[[list[str]], Any], argv: list[str] | None = None) ->
     """
     quiet_tensorflow_startup()  # TensorFlow's start-up notices, whenever it is imported
     install_sigterm_handler()
+    show_flags_of(getattr(main, "__module__", None))
     try:
         app.run(guarded(main), argv=argv, flags_parser=parse_flags_or_fail)
     except KeyboardInterrupt:  # a signal after main returned, before the lines below

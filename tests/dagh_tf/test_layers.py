@@ -321,11 +321,6 @@ def test_identity_head_symbolic_config_round_trip_and_errors():
         DiscreteIdentityHead(3)(keras.Input((None,)))
 
 
-def test_registered_for_serialization():
-    for cls in (SpatialGate, DiscreteHash, DiscreteIdentityHead):
-        assert keras.saving.get_registered_object(f"face_hashing>{cls.__name__}") is cls
-
-
 def test_keras_file_round_trip(tmp_path):
     inputs = keras.Input((3, 3, 4))
     x = SpatialGate(3, name="gate")(inputs)

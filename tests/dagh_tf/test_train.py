@@ -226,9 +226,12 @@ def test_train_evaluate_export_command_line(tmp_path):
     assert config == DAGH(num_bits=12, width_multiplier=0.125, attention="parallel",
                           backward="clipped", margin=0.1, scale=8.0).config()
     result = run_cli("dagh_tf.evaluate",
-                     ["--model_dir", str(model_dir), "--checkpoint", "last"], tmp_path)
+                     ["--model_dir", str(model_dir), "--checkpoint", "last",
+                      "--output", str(tmp_path / "eval.json")], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "mAP" in result.stdout + result.stderr
+    figures = json.loads((tmp_path / "eval.json").read_text())  # the state's figures, again
+    assert figures["map"] == json.loads((model_dir / METRICS).read_text())["last"]["map"]
+    assert f"mAP {figures['map']:.4f}" in result.stdout
     result = run_cli("dagh_tf.export", ["--model_dir", str(model_dir), "--checkpoint", "last",
                                         "--export_dir", str(tmp_path / "export")], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -55,7 +55,7 @@ def test_bad_input_stops_with_one_clear_message(case, bad_data, tmp_path):
     args = [a.format(root=bad_data) for a in args]
     result = run_cli("dcbh_tf.train", [*args, "--model_dir", str(tmp_path / "run")], tmp_path,
                      timeout=60)
-    assert result.returncode != 0
+    assert result.returncode == 2, result.stderr  # a user's mistake (README: exit codes)
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "run").exists()  # rejected before anything was written

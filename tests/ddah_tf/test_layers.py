@@ -253,12 +253,6 @@ def test_spatial_attention_config_round_trip_and_errors():
         DDAHSpatialAttention(4)(keras.Input((28, 28, 3)))
 
 
-def test_registered_for_serialization():
-    for cls in (ChannelsFirstFlatten, DDAHChannelAttention, DDAHSpatialAttention,
-                MinMaxNormalization, TorchConvTranspose2D):
-        assert keras.saving.get_registered_object(f"face_hashing>{cls.__name__}") is cls
-
-
 def test_spatial_attention_gradients():
     """Every weight gets a gradient; those of the biases that a training-mode BN (encoder
     and bottleneck convs) or the min-max normalisation (mask conv) cancel are zero, as in

@@ -17,7 +17,7 @@ from common.training.saved_run import load_run
 from common.runs.checkpoints import store as checkpoints
 from common.runs.run_config import RUN_CONFIG
 from common.training.loop import TrainConfig, train
-from common.training.reporting import read_history
+from common.training.reporting import METRICS, read_history
 from dfh_tf.method import DFH, LOSS_PARTS
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
@@ -162,9 +162,12 @@ def test_train_evaluate_export_command_line(tmp_path):
                          feature_epochs=1, hash_loss="cross_entropy",
                          quantization="first_order", distillation_weight=0.5).config()
     result = run_cli("dfh_tf.evaluate",
-                     ["--model_dir", str(model_dir), "--checkpoint", "last"], tmp_path)
+                     ["--model_dir", str(model_dir), "--checkpoint", "last",
+                      "--output", str(tmp_path / "eval.json")], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "mAP" in result.stdout + result.stderr
+    figures = json.loads((tmp_path / "eval.json").read_text())  # the state's figures, again
+    assert figures["map"] == json.loads((model_dir / METRICS).read_text())["last"]["map"]
+    assert f"mAP {figures['map']:.4f}" in result.stdout
     result = run_cli("dfh_tf.export", ["--model_dir", str(model_dir), "--checkpoint", "last",
                                        "--export_dir", str(tmp_path / "export")], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -101,12 +101,16 @@ def test_bad_flags_give_one_error_line_and_exit_2(module, args, fragment, tmp_pa
     assert not (tmp_path / "x").exists()  # refused before any work
 
 
-@pytest.mark.parametrize("module, flag", [("dcbh_tf.train", "--helpshort"),
-                                          ("common.synthetic", "--help")])
-def test_help_still_works_and_exits_0(module, flag, tmp_path):
+@pytest.mark.parametrize("module, flag, listed", [
+    ("dcbh_tf.train", "--helpshort", ["--model_dir", "--num_bits", "--code_length"]),
+    ("common.synthetic", "--help", ["--out", "--num_identities", "--[no]overwrite"])])
+def test_help_still_works_and_exits_0(module, flag, listed, tmp_path):
+    """The module's own flags with their help, on stdout; nothing on stderr."""
     result = _cli(module, [flag], tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "--" in result.stdout and not _our_lines(result.stderr)
+    for name in listed:
+        assert f"  {name}:" in result.stdout, (name, result.stdout[:2000])
+    assert not _our_lines(result.stderr)
 
 
 # ------------------------------------------------------------ one shared training run

@@ -83,8 +83,14 @@ def test_reader_refuses_lists_of_rows(tmp_path):
 # ------------------------------------------------------------------------ pixel range
 
 
-def test_pixel_range_is_0_to_255_with_a_tolerance_of_one():
-    assert PIXEL_RANGE == (-1.0, 256.0)
+def test_pixels_within_one_of_0_255_are_read(tmp_path):
+    """The accepted range's edges (resampling may overshoot 0..255 by up to one level)."""
+    low, high = PIXEL_RANGE
+    x = _pixels(4).astype(np.float32)
+    x[1, 5], x[2, 17] = low, high
+    images, labels = load_pickle_file(_dump(tmp_path / "f.pkl", (x, np.arange(4))))
+    assert images.shape == (4, ROW_WIDTH) and images.min() == low and images.max() == high
+    np.testing.assert_array_equal(labels, np.arange(4))
 
 
 @pytest.mark.parametrize("value, dtype, shown", [

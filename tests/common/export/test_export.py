@@ -237,7 +237,7 @@ def test_export_command_line_errors(trained, tmp_path, args, message):
     model_dir, _, _ = trained
     args = [a.format(tmp=tmp_path, run=model_dir) for a in args]
     result = _cli("dcbh_tf.export", args)
-    assert result.returncode != 0
+    assert result.returncode == 2, result.stderr  # a user's mistake (README: exit codes)
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "x").exists()

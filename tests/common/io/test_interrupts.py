@@ -36,10 +36,19 @@ def test_a_signal_after_the_last_check_is_honoured_when_the_block_ends():
     interrupts.check()  # consumed: nothing is left pending for a later block
 
 
-def test_check_without_a_signal_does_nothing():
+def test_without_a_signal_the_block_runs_to_its_end_and_handlers_are_restored():
+    """No stop requested: every check passes (the block reaches its end), the block's
+    handlers are in place inside it and the previous ones are back after it."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    reached = []
     with interrupts.deferred():
+        inside = {sig: signal.getsignal(sig) for sig in before}
         interrupts.check()
+        reached.append("end")
     interrupts.check()
+    assert reached == ["end"]
+    assert all(handler is not before[sig] for sig, handler in inside.items()), inside
+    assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
 def test_a_signal_during_an_export_leaves_the_previous_export(tmp_path, monkeypatch):

@@ -179,8 +179,3 @@ def test_keras_save_and_reload(tmp_path):
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0), before)
     dense = model.get_layer("dense").get_weights()
     np.testing.assert_allclose(before, reference(x @ dense[0] + dense[1], 48, 6), rtol=0, atol=1e-6)
-
-
-def test_registered_for_serialization():
-    assert keras.saving.get_registered_object("face_hashing>BlockHash") is BlockHash
-    assert keras.saving.get_registered_name(BlockHash) == "face_hashing>BlockHash"

@@ -234,8 +234,3 @@ def test_keras_save_and_reload_keeps_centers(tmp_path):
     np.testing.assert_array_equal(layer2.centers.numpy(), updated)
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0), before)
     assert any(w is layer2.centers for w in reloaded.trainable_weights)
-
-
-def test_registered_for_serialization():
-    assert keras.saving.get_registered_object("face_hashing>CenterLoss") is CenterLoss
-    assert keras.saving.get_registered_name(CenterLoss) == "face_hashing>CenterLoss"

@@ -157,7 +157,7 @@ def test_cli_refuses_then_overwrites(tmp_path):
     assert sorted(first) == ["test/part_000.pkl", "train/part_000.pkl"]
 
     again = _cli(*args)  # refused before anything is generated or written
-    assert again.returncode != 0
+    assert again.returncode == 2, again.stderr
     assert "already holds a data set" in again.stderr and "--overwrite" in again.stderr
     assert _file_bytes(out) == first
 
@@ -181,6 +181,6 @@ def test_cli_refuses_then_overwrites(tmp_path):
 ])
 def test_cli_rejects_bad_flags(tmp_path, args, message):
     done = _cli(*[str(tmp_path / a) if a == "x" else a for a in args])
-    assert done.returncode != 0
+    assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert not (tmp_path / "x").exists()
