@@ -19,13 +19,13 @@ one bad file never stops a build.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
 
+from common.io import json_files
 from face_search.errors import GalleryInputError
 
 PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm",
@@ -91,8 +91,10 @@ def label_names(folder: str) -> dict[int, str] | None:
     path = os.path.join(os.path.dirname(os.path.abspath(folder)), META_JSON)
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        meta = json.load(f)
+    try:
+        meta = json_files.load(path)
+    except (OSError, ValueError) as exc:
+        raise GalleryInputError(f"{path}: damaged ({exc}); fix or remove it") from None
     names = meta.get("label_names") if isinstance(meta, dict) else None
     if names is None:
         return None

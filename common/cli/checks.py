@@ -67,9 +67,8 @@ def image_memory_error(images: int) -> str | None:
             f"more than half of this machine's {memory / 2**30:,.1f} GiB")
 
 
-def check_folder_flag(flag: str, path: str | None) -> None:
-    """Refuse a folder flag that names a file or lies under one, or whose name is not
-    UTF-8 (TensorFlow cannot write checkpoints or SavedModels there), before any work."""
+def check_utf8_name(flag: str, path: str | None, use: str = "read") -> None:
+    """Refuse a path flag whose name is not UTF-8 (TensorFlow cannot ``use`` it), naming it."""
     if not path:
         return
     try:
@@ -77,7 +76,15 @@ def check_folder_flag(flag: str, path: str | None) -> None:
     except UnicodeEncodeError:  # bytes that are not UTF-8, kept as surrogates by Python
         shown = os.fsencode(path).decode("utf-8", "backslashreplace")
         fail(f"--{flag} {shown}: the folder's name is not valid UTF-8, which TensorFlow "
-             "cannot write into; rename it")
+             f"cannot {use}; rename it")
+
+
+def check_folder_flag(flag: str, path: str | None) -> None:
+    """Refuse a folder flag that names a file or lies under one, or whose name is not
+    UTF-8 (TensorFlow cannot write checkpoints or SavedModels there), before any work."""
+    if not path:
+        return
+    check_utf8_name(flag, path, "write into")
     if os.path.lexists(path) and not os.path.isdir(path):
         fail(f"--{flag} {path}: exists and is not a folder")
     _check_parents(flag, path)

@@ -48,6 +48,7 @@ def evaluate(method: str | None) -> dict:
     """Print (and optionally save) the figures of ``--model_dir``'s state."""
     if not MODEL_DIR.value:
         fail("--model_dir is required (the folder a train command wrote)")
+    checks.check_utf8_name("model_dir", MODEL_DIR.value)  # before TensorFlow loads
     import_tensorflow()  # once, its start-up notices filtered
     from common.training.saved_run import evaluate_run
 

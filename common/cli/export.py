@@ -32,6 +32,7 @@ def export(method: str | None) -> dict:
     """Export ``--model_dir``'s state to ``--export_dir``; print where and what."""
     if not MODEL_DIR.value:
         fail("--model_dir is required (the folder a train command wrote)")
+    checks.check_utf8_name("model_dir", MODEL_DIR.value)  # before TensorFlow loads
     if not EXPORT_DIR.value:
         fail("--export_dir is required")
     import_tensorflow()  # once, its start-up notices filtered

@@ -23,13 +23,12 @@ or Ctrl-C must never leave a half-written data set nor lose the previous one.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import stat
 from typing import Callable
 
 from common.errors import FolderChangedError
-from common.io import folder_swap
+from common.io import folder_swap, json_files
 from common.io.locks import folder_lock
 from common.data.errors import DataFormatError
 
@@ -46,8 +45,7 @@ def _plain(path: str, folder: bool) -> bool:
 def is_previous_output(folder: str) -> bool:
     """``folder`` holds a data set this converter wrote, and nothing else."""
     try:
-        with open(os.path.join(folder, META_FILE), encoding="utf-8") as f:
-            meta = json.load(f)
+        meta = json_files.load(os.path.join(folder, META_FILE))
     except (OSError, ValueError):
         return False
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:

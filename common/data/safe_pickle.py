@@ -257,9 +257,10 @@ class RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 (BUILD needs the P
     def find_class(self, module: str, name: str) -> Any:  # noqa: D102 (pickle API)
         found = self._allowed.get((module, name))
         if found is None:
+            shown = f"{module}.{name}"  # any length, from the file: shown bounded
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
             raise pickle.UnpicklingError(
-                f"refusing to load global {module}.{name}: only numpy arrays are allowed"
-            )
+                f"refusing to load global {shown}: only numpy arrays are allowed")
         return found
 
     def persistent_load(self, pid: Any) -> Any:  # noqa: D102 (pickle API)

@@ -15,7 +15,6 @@ and, through ``python -m common.reproduce.run_cell``, in a fresh process per dee
 from __future__ import annotations
 
 from common.errors import ProjectError
-import json
 import os
 import time
 from typing import Any
@@ -26,6 +25,7 @@ from absl import logging
 from common.metrics import METRIC_KEYS, retrieval_metrics
 from common.reproduce import methods as registry
 from common.reproduce.curves import precision_at_k_curve, radius_curve
+from common.io import json_files
 from common.io.atomic import write_json_atomic
 
 CELL_FILE = "cell.json"
@@ -51,8 +51,15 @@ def read_cell(out: str, method: str, bits: int, seed: int = 0) -> dict[str, Any]
     path = os.path.join(cell_dir(out, method, bits, seed), CELL_FILE)
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        cell = json_files.load(path)
+    except (OSError, ValueError) as exc:
+        raise CellSettingsError(f"{path}: damaged ({exc}); delete the file to run the cell "
+                                "again") from None
+    if not isinstance(cell, dict):
+        raise CellSettingsError(f"{path}: damaged (not a JSON object); delete the file to run "
+                                "the cell again")
+    return cell
 
 
 def finished_cell(out: str, method: str, bits: int,

@@ -8,7 +8,6 @@ the command line can reject bad data in a fraction of a second).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from common.io import json_files
 from common.io.atomic import make_temp_dir
 from common.data.validation_split import DEFAULT_SEED as DEFAULT_VALIDATION_SEED
 from common.data.validation_split import validation_indices
@@ -174,8 +174,14 @@ def ensure_synthetic(data_dir: str, synthetic_kwargs: dict[str, Any] | None = No
     if all(splits_present):
         meta: dict[str, Any] = {}
         if os.path.exists(meta_path):
-            with open(meta_path, encoding="utf-8") as f:
-                meta = json.load(f)
+            try:
+                meta = json_files.load(meta_path)
+            except (OSError, ValueError) as exc:
+                raise DataFormatError(meta_path, f"damaged ({exc}); delete the folder to "
+                                      "generate the data set again") from None
+            if not isinstance(meta, dict):
+                raise DataFormatError(meta_path, "damaged (not a JSON object); delete the "
+                                      "folder to generate the data set again")
         differ = {k: (meta.get(k), v) for k, v in kwargs.items() if k in meta and meta[k] != v}
         if differ:
             shown = ", ".join(f"{k}={old} (requested {new})" for k, (old, new) in differ.items())

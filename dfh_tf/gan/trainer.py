@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from common.io import json_files
 from common.io.atomic import write_json_atomic
 from common.runs.history import append_history_line
 from common.runs.run_config import write_config_file
@@ -284,9 +285,13 @@ def _repair_history(model_dir: str, epoch: int) -> None:
     if not any(e["epoch"] == epoch for e in entries):
         pending = os.path.join(model_dir, CHECKPOINT_DIR, PENDING_HISTORY)
         if os.path.exists(pending):
-            with open(pending, encoding="utf-8") as f:
-                entry = json.load(f)
-            if entry.get("epoch") == epoch:
+            try:
+                entry = json_files.load(pending)
+            except ValueError as exc:  # damaged: the line is lost, the run is not
+                logging.warning("%s: damaged (%s); epoch %d has no history line", pending, exc,
+                                epoch)
+                entry = {}
+            if isinstance(entry, dict) and entry.get("epoch") == epoch:
                 entries.append(entry)
                 logging.info("history.jsonl: restored the line of epoch %d", epoch)
     tmp = path + ".tmp"

@@ -16,6 +16,7 @@ import hashlib
 import json
 from typing import Any
 
+from common.io import json_files
 from face_search.errors import IndexFolderError
 
 FORMAT = "face-search-index/1"
@@ -40,7 +41,7 @@ def encode(content: dict[str, Any]) -> bytes:
 def marked(raw: bytes) -> dict[str, Any] | None:
     """The manifest in ``raw`` if it carries this format's marker (unchecked), else None."""
     try:
-        manifest = json.loads(raw.decode("utf-8"))
+        manifest = json_files.loads(raw.decode("utf-8"))  # nesting too deep: ValueError
     except ValueError:  # UnicodeDecodeError is one
         return None
     if isinstance(manifest, dict) and manifest.get("format") == FORMAT:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import stat
@@ -35,7 +34,7 @@ from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
-from common.io import interrupts
+from common.io import interrupts, json_files
 from common.io.atomic import make_temp_dir
 # The exports' rename primitives: the same atomic exchange and no-replace rename.
 from common.io.folder_swap import (discard_or_keep, fsync_tree, put_back_newest_aside, siblings,
@@ -225,7 +224,10 @@ def _read_file(snapshot: FolderSnapshot, name: str, record: Any) -> Any:
                                    f"{INDEX_JSON}); rebuild the index")
         f.seek(0)
         if name == NAMES_FILE:
-            return json.load(io.TextIOWrapper(f, encoding="utf-8"))
+            try:
+                return json_files.loads(f.read().decode("utf-8"))
+            except ValueError as exc:  # a matching hash of a file nested too deep, say
+                raise IndexFolderError(f"{file}: damaged ({exc}); rebuild the index") from None
         return np.load(f, allow_pickle=False)
 
 

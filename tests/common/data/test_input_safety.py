@@ -446,3 +446,31 @@ def test_hostile_pickle_costs_bounded_memory(tmp_path):
         assert REASONS[name] in message, (name, message)
         assert "MemoryError" not in message
     assert result["maxrss_growth"] < 64 << 20, result["maxrss_growth"]
+
+
+# ------------------------------------------------------- messages bounded in length
+def _long_global() -> bytes:
+    """A global whose module name is 100,000 characters: refused, by name."""
+    return pickle.PROTO + b"\x02" + b"c" + b"m" * 100_000 + b"\nname\n" + pickle.STOP
+
+
+def _long_numpy_argument() -> bytes:
+    """An admitted numpy call given an argument numpy repeats in its own error message."""
+    from common.data.safe_pickle import _FROMBUFFER
+
+    class Call:
+        def __reduce__(self):
+            return _FROMBUFFER, (b"", "f4", (0,), "Z" * 100_000)
+
+    return pickle.dumps(Call(), protocol=4)
+
+
+@pytest.mark.parametrize("make, fragment", [(_long_global, "refusing to load global mmm"),
+                                            (_long_numpy_argument, "corrupt pickle")])
+def test_a_hostile_files_values_reach_the_message_bounded(make, fragment, tmp_path):
+    """Whatever a file holds, the message naming it stays a line a person reads (before: the
+    file's 100,000 characters, in one line)."""
+    path = tmp_path / "part_000.pkl"
+    path.write_bytes(make())
+    message = _refused(str(path), fragment)
+    assert len(message) < len(str(path)) + 300, len(message)

@@ -119,3 +119,20 @@ def test_a_folder_name_that_is_not_utf8_is_refused_before_anything_is_written(tm
     assert result.returncode == 2 and len(errors) == 1
     assert "run\\xff" in errors[0] and "not valid UTF-8" in errors[0]
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("module, extra", [("dcbh_tf.evaluate", []),
+                                           ("dcbh_tf.export", ["--export_dir", "out"])])
+def test_reading_a_run_folder_whose_name_is_not_utf8_says_so(module, extra, tmp_path):
+    """evaluate and export said "the checkpoint does not match this model" of such a folder
+    (TensorFlow cannot open paths that are not UTF-8); now the name is the reason given."""
+    name = os.fsdecode(b"run\xff")
+    os.mkdir(tmp_path / name)
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--model_dir", name, *extra],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=ROOT))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    assert "--model_dir run\\xff" in errors[0] and "not valid UTF-8" in errors[0], errors[0]
+    assert os.listdir(tmp_path) == [name]
