@@ -8,6 +8,7 @@ the command line can reject bad data in a fraction of a second).
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -200,6 +201,14 @@ def ensure_synthetic(data_dir: str, synthetic_kwargs: dict[str, Any] | None = No
         logging.info("generating the synthetic data set into %s", data_dir)
         meta = write_synthetic_dataset(tmp, **kwargs)
         os.replace(tmp, data_dir)  # an empty data_dir is replaced atomically too
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and all(
+                _has_data(os.path.join(data_dir, s)) for s in ("train", "test")):
+            # another process generated it meanwhile (one per worker, say; the replace is
+            # atomic, so it is complete): use it, as a later call would
+            return ensure_synthetic(data_dir, kwargs)
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -22,6 +22,7 @@ from common.training.data import load_split_data
 from common.training.loop import TrainConfig, train
 from common.training.reporting import METRICS
 from dcbh_tf.method import DCBH
+from ddch_tf.method import DDCH
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 
@@ -193,11 +194,9 @@ def test_run_folder_errors_name_the_problem(trained, tmp_path):
     with pytest.raises(ValueError, match="checkpoint slot must be one of"):
         load_run(DCBH, str(model_dir), "newest")
 
-    class Other(DCBH):
-        name = "ddch"
-
-    with pytest.raises(RunFolderError, match="holds a 'dcbh' run, not 'ddch'"):
-        load_run(Other, str(model_dir))
+    for other in (DDCH, "ddch"):  # a method class, or its registry name
+        with pytest.raises(RunFolderError, match="holds a 'dcbh' run, not 'ddch'"):
+            load_run(other, str(model_dir))
 
 
 def _cli(module, args):

@@ -305,15 +305,19 @@ def test_resume_redoes_an_evaluation_a_kill_interrupted(data, tmp_path, monkeypa
 
 
 # --------------------------------------------------------------------------- damaged folders
-def test_nan_normalization_in_run_config_is_detected(evaluated_run, tmp_path):
+@pytest.mark.parametrize("std, reason", [
+    (float("nan"), "NaN is not a valid value in a run config"),  # refused as it is parsed
+    (float("inf"), "Infinity is not a valid value in a run config"),
+    (-1.0, "damaged normalization"), ("1.0", "damaged normalization")])
+def test_nan_normalization_in_run_config_is_detected(evaluated_run, tmp_path, std, reason):
     model_dir = tmp_path / "run"
     shutil.copytree(evaluated_run, model_dir)
     config = json.loads((model_dir / RUN_CONFIG).read_text())
-    config["normalization"]["std"] = float("nan")
+    config["normalization"]["std"] = std
     (model_dir / RUN_CONFIG).write_text(json.dumps(config))
-    with pytest.raises(RunFolderError, match="damaged normalization"):
+    with pytest.raises(RunFolderError, match=reason):
         export_run(DCBH, str(model_dir), str(tmp_path / "export"))
-    with pytest.raises(RunFolderError, match="damaged normalization"):
+    with pytest.raises(RunFolderError, match=reason):
         evaluate_run(DCBH, str(model_dir))
     assert not (tmp_path / "export").exists()
 
