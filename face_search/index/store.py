@@ -253,6 +253,10 @@ def _load_once(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         snapshot = FolderSnapshot(path)
     except (FileNotFoundError, NotADirectoryError):
+        if os.path.isdir(os.path.dirname(path)) and siblings(path, "old"):
+            # a save moved it aside after the check above (no folder exchange here): read
+            # again, which waits for that save or puts the aside copy back
+            raise FolderReplaced from None
         raise IndexFolderError(f"{path}: no such index folder") from None
     with snapshot:
         try:

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from checkout import ROOT
+from common.io import folder_swap
 from face_search.index import manifest as index_manifest
 from face_search.index import store
 from face_search.errors import IndexFolderError
@@ -128,6 +129,29 @@ def test_a_save_between_two_files_of_a_load_is_read_again(tmp_path, monkeypatch)
     monkeypatch.setattr(store, "_read_checked", save_first)
     loaded, manifest = GalleryIndex.load_saved(path)
     assert calls and len(loaded) == 6 and manifest["count"] == 6 and _one_save(loaded)
+
+
+def test_a_folder_moved_aside_just_before_the_load_opens_it_is_read_again(tmp_path,
+                                                                          monkeypatch):
+    """Deterministically, the instant the suite's no-exchange run hit once in 822 loads: the
+    load found the folder present, then a save (on a filesystem that cannot exchange
+    folders) renamed it aside before the load opened it. The load used to say "no such
+    index folder"; it reads again, and with no save holding the lock puts the aside copy
+    back, as a writer would."""
+    path = str(tmp_path / "idx")
+    _first_index(path)
+    real, moved = store.FolderSnapshot, []
+
+    def moved_first(folder):
+        if not moved:
+            moved.append(folder_swap.sibling(folder, "old"))
+            os.rename(folder, moved[0])  # what a save without the exchange does first
+        return real(folder)
+
+    monkeypatch.setattr(store, "FolderSnapshot", moved_first)
+    loaded, manifest = GalleryIndex.load_saved(path)
+    assert moved and len(loaded) == 3 and manifest["count"] == 3
+    assert os.path.isdir(path) and not os.path.exists(moved[0])
 
 
 def test_a_folder_that_keeps_changing_is_reported_not_misread(tmp_path, monkeypatch):
