@@ -16,6 +16,8 @@ import pytest
 
 from checkout import ROOT
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 SCRIPT = os.path.join(ROOT, "bench", "device_check.sh")
 CONFIGS = ("float32", "mixed", "mirrored")
 TINY = ["--width_multiplier", "0.0625", "--batch_size", "8", "--steps", "2", "--warmup", "1",

@@ -21,8 +21,7 @@ from common.training.optimizers import make_optimizer
 from common.training.reporting import METRICS, read_history
 from dagh_tf.method import DAGH, LOSS_PARTS
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
-
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")]
 WIDTH = 0.125
 
 

@@ -61,6 +61,7 @@ def test_bad_input_stops_with_one_clear_message(case, bad_data, tmp_path):
     assert not (tmp_path / "run").exists()  # rejected before anything was written
 
 
+@pytest.mark.slow
 def test_train_end_to_end_on_tiny_synthetic_data(tmp_path):
     data_dir, model_dir = tmp_path / "data", tmp_path / "run"
     common = ["--dataset", "synthetic", "--data_dir", str(data_dir),
@@ -92,6 +93,7 @@ def test_train_end_to_end_on_tiny_synthetic_data(tmp_path):
     assert json.load(open(model_dir / "metrics.json"))["epochs_completed"] == 1
 
 
+@pytest.mark.slow
 def test_non_finite_loss_exits_non_zero(tmp_path):
     result = run_cli("dcbh_tf.train", [
         "--dataset", "synthetic", "--data_dir", str(tmp_path / "data"),

@@ -22,8 +22,7 @@ from common.training.optimizers import make_optimizer
 from common.training.reporting import METRICS, read_history
 from ddah_tf.method import DDAH, LOSS_PARTS
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
-
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")]
 WIDTH = 0.125  # attention widths 4/8/16, trunk 4/8/16/32: a step takes milliseconds
 
 

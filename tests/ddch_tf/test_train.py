@@ -24,9 +24,7 @@ from common.training.loop import TrainConfig, train
 from common.training.reporting import METRICS, read_history
 from ddch_tf.method import DDCH
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
-
-
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")]
 @pytest.fixture(scope="module")
 def learn_data(tmp_path_factory):
     """8 identities x (20 train + 4 test)."""

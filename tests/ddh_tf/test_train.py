@@ -19,9 +19,7 @@ from common.training.loop import TrainConfig, train
 from common.training.reporting import METRICS, read_history
 from ddh_tf.method import DDH
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
-
-
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")]
 @pytest.fixture(scope="module")
 def learn_data(tmp_path_factory):
     """8 identities x (20 train + 4 test)."""

@@ -20,8 +20,7 @@ from common.training.loop import TrainConfig, train
 from common.training.reporting import METRICS, read_history
 from dfh_tf.method import DFH, LOSS_PARTS
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
-
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")]
 WIDTH = 0.125
 
 

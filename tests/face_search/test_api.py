@@ -23,6 +23,8 @@ from face_search.errors import ModelPathError, UnknownIdError
 from face_search.index import GalleryIndex
 from search_service_fixture import raw_faces, train_tiny_export
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 HAS_FACES = os.path.exists(os.path.join(ROOT, "common", "faces", "__init__.py"))
 

@@ -26,6 +26,8 @@ from common.io.faults import ENV as CRASH_ENV
 from common.runs.checkpoints import store as checkpoints
 from common.training.reporting import METRICS, read_history
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
 ENV.pop(CRASH_ENV, None)
 EPOCHS = 3

@@ -36,6 +36,7 @@ def test_lfw_folders_load_in_the_original_layout(lfw):
     assert 0 < lfw.normalization.std
 
 
+@pytest.mark.slow
 def test_itq_on_real_faces_beats_chance(lfw):
     """Pixel ITQ at 48 bits: mAP 0.0231 measured.
 

@@ -40,6 +40,8 @@ import pytest
 from checkout import ROOT
 from common.training.distribution import DistributionError, is_chief, read_tf_config
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 METHODS = ("dcbh", "ddch", "ddh", "ddah", "dagh")
 EPOCHS = 2
 BATCH = 12  # 40 images: 6 + 6 three times, then 2 + 2

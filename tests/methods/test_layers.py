@@ -85,6 +85,7 @@ def test_config_holds_every_constructor_argument_and_rebuilds_the_layer(name):
     assert type(again) is cls and again.get_config() == config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_a_model_holding_the_layer_saves_and_loads_with_the_same_outputs(name, tmp_path):
     """Random weights (so that nothing passes by an initial value) and random inputs in

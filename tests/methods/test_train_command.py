@@ -28,6 +28,8 @@ from common.runs.checkpoints import store as checkpoints
 from common.runs.run_config import RUN_CONFIG
 from common.training.reporting import METRICS
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 METHODS = registry.method_names()
 
 # A shared training flag (common/cli/train_flags.py): every method's command has it.

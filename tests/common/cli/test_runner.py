@@ -23,6 +23,8 @@ import pytest
 from checkout import ROOT
 from common.cli import runner
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
 ENV.pop(runner.TRACEBACK_ENV, None)
 # TensorFlow's start-up lines (even at level 3), absl log lines, TF's Python warnings.

@@ -135,6 +135,7 @@ def test_a_plain_import_elsewhere_is_not_filtered(tmp_path):
     assert result.returncode == 0 and result.stderr == SAMPLE.splitlines(keepends=True)[1]
 
 
+@pytest.mark.slow
 def test_tensorflow_quiet_and_devices_still_configurable():
     """After the explicit import: no start-up notice, and TF's runtime is not initialised yet."""
     result = run_python("""
@@ -152,6 +153,7 @@ def test_tensorflow_quiet_and_devices_still_configurable():
     assert result.stderr == ""
 
 
+@pytest.mark.slow
 def test_opt_out_shows_the_notices():
     """TF_CPP_MIN_LOG_LEVEL=0 shows TensorFlow's start-up as it is (FACE_HASHING_TF_STARTUP=show
     takes the same path: test_opt_out_changes_nothing). An entry point's stderr without the

@@ -290,6 +290,7 @@ def test_command_line_converts_and_refuses_with_one_error_line(photos, tmp_path)
         assert "Traceback" not in failed.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not mtcnn_importable(), reason="the mtcnn package is not installed")
 @pytest.mark.skipif(not os.path.isdir(LFW_PHOTOS), reason=f"no LFW sample photos at {LFW_PHOTOS}")
 def test_lfw_sample_photos_convert_with_mtcnn(tmp_path, capsys):

@@ -221,6 +221,7 @@ def test_sparse_labels_are_refused_naming_the_folder(tmp_path):
     (np.array([0, 3, 105]), 106),                            # small sets: 2 * 3 + 100
     (np.arange(600_000), 600_000),                           # dense and large
 ])
+@pytest.mark.slow
 def test_dense_or_moderately_gapped_labels_are_accepted(labels, classes):
     assert class_count_from_labels(labels, "/data/train") == classes
 
@@ -230,6 +231,7 @@ def test_dense_or_moderately_gapped_labels_are_accepted(labels, classes):
     (np.arange(0, 3000, 3), 2998),                           # 1000 labels, 2998 > 2100
     (np.append(np.arange(600_000), MAX_CLASSES), MAX_CLASSES + 1),  # the hard cap
 ])
+@pytest.mark.slow
 def test_sparse_label_rule(labels, classes):
     with pytest.raises(DataFormatError) as excinfo:
         class_count_from_labels(labels, "/data/train")
@@ -425,6 +427,7 @@ print(json.dumps({"messages": messages, "maxrss_growth": grown}))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and RLIMIT_AS")
 def test_hostile_pickle_costs_bounded_memory(tmp_path):
     """Every hostile file, read in a process capped at 1 GiB more address space, is

@@ -342,6 +342,7 @@ def _command(*args: str, cwd) -> subprocess.CompletedProcess:
                           env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"))
 
 
+@pytest.mark.slow
 def test_the_command_prepares_and_reports_and_refuses_in_one_line(folder_data, tmp_path):
     data_dir, manual = tmp_path / "data", str(folder_data["manual"])
     done = _command("--config", "folder", "--manual_dir", manual, "--data_dir", str(data_dir),

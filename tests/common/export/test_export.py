@@ -24,6 +24,8 @@ from common.training.reporting import METRICS
 from dcbh_tf.method import DCBH
 from ddch_tf.method import DDCH
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 
 

@@ -32,6 +32,8 @@ from common.training.data import load_split_data
 from common.training.loop import TrainConfig, train
 from dcbh_tf.method import DCBH
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 HEX = "0123456789ab"  # a 12-hex token as the module names its own temporaries
 

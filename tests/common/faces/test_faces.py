@@ -292,6 +292,7 @@ def test_auto_means_mtcnn_when_installed_and_mtcnn_weights_come_from_the_package
     assert MtcnnDetector().detect(np.zeros((64, 64, 3), np.uint8)) == []
 
 
+@pytest.mark.slow
 @needs_mtcnn
 @needs_photos
 def test_mtcnn_faces_are_laid_out_like_the_training_faces(mtcnn_preparer):

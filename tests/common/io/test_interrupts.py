@@ -51,6 +51,7 @@ def test_without_a_signal_the_block_runs_to_its_end_and_handlers_are_restored():
     assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
+@pytest.mark.slow
 def test_a_signal_during_an_export_leaves_the_previous_export(tmp_path, monkeypatch):
     """SIGTERM while the SavedModel is written: the swap is cancelled, nothing is left."""
     import numpy as np

@@ -20,6 +20,8 @@ from common.reproduce.figures import GRID_FIGURE, PK_FIGURE, PR_FIGURE
 from common.reproduce.harness import RESULTS_CSV, RESULTS_MD, ReproduceConfig, reproduce
 from common.training.data import load_split_data
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -28,6 +28,8 @@ from common.reproduce.isolation import CellProcessError, run_cell_process
 from common.runs.checkpoints.store import read_index
 from common.training.data import load_split_data
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 SYNTHETIC = dict(num_identities=6, train_per_identity=8, test_per_identity=3)
 
 

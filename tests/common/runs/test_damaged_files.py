@@ -27,6 +27,8 @@ from common.training.saved_run import RunFolderError, evaluate_run
 from dcbh_tf.method import DCBH
 from tiny_training import synthetic_split
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 DEEP = "[" * 100_000 + "]" * 100_000
 
 

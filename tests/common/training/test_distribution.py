@@ -100,6 +100,7 @@ def test_loss_scales_add_up_to_the_global_batch_value():
 
 
 # ---------------------------------------------------------------------------- settings
+@pytest.mark.slow
 def test_every_method_names_how_each_loss_part_depends_on_the_batch():
     import keras
     import tensorflow as tf
@@ -185,6 +186,7 @@ def _compare(tmp_path, method: str, epsilon: float, batch: int, epochs: int) -> 
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ddch"])  # the most sensitive (see the step test)
 def test_mirrored_training_equals_one_device_and_resumes(tmp_path, method):
     """2 epochs of 4 steps (40 images, global batch 12 = 6 + 6, last 4 = 2 + 2); the
@@ -330,6 +332,7 @@ ORDERINGS = 4      # the batch in the pipeline's order, then up to three permuta
 VALUES_TOL = 1e-4  # loss and its parts, relative (below 1e-3: absolute 1e-7)
 
 
+@pytest.mark.slow
 def test_each_mirrored_step_equals_the_single_device_step(tmp_path):
     """Every step of an epoch from the same state, each method (one process for all):
     batch 12 of 40 images is 6 + 6 three times, then 2 + 2; batch 15 is 8 + 7 twice,

@@ -25,6 +25,8 @@ from common.training.loop import TrainConfig, train
 from common.training.reporting import METRICS, read_history
 from dcbh_tf.method import DCBH
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 SLOTS = ("last", "best_loss", "best_map")
 METRIC_FIELDS = ("epoch", "map", "precision_at_k", "precision_within_radius",
                  "recall_within_radius", "hamming", "ties")

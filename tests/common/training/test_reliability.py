@@ -27,6 +27,8 @@ from common.training.loop import TrainConfig, _Trainer, train
 from common.training.reporting import read_history
 from dcbh_tf.method import DCBH
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):

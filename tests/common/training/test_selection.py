@@ -23,9 +23,7 @@ from common.training.data import load_split_data
 from ddh_tf.method import DDH
 from tiny_training import checkpoint_tensors, synthetic_split
 
-pytestmark = pytest.mark.usefixtures("op_determinism")
-
-
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("op_determinism")]
 def _train(data, folder, epochs=4):
     config = TrainConfig(epochs=epochs, model_dir=str(folder), batch_size=16, shuffle=True,
                          eval_every=1, deterministic=True, log_every_steps=0)

@@ -116,6 +116,7 @@ def dcbh_after_one_step(mode):
     return {w.path: w.numpy() for w in model.trainable_variables}
 
 
+@pytest.mark.slow
 def test_training_step_mode_changes_only_the_centers():
     tf1, keras_rows = dcbh_after_one_step("tf1"), dcbh_after_one_step("keras")
     differ = sorted(p for p in tf1 if not np.allclose(tf1[p], keras_rows[p], rtol=0, atol=1e-7))

@@ -18,6 +18,8 @@ import pytest
 
 from checkout import ROOT
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
 ENV.pop("FACE_HASHING_TRACEBACK", None)
 IDENTITIES, PER_ID, TEST_PER_ID = 6, 4, 2

@@ -98,6 +98,7 @@ def race(path: str, saves: int, mode: str, readers: int = 2, limit: float = 300.
     return counts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["exchange", "no-exchange"])
 def test_loads_during_saves_see_one_save_and_never_fail(tmp_path, mode):
     path = str(tmp_path / "idx")

@@ -27,6 +27,8 @@ from checkout import ROOT
 from common.faces.detector import mtcnn_importable
 from search_service_fixture import photo_path, raw_faces, start, synthetic_photo, tiny_index
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 LIMIT = 300_000
 

@@ -18,6 +18,8 @@ from search_page_driver import console_errors, fresh_profile, full_page_screensh
     search_with_page, start_chromium
 from search_service_fixture import raw_faces, start, synthetic_photo, tiny_index
 
+pytestmark = pytest.mark.slow  # trains models or starts processes
+
 
 @pytest.fixture(scope="module")
 def browser():

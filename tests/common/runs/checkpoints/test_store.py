@@ -146,6 +146,7 @@ def test_crash_during_save_keeps_the_previous_state(tmp_path, monkeypatch, crash
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_killed_process_leaves_a_restorable_checkpoint(tmp_path):
     """SIGKILL a process that saves in a loop; the index must name a complete state."""
     script = textwrap.dedent(f"""
