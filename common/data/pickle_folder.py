@@ -26,7 +26,7 @@ from absl import logging
 
 from common.data.errors import DataFormatError, DataFormatWarning
 from common.data.pixel_scale import check_pixel_scale
-from common.data.safe_pickle import restricted_loads
+from common.data.safe_pickle import cut, restricted_loads
 
 IMAGE_SIZE = 32
 CHANNELS = 3
@@ -183,13 +183,6 @@ def _warn_constant_images(path: str, constant: int, total: int) -> None:
                         "frames); kept as data", path, constant, total)
 
 
-def _bounded(exc: BaseException, limit: int = 200) -> str:
-    """An exception's text cut to ``limit`` characters: a hostile file's values (a numpy
-    argument of 100,000 characters, say) reach the message through the exception."""
-    text = str(exc)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def _read_file(path: str) -> tuple[np.ndarray, np.ndarray, int]:
     """Load and validate one ``(x, y)`` pickle; also count its constant images."""
     try:
@@ -204,10 +197,11 @@ def _read_file(path: str) -> tuple[np.ndarray, np.ndarray, int]:
     except EOFError:
         raise DataFormatError(path, "file is truncated (unexpected end of pickle data)") from None
     except pickle.UnpicklingError as exc:
-        raise DataFormatError(path, f"not a valid data pickle: {_bounded(exc)}") from None
+        raise DataFormatError(path, f"not a valid data pickle: {cut(str(exc), 200)}") from None
     except Exception as exc:  # corrupt streams raise many kinds of errors
+        # the text may repeat a hostile file's values (numpy's own errors do): cut it
         raise DataFormatError(path, f"corrupt pickle ({type(exc).__name__}: "
-                                    f"{_bounded(exc)})") from None
+                                    f"{cut(str(exc), 200)})") from None
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         got = type(obj).__name__
         if isinstance(obj, (tuple, list)):

@@ -89,6 +89,11 @@ _SCALAR = _numpy_attr(_CORE, "scalar")
 _FROMBUFFER = _numpy_attr(_NUMERIC, "_frombuffer")
 
 
+def cut(text: str, limit: int = 80) -> str:
+    """``text`` at most ``limit`` characters long (a message's part that a file decides)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _short(value: Any, depth: int = 2) -> str:
     """A description for messages, bounded in length and in the time it takes.
 
@@ -108,7 +113,7 @@ def _short(value: Any, depth: int = 2) -> str:
         text = repr(value)
     else:
         return f"a {type(value).__name__}"
-    return text if len(text) <= 80 else text[:77] + "..."
+    return cut(text)
 
 
 class _Budget:
@@ -257,10 +262,9 @@ class RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 (BUILD needs the P
     def find_class(self, module: str, name: str) -> Any:  # noqa: D102 (pickle API)
         found = self._allowed.get((module, name))
         if found is None:
-            shown = f"{module}.{name}"  # any length, from the file: shown bounded
-            shown = shown if len(shown) <= 80 else shown[:77] + "..."
-            raise pickle.UnpicklingError(
-                f"refusing to load global {shown}: only numpy arrays are allowed")
+            raise pickle.UnpicklingError(  # the name is the file's, of any length
+                f"refusing to load global {cut(f'{module}.{name}')}: only numpy arrays are "
+                "allowed")
         return found
 
     def persistent_load(self, pid: Any) -> Any:  # noqa: D102 (pickle API)
