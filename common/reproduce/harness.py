@@ -218,9 +218,8 @@ def reproduce(config: ReproduceConfig, data) -> dict[tuple[str, int], dict]:
             logging.info("cell %d/%d: %s, %d bits, seed %d", i, len(work), method, bits, seed)
             cells[method, bits, seed] = run_isolated_cell(config, method, bits, data, settings,
                                                           seed)
-        if missing:
-            logging.info("%d of %d cells not finished (shown as -)", len(missing), len(work))
         if missing:  # the figures compare every row of one seed: only with all of them
+            logging.info("%d of %d cells not finished (shown as -)", len(missing), len(work))
             figures = []
         else:
             first = {(m, b): cells[m, b, config.seeds[0]] for m in config.methods
