@@ -25,7 +25,8 @@ usage: ./run.sh [SUBCOMMAND] [ARGS...]
                    a no-op when nothing changed since the last install
   test [ARGS]      set up if needed, then run the whole test suite (ARGS go to pytest);
                    test files run in parallel processes (TEST_WORKERS, default: the CPU
-                   count up to 4; TEST_WORKERS=1 runs them one after another)
+                   count up to 4; TEST_WORKERS=1 runs them one after another);
+                   test -m "not slow" is the fast lane (no training, no extra processes)
   synthetic [ARGS] write the synthetic identity data set (python -m common.synthetic ARGS)
   bench NAME       run bench/NAME.py (e.g. ./run.sh bench metrics)
   help             this text
