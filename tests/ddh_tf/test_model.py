@@ -237,7 +237,10 @@ def test_outputs_and_intermediate_shapes():
     logits, codes = model(x, training=False)
     assert logits.dtype == "float32" and codes.dtype == "float32"
     assert tuple(logits.shape) == (3, 7) and tuple(codes.shape) == (3, 12)
-    assert np.all(np.abs(arr(codes)) < 1)
+    # tanh's range; in float32 it reaches exactly 1 for inputs beyond ~9, which the unseeded
+    # initial weights give for some of the weights earlier tests left the global RNG at
+    # (the test failed in one order of files in three): <= 1, not < 1
+    assert np.all(np.abs(arr(codes)) <= 1)
 
 
 def test_layer_settings_follow_the_original():
