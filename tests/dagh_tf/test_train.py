@@ -1,6 +1,9 @@
-"""DAGH through the shared loop: the step against an independent reference, resume,
-learning, export, the harness's ablation rows and the command line (tiny widths, tiny
-synthetic data)."""
+"""DAGH through the shared loop: the step against an independent reference, resume, the
+harness's ablation rows and the command line (tiny widths, tiny synthetic data).
+
+Learning and the served export are checked for every registered method by
+tests/methods/test_learning.py and tests/methods/test_served_export.py.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,9 @@ import json
 import numpy as np
 import pytest
 
-from fresh_process import assert_served_codes, serve_in_fresh_process
 from method_cli import run_cli
-from tiny_training import chance_map, checkpoint_tensors, step_row, synthetic_split
+from tiny_training import checkpoint_tensors, step_row, synthetic_split
 
-from common.export.folder import EXPORT_INFO, KERAS_FILE
-from common.training.saved_run import export_run, load_run
 from common.runs.run_config import RUN_CONFIG
 from common.training.loop import TrainConfig, _Trainer, train
 from common.training.optimizers import make_optimizer
@@ -129,67 +129,6 @@ def test_a_model_only_checkpoint_holds_every_variable():
     for settings in (dict(), dict(attention="parallel", identity_head="softmax")):
         model = DAGH(num_bits=12, width_multiplier=WIDTH, **settings).build_model(4)
         assert untracked_variables(model) == []
-
-
-# ---------------------------------------------------------------------------- learning, export
-@pytest.fixture(scope="module")
-def learn_data(tmp_path_factory):
-    """8 identities x (20 train + 4 test)."""
-    return synthetic_split(tmp_path_factory.mktemp("learn") / "data", 8, 20, 4)
-
-
-@pytest.fixture(scope="module")
-def learned_run(learn_data, tmp_path_factory):
-    """12 epochs of 5 steps (batch 32, reshuffled), 48 bits, width 1/8."""
-    model_dir = tmp_path_factory.mktemp("learned") / "run"
-    config = TrainConfig(epochs=12, model_dir=str(model_dir), batch_size=32, shuffle=True,
-                         eval_every=0, log_every_steps=0, seed=0)
-    report = train(DAGH(num_bits=48, width_multiplier=WIDTH), learn_data, config)
-    return model_dir, report
-
-
-def test_short_training_lowers_the_loss_and_beats_chance(learned_run, learn_data):
-    model_dir, report = learned_run
-    history = read_history(str(model_dir))
-    assert [h["epoch"] for h in history] == list(range(1, 13))
-    losses = [h["loss"] for h in history]
-    assert losses[-1] < 0.5 * losses[0], losses
-    for h in (history[0], history[-1]):
-        assert set(h["loss_parts"]) == set(LOSS_PARTS)
-        assert sum(h["loss_parts"].values()) == pytest.approx(h["loss"], rel=1e-5)
-    assert history[-1]["accuracy"] > 0.9
-    chance = chance_map(learn_data)
-    best = report["best_map"]["map"]
-    assert best > 2 * chance, (best, chance)
-    run_config = json.load(open(model_dir / RUN_CONFIG))
-    assert run_config["method"] == DAGH(num_bits=48, width_multiplier=WIDTH).config()
-    assert json.load(open(model_dir / METRICS))["num_classes"] == 8
-
-
-def test_exported_saved_model_serves_the_discrete_codes_in_a_fresh_process(learned_run,
-                                                                           tmp_path):
-    import keras
-
-    model_dir, report = learned_run
-    export_dir = tmp_path / "dagh_export"
-    info = export_run(DAGH, str(model_dir), str(export_dir), "best_map")
-    assert info["method"]["method"] == "dagh" and info["num_bits"] == 48
-    assert info["checkpoint"]["epoch"] == report["best_map"]["epoch"]
-    with open(export_dir / EXPORT_INFO) as f:
-        assert json.load(f) == info
-    raw = np.random.default_rng(7).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
-    served = serve_in_fresh_process(export_dir, raw, tmp_path)
-    assert set(served) == {"codes", "packed", "relaxed"}
-    run = load_run(DAGH, str(model_dir), "best_map")
-    x = run.normalization.apply(raw.astype(np.float32))
-    relaxed = np.asarray(run.model(x, training=False)[1])
-    discrete = keras.Model(run.model.input, run.model.get_layer("discrete_hash").output)
-    expected = np.asarray(discrete(x, training=False)).astype(np.int8)   # the layer's +-1
-    np.testing.assert_array_equal(np.where(relaxed >= 0, 1, -1), expected)
-    assert_served_codes(served, relaxed, atol=1e-5)
-    keras_model = keras.saving.load_model(str(export_dir / KERAS_FILE))
-    np.testing.assert_allclose(np.asarray(keras_model(x, training=False)[1]), relaxed,
-                               rtol=0, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------- harness rows

@@ -1,5 +1,9 @@
-"""DDAH through the shared loop: the two-optimiser step, the schedule, resume, learning,
-export and the command line (tiny widths, tiny synthetic data)."""
+"""DDAH through the shared loop: the two-optimiser step, the schedule, resume and the
+command line (tiny widths, tiny synthetic data).
+
+Learning and the served export are checked for every registered method by
+tests/methods/test_learning.py and tests/methods/test_served_export.py.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,10 @@ import sys
 import numpy as np
 import pytest
 
-from fresh_process import assert_served_codes, serve_in_fresh_process
 from method_cli import ENV, run_cli
-from tiny_training import chance_map, checkpoint_tensors, step_row, synthetic_split
+from tiny_training import checkpoint_tensors, step_row, synthetic_split
 
-from common.export.folder import EXPORT_INFO, KERAS_FILE
-from common.training.saved_run import evaluate_run, export_run, load_run
-from common.runs.run_config import RUN_CONFIG
+from common.training.saved_run import evaluate_run, load_run
 from common.training.loop import TrainConfig, _Trainer, train
 from common.training.optimizers import make_optimizer
 from common.training.reporting import METRICS, read_history
@@ -285,76 +286,6 @@ def test_schedule_per_epoch_and_exact_resume(tiny_data, tmp_path):
         assert int(one[prefix + "_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == 2 * 3  # 24 / 8
         assert float(one[prefix + "_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"]) == np.float32(5e-4)
     assert not any(k.startswith("optimizer/") for k in one)
-
-
-# ---------------------------------------------------------------------------- learning, export
-@pytest.fixture(scope="module")
-def learn_data(tmp_path_factory):
-    """8 identities x (20 train + 4 test)."""
-    return synthetic_split(tmp_path_factory.mktemp("learn") / "data", 8, 20, 4)
-
-
-@pytest.fixture(scope="module")
-def learned_run(learn_data, tmp_path_factory):
-    """12 epochs of 5 steps (batch 32, reshuffled as the original did), 48 bits, width 1/8.
-
-    Measured (seeds 0, 1, 3; this configuration): mAP 0.463, 0.347, 0.391 (chance 0.15);
-    train loss from 3.7-4.2 at epoch 1 to 0.28-0.35 at epoch 12; train accuracy >= 0.99.
-    """
-    model_dir = tmp_path_factory.mktemp("learned") / "run"
-    config = TrainConfig(epochs=12, model_dir=str(model_dir), batch_size=32, shuffle=True,
-                         eval_every=0, log_every_steps=0, seed=0)
-    report = train(DDAH(num_bits=48, width_multiplier=WIDTH), learn_data, config)
-    return model_dir, report
-
-
-def test_short_training_lowers_the_loss_and_beats_chance(learned_run, learn_data):
-    model_dir, report = learned_run
-    history = read_history(str(model_dir))
-    assert [h["epoch"] for h in history] == list(range(1, 13))
-    losses = [h["loss"] for h in history]
-    assert losses[-1] < 0.3 * losses[0], losses              # measured: 0.07-0.09 x
-    for h in (history[0], history[-1]):
-        assert set(h["loss_parts"]) == set(LOSS_PARTS)
-        assert sum(h["loss_parts"].values()) == pytest.approx(h["loss"], rel=1e-5)
-        assert h["learning_rate"] == 1e-3                   # halved only from epoch 101
-    assert history[-1]["accuracy"] > 0.9                     # measured: >= 0.99
-    chance = chance_map(learn_data)
-    assert 0.1 < chance < 0.2
-    best = report["best_map"]["map"]
-    assert best > 0.3 and best > 2 * chance, (best, chance)  # measured (seed 0): 0.45-0.46
-    metrics = json.load(open(model_dir / METRICS))
-    assert metrics["method"] == DDAH(num_bits=48, width_multiplier=WIDTH).config()
-    run_config = json.load(open(model_dir / RUN_CONFIG))
-    assert run_config["method"]["method"] == "ddah" and run_config["num_classes"] == 8
-
-
-def test_exported_saved_model_serves_pass_a_codes_in_a_fresh_process(learned_run, tmp_path):
-    import keras
-
-    model_dir, report = learned_run
-    export_dir = tmp_path / "ddah_export"
-    info = export_run(DDAH, str(model_dir), str(export_dir), "best_map")
-    assert info["method"]["method"] == "ddah" and info["num_bits"] == 48
-    assert info["checkpoint"]["epoch"] == report["best_map"]["epoch"]
-    with open(export_dir / EXPORT_INFO) as f:
-        assert json.load(f) == info
-
-    raw = np.random.default_rng(7).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
-    served = serve_in_fresh_process(export_dir, raw, tmp_path)
-    assert set(served) == {"codes", "packed", "relaxed"}             # DCBH's signature
-
-    run = load_run(DDAH, str(model_dir), "best_map")
-    x = run.normalization.apply(raw.astype(np.float32))
-    outputs = run.model(x, training=False)
-    relaxed = np.asarray(outputs[1])                                 # pass a's relaxed codes
-    assert served["codes"].shape == (9, 48)
-    assert_served_codes(served, relaxed, atol=1e-5)
-    assert not np.allclose(relaxed, np.asarray(outputs[3]))        # not the raw pass
-    keras_model = keras.saving.load_model(str(export_dir / KERAS_FILE))
-    assert len(keras_model.outputs) == 2                             # the attended pass only
-    np.testing.assert_allclose(np.asarray(keras_model(x, training=False)[1]), relaxed,
-                               rtol=0, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------- command line

@@ -1,7 +1,8 @@
-"""DDCH through the shared machinery: learning, resume, export, command lines.
+"""DDCH through the shared machinery: resume, command lines (tiny synthetic data, narrow
+backbones).
 
-Everything here runs on tiny synthetic data and narrow backbones; the learned run is
-shared by the learning and the export test.
+Learning and the served export are checked for every registered method by
+tests/methods/test_learning.py and tests/methods/test_served_export.py.
 """
 
 from __future__ import annotations
@@ -12,67 +13,18 @@ import os
 import numpy as np
 import pytest
 
-from fresh_process import assert_served_codes, serve_in_fresh_process
 from method_cli import ROOT, run_cli
-from tiny_training import chance_map, checkpoint_tensors, synthetic_split
+from tiny_training import checkpoint_tensors, synthetic_split
 
 from common.export.folder import EXPORT_INFO
-from common.training.saved_run import export_run, load_run
 from common.runs.checkpoints import store as checkpoints
-from common.runs.run_config import RUN_CONFIG
 from common.training.loop import TrainConfig, train
-from common.training.reporting import METRICS, read_history
+from common.training.reporting import METRICS
 from ddch_tf.method import DDCH
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")]
-@pytest.fixture(scope="module")
-def learn_data(tmp_path_factory):
-    """8 identities x (20 train + 4 test)."""
-    return synthetic_split(tmp_path_factory.mktemp("learn") / "data", 8, 20, 4)
 
 
-@pytest.fixture(scope="module")
-def learned_run(learn_data, tmp_path_factory):
-    """12 epochs of 5 steps, DDCH defaults (48 bits) on a 0.125-wide backbone.
-
-    Measured (seeds 0-4, this configuration): final mAP 0.726, 0.832, 0.752, 0.729, 0.744
-    (best_map = last, epoch 12 every time); train loss from 4.7-5.3 at epoch 1 to
-    0.156-0.163 at epoch 12; train accuracy 1.0. Chance mAP: 0.15.
-    """
-    model_dir = tmp_path_factory.mktemp("learned") / "run"
-    config = TrainConfig(epochs=12, model_dir=str(model_dir), batch_size=32, eval_every=4,
-                         log_every_steps=0)
-    report = train(DDCH(width_multiplier=0.125), learn_data, config)
-    return model_dir, report
-
-
-# --------------------------------------------------------------------------- learning
-def test_short_training_lowers_the_loss_and_beats_chance(learned_run, learn_data):
-    model_dir, report = learned_run
-    history = read_history(str(model_dir))
-    assert [h["epoch"] for h in history] == list(range(1, 13))
-    losses = [h["loss"] for h in history]
-    assert losses[-1] < losses[0]
-    assert losses[-1] < 0.2 * losses[0], losses          # measured: ~0.03 x
-    for h in (history[0], history[-1]):
-        assert set(h["loss_parts"]) == {"classification", "feature_classification", "quantization",
-                                        "feature_center", "code_center", "regularization"}
-        assert sum(h["loss_parts"].values()) == pytest.approx(h["loss"], rel=1e-5)
-    assert history[-1]["accuracy"] > 0.8                 # measured: 1.0
-    # Chance: the exact expected mAP of a random ranking (every code equal, random ties).
-    chance = chance_map(learn_data)
-    assert 0.1 < chance < 0.2
-    assert report["best_map"]["map"] > 0.5, (report["best_map"]["map"], chance)  # measured >= 0.72
-    assert report["best_map"]["map"] >= max(report["last"]["map"], report["best_loss"]["map"])
-
-    metrics = json.load(open(model_dir / METRICS))
-    assert metrics["method"]["method"] == "ddch"
-    run_config = json.load(open(model_dir / RUN_CONFIG))
-    assert run_config["method"] == DDCH(width_multiplier=0.125).config()
-    assert run_config["num_classes"] == 8
-
-
-# --------------------------------------------------------------------------- resume
 def test_resumed_run_equals_uninterrupted_run(tmp_path, op_determinism):
     data = synthetic_split(tmp_path / "data", 8, 6, 2)     # 3 steps of 16 per epoch
 
@@ -112,31 +64,6 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, op_determinism):
         assert not np.array_equal(after_one[name], resumed[name]), name
     assert int(straight["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == 6
     assert int(straight["epoch/.ATTRIBUTES/VARIABLE_VALUE"]) == 2
-
-
-# --------------------------------------------------------------------------- export
-def test_exported_saved_model_serves_the_keras_codes_in_a_fresh_process(learned_run, tmp_path):
-    model_dir, report = learned_run
-    export_dir = tmp_path / "ddch_export"
-    info = export_run(DDCH, str(model_dir), str(export_dir), "best_map")
-    assert info["method"]["method"] == "ddch" and info["num_bits"] == 48
-    assert info["num_classes"] == 8
-    assert info["checkpoint"]["epoch"] == report["best_map"]["epoch"]
-    with open(export_dir / EXPORT_INFO) as f:
-        assert json.load(f) == info
-
-    raw = np.random.default_rng(7).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
-    served = serve_in_fresh_process(export_dir, raw, tmp_path)
-
-    run = load_run(DDCH, str(model_dir), "best_map")
-    x = run.normalization.apply(raw.astype(np.float32))
-    outputs = dict(zip(DDCH.output_names, (np.asarray(o) for o in run.model(x, training=False))))
-    relaxed = outputs["relaxed_codes"]
-    expected = np.where(relaxed >= 0, 1, -1).astype(np.int8)
-    np.testing.assert_array_equal(outputs["codes"], expected)      # the model's own codes
-    assert served["codes"].shape == (9, 48)
-    assert (expected == 1).any() and (expected == -1).any()
-    assert_served_codes(served, relaxed, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- command lines

@@ -1,7 +1,10 @@
 """DFH through the shared loop: the stages (what each trains, resume across the boundary,
-a lowest-loss checkpoint per stage), learning, the harness rows, the command line (tiny
-widths, tiny synthetic data). The served export is checked for every method by
-tests/methods/test_served_export.py."""
+a lowest-loss checkpoint per stage), the harness rows, the command line (tiny widths, tiny
+synthetic data).
+
+Learning and the served export are checked for every registered method by
+tests/methods/test_learning.py and tests/methods/test_served_export.py.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import numpy as np
 import pytest
 
 from method_cli import run_cli
-from tiny_training import chance_map, checkpoint_tensors, synthetic_split
+from tiny_training import checkpoint_tensors, synthetic_split
 
 from common.training.saved_run import load_run
 from common.runs.checkpoints import store as checkpoints
@@ -96,36 +99,6 @@ def test_single_stage_methods_records_carry_no_stage(tiny_data, tmp_path):
     train(DDCH(num_bits=12, width_multiplier=WIDTH, feature_units=16, hash_hidden_units=16),
           tiny_data, _config(tmp_path / "ddch", 1))
     assert "stage" not in read_history(str(tmp_path / "ddch"))[0]
-
-
-# ---------------------------------------------------------------------------- learning
-@pytest.fixture(scope="module")
-def learn_data(tmp_path_factory):
-    """8 identities x (20 train + 4 test)."""
-    return synthetic_split(tmp_path_factory.mktemp("learn") / "data", 8, 20, 4)
-
-
-@pytest.fixture(scope="module")
-def learned_run(learn_data, tmp_path_factory):
-    """12 epochs (4 of features, 8 of codes) of 5 steps, 24 bits, width 1/8."""
-    model_dir = tmp_path_factory.mktemp("learned") / "run"
-    config = TrainConfig(epochs=12, model_dir=str(model_dir), batch_size=32, shuffle=True,
-                         eval_every=0, log_every_steps=0, seed=0)
-    method = DFH(num_bits=24, width_multiplier=WIDTH, feature_epochs=4)
-    return model_dir, train(method, learn_data, config)
-
-
-def test_short_training_beats_chance(learned_run, learn_data):
-    model_dir, report = learned_run
-    history = read_history(str(model_dir))
-    assert [h["stage"] for h in history] == [0] * 4 + [1] * 8
-    assert history[3]["loss_parts"]["feature_classification"] < history[0]["loss"]
-    assert history[-1]["loss_parts"]["hash"] < history[4]["loss_parts"]["hash"]
-    assert history[-1]["accuracy"] > 0.9       # the code classifier, taught in stage 1
-    chance = chance_map(learn_data)
-    assert report["best_map"]["map"] > 2 * chance, (report["best_map"]["map"], chance)
-    assert json.load(open(model_dir / RUN_CONFIG))["method"] == DFH(
-        num_bits=24, width_multiplier=WIDTH, feature_epochs=4).config()
 
 
 # ---------------------------------------------------------------------------- harness rows

@@ -113,5 +113,6 @@ def test_the_keras_file_loads_back_to_the_same_codes(exported, keras_codes):
     export_dir = exported[2]
     _, x, named, position = keras_codes
     reloaded = keras.saving.load_model(str(export_dir / KERAS_FILE))
+    assert len(reloaded.outputs) == len(named)   # the inference part (DDAH: pass a alone)
     np.testing.assert_allclose(np.asarray(reloaded(x, training=False)[position]), named[CODES],
                                rtol=0, atol=ATOL)
