@@ -19,8 +19,9 @@ usage: ./run.sh [SUBCOMMAND] [ARGS...]
   export [METHOD] [FLAGS]  python -m METHOD_tf.export FLAGS   (SavedModel of a run folder)
   reproduce [FLAGS]        the paper's table: every method x bit length, tables and figures
                            (python -m common.reproduce FLAGS; see README "Reproducing the table")
-  lint             ruff (pyproject.toml [tool.ruff]) and the import layers (lint-imports,
-                   [tool.importlinter]): what CI checks before the tests
+  lint             ruff (pyproject.toml [tool.ruff]), the type hints (mypy, [tool.mypy])
+                   and the import layers (lint-imports, [tool.importlinter]): what CI
+                   checks before the tests
   setup            create .venv and install the package (editable) with its dev extras;
                    a no-op when nothing changed since the last install
   test [ARGS]      set up if needed, then run the whole test suite (ARGS go to pytest);
@@ -111,6 +112,7 @@ case "$cmd" in
   lint)
     setup
     "$VENV/bin/ruff" check .
+    "$VENV/bin/mypy"
     exec "$VENV/bin/lint-imports" ;;
   test)
     setup

@@ -41,7 +41,7 @@ class DAGH(HashingMethod):
     """
 
     Settings = DAGHSettings
-    output_names = OUTPUT_NAMES
+    output_names: tuple[str, ...] = OUTPUT_NAMES
 
     def __init__(self, settings: DAGHSettings | None = None, **values):
         super().__init__(settings, **values)

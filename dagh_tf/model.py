@@ -3,6 +3,8 @@ an identity head on the binary codes. Choices and their reasons: dagh_tf/README.
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 
 from dagh_tf.layers import DiscreteHash, DiscreteIdentityHead, SpatialGate
@@ -72,13 +74,13 @@ def build_dagh(num_classes: int, num_bits: int = 48, width_multiplier: float = 1
     images = keras.Input(INPUT_SHAPE, name="images")
     attended = DDAHSpatialAttention(attention_filters(width_multiplier), epsilon=min_max_epsilon,
                                     name=ATTENTION_LAYER)(images)
-    settings = dict(num_classes=num_classes, num_bits=num_bits,
+    settings: dict[str, Any] = dict(num_classes=num_classes, num_bits=num_bits,
                     width_multiplier=width_multiplier, attention=attention,
                     hash_layer=hash_layer, identity_head=identity_head, scale=scale,
                     backward=backward, gate_kernel=gate_kernel, min_max_epsilon=min_max_epsilon)
     if passes == 1:
         tensors = _after_attention(attended, **settings)
-        names = OUTPUT_NAMES
+        names: tuple[str, ...] = OUTPUT_NAMES
     else:  # DDAH's two passes: one trunk on the attended and on the raw image
         trunk_input = keras.Input(INPUT_SHAPE, name="trunk_images")
         trunk = keras.Model(trunk_input, list(_after_attention(trunk_input, **settings)),

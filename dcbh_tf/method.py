@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import tensorflow as tf
 
@@ -29,7 +31,7 @@ class DCBH(HashingMethod):
 
     def __init__(self, settings: DCBHSettings | None = None, **values):
         super().__init__(settings, **values)
-        self._kernels = None
+        self._kernels: list[Any] | None = None
 
     def build_model(self, num_classes: int) -> keras.Model:
         model = build_dcbh(num_classes, self.num_bits, self.code_length,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import tensorflow as tf
 
@@ -30,7 +32,7 @@ class DDCH(HashingMethod):
 
     def __init__(self, settings: DDCHSettings | None = None, **values):
         super().__init__(settings, **values)
-        self._kernels = None
+        self._kernels: list[Any] | None = None
 
     def build_model(self, num_classes: int) -> keras.Model:
         model = build_ddch(num_classes, self.num_bits, self.feature_units, self.hash_hidden_units,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import tensorflow as tf
 
@@ -45,7 +47,7 @@ class DDH(HashingMethod):
     def __init__(self, settings: DDHSettings | None = None, **values):
         super().__init__(settings, **values)
         self._model = None
-        self._kernels = None
+        self._kernels: list[Any] | None = None
 
     def build_model(self, num_classes: int) -> keras.Model:
         model = build_ddh(num_classes, self.num_bits, self.split_num)

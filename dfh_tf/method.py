@@ -3,6 +3,8 @@ control, quadratic quantization and self-distillation."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 import keras
 import tensorflow as tf
@@ -47,8 +49,8 @@ class DFH(HashingMethod):
 
     def __init__(self, settings: DFHSettings | None = None, **values):
         super().__init__(settings, **values)
-        self._codes_on = None  # 0.0 in stage 0, 1.0 in stage 1 (built with the model)
-        self._centers = None
+        self._codes_on: Any = None  # 0.0 in stage 0, 1.0 in stage 1 (built with the model)
+        self._centers: Any = None
 
     def build_model(self, num_classes: int) -> keras.Model:
         model = build_dfh(num_classes, self.num_bits, self.feature_units, self.width_multiplier)

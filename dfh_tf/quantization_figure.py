@@ -17,7 +17,7 @@ from absl import app, flags
 OUT = flags.DEFINE_string("out", "docs/figures/dfh_quantization_gradients.png", "PNG to write.")
 
 
-def gradients(h: np.ndarray) -> dict[str, np.ndarray]:
+def gradients(h: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{name: (d/dh, d/da)} per element for h in (-1, 1), by autodiff through the code."""
     import tensorflow as tf
 

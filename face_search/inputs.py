@@ -175,9 +175,9 @@ def photo_preparer(preparer: Any) -> Any:
     return FacePreparer(detector="auto")
 
 
-def photo_errors() -> tuple[type, ...]:
+def photo_errors() -> tuple[type[BaseException], ...]:
     """The errors that make one photo unusable (never a crash of the whole build)."""
-    errors: list[type] = [OSError, ValueError]
+    errors: list[type[BaseException]] = [OSError, ValueError]
     try:
         from common.faces import FaceNotFoundError, ImageReadError
         errors += [ImageReadError, FaceNotFoundError]
@@ -195,7 +195,8 @@ def _pickle_rows(unit: _Unit) -> Batch:
     faces = np.clip(np.rint(to_nhwc(x)), 0, 255).astype(np.uint8)
     names = unit.names or {}
     labels = [int(v) for v in y]
-    return Batch(faces, [names.get(v, str(v)) for v in labels], labels,
+    known: list[int | None] = list(labels)  # every row of a pickle has its label
+    return Batch(faces, [names.get(v, str(v)) for v in labels], known,
                  [f"{os.path.abspath(unit.path)}#{row}" for row in range(len(labels))])
 
 

@@ -89,7 +89,11 @@ class FaceSearcher:
         except inputs.photo_errors() as exc:
             return QueryResult(name, None, [], error=str(exc) or type(exc).__name__)
         result = self.search_faces(np.asarray(prepared.face)[None], top_k, radius, [name])[0]
-        result.face_box = tuple(int(v) for v in prepared.box) if prepared.box else None
+        if prepared.box:
+            x, y, w, h = (int(v) for v in prepared.box)
+            result.face_box = (x, y, w, h)
+        else:
+            result.face_box = None
         result.face_note = getattr(prepared, "note", None) or None
         return result
 

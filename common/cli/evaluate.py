@@ -52,8 +52,9 @@ def evaluate(method: str | None) -> dict:
     import_tensorflow()  # once, its start-up notices filtered
     from common.training.saved_run import evaluate_run
 
+    model_dir = MODEL_DIR.value  # checked above
     result = runner.guarded_call(lambda: evaluate_run(
-        method, MODEL_DIR.value, CHECKPOINT.value, hamming=HAMMING.value, ties=TIES.value,
+        method, model_dir, CHECKPOINT.value, hamming=HAMMING.value, ties=TIES.value,
         top_k=TOP_K.value, radius=RADIUS.value, train_dir=TRAIN_DIR.value,
         test_dir=TEST_DIR.value, database_dir=DATABASE_DIR.value,
         eval_batch_norm=EVAL_BATCH_NORM.value), EXIT_USAGE)

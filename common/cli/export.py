@@ -39,7 +39,8 @@ def export(method: str | None) -> dict:
     from common.training.saved_run import export_run
 
     logging.set_verbosity(logging.WARNING)  # SavedModel writing logs a page of INFO lines
-    info = runner.guarded_call(lambda: export_run(method, MODEL_DIR.value, EXPORT_DIR.value,
+    model_dir, export_dir = MODEL_DIR.value, EXPORT_DIR.value  # both checked above
+    info = runner.guarded_call(lambda: export_run(method, model_dir, export_dir,
                                                   CHECKPOINT.value), EXIT_USAGE)
     checkpoint = info["checkpoint"]
     metrics = checkpoint.get("metrics") or {}

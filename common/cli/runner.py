@@ -99,8 +99,8 @@ def _op_error(exc: BaseException) -> str:
     return f"{first} ({type(exc).__name__})"
 
 
-def _memory(exc: BaseException) -> str:
-    detail = one_line(str(exc)) or "the inputs need more memory than this machine has"
+def _memory(detail_text: str) -> str:
+    detail = one_line(detail_text) or "the inputs need more memory than this machine has"
     return f"out of memory: {detail}"
 
 
@@ -126,10 +126,10 @@ def user_error(exc: BaseException) -> tuple[str, int] | None:
         where = _file_in_traceback(exc)
         return f"{where or 'a text file'}: not valid text ({exc})", EXIT_USAGE
     if isinstance(exc, MemoryError):
-        return _memory(exc), EXIT_USAGE
+        return _memory(str(exc)), EXIT_USAGE
     if isinstance(exc, OSError):
         if exc.errno == errno.ENOMEM:
-            return _memory(exc), EXIT_USAGE
+            return _memory(str(exc)), EXIT_USAGE
         return _os_error(exc), EXIT_USAGE
     return None
 

@@ -38,7 +38,7 @@ def define_flags(settings: type[MethodSettings],
 
 def _define(name: str, default: Any, kind: type, spec: Setting,
             flag_values: flags.FlagValues) -> flags.FlagHolder:
-    bounds = {}
+    bounds: dict[str, Any] = {}
     if spec.low is not None:
         bounds["lower_bound"] = spec.low
     if spec.upper is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 from absl import flags
 
@@ -24,6 +24,9 @@ from common.data import DataFormatError
 from common.cli.checks import check_no_arguments
 from common.cli.runner import EXIT_FAILED, EXIT_INTERRUPTED, fail
 from common.training.data import DATASETS, load_split_data
+
+if TYPE_CHECKING:
+    from common.methods.base import HashingMethod
 
 DATASET = flags.DEFINE_enum(
     "dataset", "synthetic", DATASETS,
@@ -132,7 +135,7 @@ def _synthetic_set_fits(values: dict) -> bool:
     return True
 
 
-MethodOrFactory = Union["HashingMethod", Callable[[], "HashingMethod"]]  # noqa: F821
+MethodOrFactory = Union["HashingMethod", Callable[[], "HashingMethod"]]
 
 def synthetic_kwargs() -> dict[str, int]:
     """The synthetic-set flags the user gave (unset ones keep the generator's defaults)."""

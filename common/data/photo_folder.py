@@ -46,7 +46,8 @@ def _relative(root: str, path: str) -> str:
 
 def _walk_identity(root: str, folder: str) -> tuple[list[str], list[str]]:
     """(photos, ignored files) below one identity folder, relative to ``root``, sorted."""
-    photos, ignored = [], []
+    photos: list[str] = []
+    ignored: list[str] = []
 
     def fail(exc: OSError) -> None:
         raise DataFormatError(exc.filename or folder, f"cannot list ({exc.strerror or exc})")

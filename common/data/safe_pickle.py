@@ -59,7 +59,7 @@ import importlib
 import math
 import numbers
 import pickle
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -145,7 +145,7 @@ def _shape(value: Any) -> tuple[int, ...]:
             f"array shape must be a tuple of at most {MAX_DIMS} integers, got {_short(value)}")
     for dim in value:
         if isinstance(dim, bool) or not isinstance(dim, (numbers.Integral, np.integer)) \
-                or not 0 <= dim <= MAX_DIM:
+                or not 0 <= int(dim) <= MAX_DIM:
             raise pickle.UnpicklingError(
                 f"array shape {_short(value)} is not integers 0..{MAX_DIM}")
     return tuple(int(dim) for dim in value)
@@ -236,7 +236,12 @@ class RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 (BUILD needs the P
     for Python-2 array pickles. ``file_size`` sets the memory budget (module docstring).
     """
 
-    dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
+    # The pure-Python unpickler's state that these opcodes use (not in typeshed), and its
+    # dispatch table, copied and extended: opcode -> function of the unpickler.
+    stack: list[Any]
+    memo: dict[int, Any]
+    readline: Callable[[], bytes]
+    dispatch: ClassVar[dict[int, Callable[..., None]]] = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
 
     def __init__(self, file: Any, file_size: int, **kwargs: Any):
         super().__init__(file, **kwargs)

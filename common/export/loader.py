@@ -98,5 +98,7 @@ def load_encoder(export_dir: str) -> Encoder:
         raise ExportDirError(f"{export_dir}: not an export of this project (no saved_model.pb "
                              f"and {EXPORT_INFO} with \"{FORMAT_KEY}\": \"{FORMAT}\")")
     info = read_info(export_dir)
+    if info is None:  # removed or damaged since the check above
+        raise ExportDirError(f"{export_dir}: {EXPORT_INFO} is missing or unreadable")
     signature = tf.saved_model.load(export_dir).signatures[SIGNATURE]
     return Encoder(export_dir, info, signature)

@@ -120,7 +120,7 @@ class FacePreparer:
         out = {"detector": self.method, "detector_requested": self.requested,
                "face_size": crops.FACE_SIZE, "max_pixels": self.max_pixels,
                "pillow_version": PIL.__version__}
-        if self.method == "mtcnn":
+        if self._detector is not None:  # the method is mtcnn
             out.update(face_scale=self.face_scale, level_eyes=self.level_eyes,
                        mtcnn_version=self._detector.version)
         else:
@@ -138,6 +138,7 @@ class FacePreparer:
         if self.method == "center":
             face, box = crops.cut_center(image, self.center_fraction)
             return PreparedFace(face, box, 0, "center", "centre crop (no face detector)")
+        assert self._detector is not None  # the method is mtcnn
         found = self._detector.detect(image)
         if not found:
             raise FaceNotFoundError(name, "no face found")

@@ -233,7 +233,7 @@ def remove_stale(target: str, owns: Owns, legacy_tmp: bool = False) -> None:
         discard_or_keep(path, target, owns)
 
 
-def _drop_replaced(old: str, target: str, owns: Owns, swap_back: Callable[[], None],
+def _drop_replaced(old: str, target: str, owns: Owns, swap_back: Callable[[], object],
                    new: str) -> None:
     """After a swap: delete the replaced folder ``old`` if it holds only what the writer
     makes; if something else appeared in it while the new folder was written, undo the

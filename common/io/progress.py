@@ -75,7 +75,8 @@ class Progress:
         self.mode = mode or progress_mode(self.stream)
         self.every, self.every_seconds, self.clock = every, every_seconds, clock
         self.start = self._last_line = clock()
-        self.done, self.counts = 0, {}
+        self.done = 0
+        self.counts: dict[str, int] = {}
         self._bar = (tqdm(total=total, desc=label, file=self.stream, leave=False, unit="step",
                           mininterval=redraw_seconds, dynamic_ncols=True)
                      if self.mode == "bar" else None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 
 import keras
 import tensorflow as tf
@@ -61,7 +61,7 @@ class OptimizerGroup:
     """
 
     name: str
-    variables: tuple
+    variables: Sequence[Any]  # kept as a tuple
     objective: Objective = None
     coupled_weight_decay: float = 0.0
 
@@ -123,6 +123,10 @@ class HashingMethod:
         self.settings = settings
         for field in dataclasses.fields(settings):
             setattr(self, field.name, getattr(settings, field.name))
+
+    if TYPE_CHECKING:
+        def __getattr__(self, name: str) -> Any:
+            """Each setting is an attribute, set by ``__init__``: typed here for checkers."""
 
     def build_model(self, num_classes: int) -> keras.Model:
         """A functional model from (batch, 32, 32, 3) preprocessed images to the outputs."""
@@ -218,6 +222,7 @@ class HashingMethod:
 
     def named_outputs(self, outputs) -> dict[str, tf.Tensor]:
         """Model outputs (list) -> {name: float32 tensor}."""
+        items: Iterable[tuple[str, Any]]
         if isinstance(outputs, dict):
             items = outputs.items()
         else:

@@ -61,7 +61,7 @@ class LSH:
         return self
 
     def project(self, x: np.ndarray) -> np.ndarray:
-        if self.directions is None:
+        if self.directions is None or self.mean is None:
             raise RuntimeError("call fit() first")
         x = _as_rows(x)
         if x.shape[1] != len(self.mean):
@@ -90,7 +90,9 @@ class ITQ:
         if iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {iterations}")
         self.num_bits, self.iterations, self.seed = int(num_bits), int(iterations), int(seed)
-        self.mean = self.components = self.rotation = None
+        self.mean: np.ndarray | None = None
+        self.components: np.ndarray | None = None
+        self.rotation: np.ndarray | None = None
         self.losses: list[float] = []
 
     def fit(self, x: np.ndarray) -> "ITQ":
@@ -119,7 +121,7 @@ class ITQ:
         return self
 
     def project(self, x: np.ndarray) -> np.ndarray:
-        if self.rotation is None:
+        if self.rotation is None or self.mean is None or self.components is None:
             raise RuntimeError("call fit() first")
         x = _as_rows(x)
         if x.shape[1] != len(self.mean):

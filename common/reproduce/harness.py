@@ -183,7 +183,7 @@ def table_data(data, config: ReproduceConfig):
     return data
 
 
-def reproduce(config: ReproduceConfig, data) -> dict[tuple[str, int], dict]:
+def reproduce(config: ReproduceConfig, data) -> dict[tuple[str, int, int], dict]:
     """Run (or reuse) every cell, then write results.md, results.csv and the figures.
 
     Each deep cell runs in a process of its own (see :func:`run_isolated_cell`).

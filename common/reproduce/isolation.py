@@ -154,6 +154,7 @@ def run_cell_process(argv: list[str], label: str, log: TextIO | None = None) -> 
         proc = subprocess.Popen(argv, cwd=package_root(), env=child_env(), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 errors="replace", bufsize=1)
+        assert proc.stdout is not None  # stdout=PIPE
         try:
             _stream(proc.stdout, log, tail)
             returncode = proc.wait()

@@ -20,7 +20,7 @@ WIDTH_MARK = "@"
 
 def _deep_rows() -> dict[str, tuple[str, str, dict[str, Any]]]:
     """row -> (method, display name, row settings), in table order."""
-    rows = {}
+    rows: dict[str, tuple[str, str, dict[str, Any]]] = {}
     for name in registry.method_names():
         settings = registry.settings_class(name)
         rows[name] = (name, settings.display_name, {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from typing import Any
+from typing import Any, Sequence
 
 from common.metrics import METRIC_KEYS
 from common.reproduce.cells import HAMMINGS
@@ -167,7 +167,7 @@ def selection_text(settings: dict[str, Any]) -> str:
 
 def results_markdown(cells, methods, bits, seeds, settings: dict[str, Any],
                      environment: dict[str, Any], figures: list[str],
-                     missing: list[tuple[str, int, int]] = ()) -> str:
+                     missing: Sequence[tuple[str, int, int]] = ()) -> str:
     """The table's page: every metric under both distances, sizes, times, how it was run.
 
     ``cells``: {(row, bits, seed): cell.json}; ``missing``: the (row, bits, seed) cells not

@@ -16,6 +16,8 @@ Never import this module from another: its absl flags would clash with the harne
 
 from __future__ import annotations
 
+from typing import Any
+
 from absl import flags
 
 from common.cli import checks, runner
@@ -103,14 +105,14 @@ def main(argv: list[str]) -> None:
     from common.reproduce.isolation import cell_argv, command_record
     from common.io.locks import run_lock
 
-    config = ReproduceConfig(out=OUT.value, methods=[METHOD.value], bits=[BITS.value],
-                             seeds=[SEED.value],
-                             **{name: flags.FLAGS[name].value for name in CONFIG_FLAGS})
+    row, bits, seed, out = METHOD.value, BITS.value, SEED.value, OUT.value
+    assert row is not None and bits is not None and out is not None  # required flags
+    settings: dict[str, Any] = {name: flags.FLAGS[name].value for name in CONFIG_FLAGS}
+    config = ReproduceConfig(out=out, methods=[row], bits=[bits], seeds=[seed], **settings)
     try:
         config.validate()
     except ValueError as exc:
         runner.fail(str(exc))
-    row, bits, seed = METHOD.value, BITS.value, SEED.value
     command = command_record(cell_argv(config, row, bits, data.description, seed=seed))
     with run_lock(cell_dir(config.out, row, bits, seed)):
         cell = run_cell(config.out, row, bits, data, cell_settings(config, data, row, seed),

@@ -82,8 +82,9 @@ class SplitData:
     num_classes: int
     normalization: Normalization
     description: dict[str, Any] = field(default_factory=dict)
-    validation_images: np.ndarray | None = None
-    validation_labels: np.ndarray | None = None
+    # None when built: no validation split (empty arrays from __post_init__ on).
+    validation_images: np.ndarray = None  # type: ignore[assignment]
+    validation_labels: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self):
         if self.validation_images is None:

@@ -97,7 +97,7 @@ def train_epoch(train_step: Callable, batches: Iterable, total: int, epoch_index
                 f"state; {_kept(last_good_epoch, checkpoint_dir)}. Check the loss weights or "
                 "lower the learning rate.", epoch_index + 1, step + 1, last_good_epoch)
         sums.add(names, row, int(np.asarray(values["images"])))
-        if progress is not None:
+        if progress is not None and sums.values is not None:  # always set by add()
             progress.update(sums.steps, loss=sums.values[0] / sums.steps, images=sums.images)
 
     for step, (batch_images, batch_labels) in enumerate(batches):

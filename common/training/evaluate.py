@@ -9,7 +9,7 @@ same label (DDH / DCBH protocol).
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
@@ -43,6 +43,7 @@ def _predictor(model, method: HashingMethod, batch_norm: str = "moving"):
     if fn is None:
         index = list(method.output_names).index(CODES)
         inference = method.inference_model(model)  # e.g. DDAH: pass a only
+        ref: Callable[[], Any]
         if inference is model:
             ref = weakref.ref(model)  # the cache must not keep the model alive
         else:  # shares the model's layers, not the model object: the cache entry can go

@@ -255,6 +255,7 @@ class _Trainer:
         """The final evaluation and ``metrics.json`` (the chief's; a worker only says so)."""
         final_epoch = int(self.epoch.numpy())
         if not self.chief:
+            assert self.tf_config is not None  # only a multi-worker cluster has workers
             return {"worker": self.tf_config["task"], "epochs_completed": final_epoch,
                     "model_dir": self.config.model_dir}
         for slot, metrics in self.selection.final(final_epoch).items():

@@ -126,8 +126,10 @@ def main(argv: list[str]) -> None:
     import_tensorflow()  # once, its start-up notices filtered: TensorFlow from here on
     from dfh_tf.gan.run_folder import load_generator
 
+    gan_dir = GAN_DIR.value
+    assert gan_dir  # required unless --copies_only, which returned above
     try:
-        generator, config = load_generator(GAN_DIR.value)
+        generator, config = load_generator(gan_dir)
     except GanRunError as exc:
         fail(f"--gan_dir {exc}")
     noise_dim = config["settings"]["noise_dim"]
@@ -135,8 +137,8 @@ def main(argv: list[str]) -> None:
         x, y = augment_rows(generator, rows, labels, noise_dim, VARIANTS.value, SEED.value,
                             BATCH_SIZE.value)
         info = {
-            "source_train_dir": source, "gan_dir": os.path.abspath(GAN_DIR.value),
-            "gan_checkpoint": os.path.basename(latest_checkpoint_prefix(GAN_DIR.value) or ""),
+            "source_train_dir": source, "gan_dir": os.path.abspath(gan_dir),
+            "gan_checkpoint": os.path.basename(latest_checkpoint_prefix(gan_dir) or ""),
             "original_images": int(len(labels)), "variants_per_image": VARIANTS.value,
             "generated_images": int(len(labels) * VARIANTS.value), "total_images": int(len(y)),
             "identities": int(len(set(labels.tolist()))), "seed": SEED.value,
@@ -150,6 +152,8 @@ def main(argv: list[str]) -> None:
 
 def write_copies(source: str, rows: np.ndarray, labels: np.ndarray) -> None:
     """The control split: the originals 1 + --variants_per_image times, in that order."""
+    out = OUT.value
+    assert out  # checked by main()
     repeats = 1 + VARIANTS.value
     x, y = np.tile(rows, (repeats, 1)), np.tile(labels, repeats)
     info = {
@@ -160,9 +164,9 @@ def write_copies(source: str, rows: np.ndarray, labels: np.ndarray) -> None:
         "row_order": "the originals, then the same originals again, copy after copy",
     }
     with _one_error_line():
-        train = write_augmented(OUT.value, x, y, info, OVERWRITE.value, ROWS_PER_FILE.value)
+        train = write_augmented(out, x, y, info, OVERWRITE.value, ROWS_PER_FILE.value)
     print(f"wrote {len(y)} images ({len(labels)} originals x {repeats}, nothing generated) "
-          f"to {train} and {os.path.join(OUT.value, INFO_FILE)}", flush=True)
+          f"to {train} and {os.path.join(out, INFO_FILE)}", flush=True)
 
 
 def run() -> None:

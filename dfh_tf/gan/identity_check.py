@@ -147,7 +147,7 @@ def identity_report(generator: keras.Model, data: GanData, noise_dim: int, seed:
     rng = np.random.default_rng([seed, 2])
     splits = {"train": (data.train_images, data.train_labels)}
     excluded = 0
-    if data.test_labels is not None:
+    if data.test_labels is not None and data.test_images is not None:
         known = np.isin(data.test_labels, data.train_labels)  # others cannot be classified
         excluded = int(np.sum(~known))
         if known.any():

@@ -102,7 +102,7 @@ class FlatSearcher:
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top-k from faiss's ``window`` nearest; complete where every item at the k-th
         distance is inside the window."""
-        self._index.use_heap = window > COUNTING_MAX_K
+        self._index.use_heap = window > COUNTING_MAX_K  # type: ignore[attr-defined]  # SWIG field, not in the stubs
         dist, pos = self._index.search(queries, window)
         keys = np.sort((dist.astype(np.int64) << _POSITION_BITS) | pos, axis=1)
         kth = keys[:, k - 1] >> _POSITION_BITS

@@ -22,12 +22,15 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from face_search.index.codes import check_num_bits, check_packed, code_bytes, widen
 from face_search.index.columns import NameColumn, TextColumn
+
+if TYPE_CHECKING:
+    from face_search.index.mih import MultiIndexHash
 from face_search.errors import IndexFolderError, UnknownIdError
 from face_search.index import store
 from face_search.index.exact import FlatSearcher
@@ -89,7 +92,7 @@ class GalleryIndex:
         self._identities = NameColumn()
         self._sources = TextColumn()
         self._flat = FlatSearcher(self.num_bits)
-        self._mih = None  # built on demand (kind "mih")
+        self._mih: MultiIndexHash | None = None  # built on demand (kind "mih")
         self._mih_lock = threading.Lock()
 
     # ------------------------------------------------------------------ building
@@ -173,8 +176,8 @@ class GalleryIndex:
 
     def ids_of_identities(self, identities: Iterable[str]) -> np.ndarray:
         """Gallery ids of every item of these identities (increasing)."""
-        codes = [self._identities.code_of(str(n)) for n in identities]
-        codes = [c for c in codes if c is not None]
+        found = [self._identities.code_of(str(n)) for n in identities]
+        codes = [c for c in found if c is not None]
         return self._ids[np.isin(self._identities.codes, codes)]
 
     def item(self, gallery_id: int) -> ItemMeta:

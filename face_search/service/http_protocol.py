@@ -71,7 +71,9 @@ class SearchProtocol(H11Protocol):
         self._watch_idle()
         super().data_received(data)
 
-    def eof_received(self) -> bool | None:
+    # asyncio's Protocol.eof_received may return True (keep the transport open); uvicorn's
+    # H11Protocol declares None.
+    def eof_received(self) -> bool | None:  # type: ignore[override]
         """The client is done sending. While one of its requests is being answered, keep
         the connection open for that answer, then close it."""
         cycle = self.cycle

@@ -11,8 +11,8 @@ does not know (501), a request target or header block larger than the service ac
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from face_search.service.http_errors import problem_response
 from face_search.service.web_api import ApiError
@@ -30,9 +30,6 @@ MAX_TARGET_BYTES = 8192        # path and query of one request
 MAX_HEADERS = 100              # header lines of one request
 MAX_HEADER_BYTES = 16 * 1024   # all header names and values of one request
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def refusal(scope: Scope) -> ApiError | None:
@@ -56,7 +53,7 @@ def refusal(scope: Scope) -> ApiError | None:
     return None
 
 
-def security_headers(message: dict[str, Any]) -> None:
+def security_headers(message: Message) -> None:
     """Add the security headers (where an answer sets none of its own) and ``Cache-Control:
     no-store`` to JSON answers that set no caching, to an ``http.response.start`` message."""
     present = {name.lower() for name, _ in message.get("headers", [])}
@@ -72,7 +69,7 @@ class RequestGuard:
     """ASGI wrapper: :func:`refusal` before the app, HEAD as GET, :func:`security_headers`
     on every answer."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -80,7 +77,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
 
-        async def send_secured(message: dict[str, Any]) -> None:
+        async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
                 security_headers(message)
             await send(message)

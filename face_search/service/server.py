@@ -165,12 +165,13 @@ def serve(index_dir: str, model: str | None = None, checkpoint: str | None = Non
                                f"{exc.strerror or exc}") from None
     try:
         searcher = FaceSearcher(index_dir, model, checkpoint)  # the index first: quick
-        server.service = SearchService(searcher, top_k, max_upload_bytes,
-                                       preparer=FacePreparer(detector))
+        service = SearchService(searcher, top_k, max_upload_bytes,
+                                preparer=FacePreparer(detector))
+        server.service = service
     except BaseException:
         server.server_close()
         raise
-    info = server.service.info()
+    info = service.info()
     print(f"serving {info['count']:,} faces of {info['identities']:,} identities "
           f"({info['num_bits']}-bit codes, detector {info['detector']}) from "
           f"{searcher.index_dir} at {server.url} (Ctrl-C to stop)", flush=True)

@@ -11,13 +11,13 @@ bytes per header line.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, Mapping
 
 import anyio
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.types import Receive
 
 from face_search.service.web_api import ApiError
 
@@ -49,7 +49,7 @@ def declared_length(headers: Mapping[str, str], limit: int) -> int:
     return length
 
 
-async def read_body(receive: Callable[[], Awaitable[dict[str, Any]]], length: int,
+async def read_body(receive: Receive, length: int,
                     idle_seconds: float) -> bytes:
     """The ``length`` bytes of a request body from its ASGI ``receive``.
 
@@ -108,7 +108,7 @@ def _closed(body: bytes, boundary: bytes) -> bool:
 
 
 async def _form_photo(content_type: str, body: bytes) -> bytes:
-    async def chunks() -> AsyncIterator[bytes]:
+    async def chunks() -> AsyncGenerator[bytes, None]:
         yield body
 
     parser = MultiPartParser(Headers({"content-type": content_type}), chunks(),

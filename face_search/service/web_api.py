@@ -122,6 +122,7 @@ class SearchService:
         top_k = top_k or self.top_k
         result = self.searcher.search_faces(face[None], top_k, sources=["uploaded photo"])[0]
         num_bits = self.searcher.index.num_bits
+        assert result.code is not None  # search_faces codes every face it is given
         hits = [dict(rank=rank, **hit.to_dict(),
                      thumbnail=(f"/api/gallery/{hit.gallery_id}/face.png"
                                 if self.faces.has_face(hit.source) else None))

@@ -118,7 +118,7 @@ def rebuild_index(directory: str, prefix: str, info: str, version: int,
     names = sorted(e for e in os.listdir(directory)
                    if e.startswith(prefixes) and os.path.isdir(os.path.join(directory, e)))
     checks = [check_state(directory, n, prefix, info) for n in names]
-    intact = [c.record for c in checks if c.intact]
+    intact = [c.record for c in checks if c.intact and c.record is not None]
     slots: dict[str, dict[str, Any]] = {}
     if intact:
         slots["last"] = max(intact, key=lambda r: (r["epoch"], r.get("saved_at", 0.0)))

@@ -303,6 +303,8 @@ class WorkerCheckpointStore(CheckpointStore):
     def save(self, slots: Iterable[str], info: dict[str, Any]) -> dict[str, Any]:
         import tempfile
 
+        if self._checkpoint is None:
+            raise ValueError("this store was opened without trackables; it cannot save")
         scratch = tempfile.mkdtemp(prefix="face-hashing-worker-ckpt-")
         try:
             self._checkpoint.write(os.path.join(scratch, PREFIX))

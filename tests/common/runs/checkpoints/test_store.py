@@ -227,3 +227,12 @@ def test_write_json_atomic_never_leaves_a_partial_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert json.load(open(path)) == {"a": 1}
     assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+@pytest.mark.parametrize("store_class", [CheckpointStore, checkpoints.WorkerCheckpointStore])
+def test_a_store_opened_without_trackables_refuses_to_save(tmp_path, store_class):
+    """A store opened only to read (no model, no optimizer) says so on save, writing nothing."""
+    store = store_class(str(tmp_path))
+    with pytest.raises(ValueError, match="opened without trackables; it cannot save"):
+        store.save(["last"], {"epoch": 1})
+    assert not os.path.exists(tmp_path / "checkpoints") or not os.listdir(tmp_path / "checkpoints")
