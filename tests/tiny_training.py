@@ -21,10 +21,15 @@ TINY_SETTINGS = {"num_bits": 12, "width_multiplier": 0.0625, "code_length": 3,
                  "feature_units": 16, "hash_hidden_units": 16, "feature_epochs": 1}
 
 
+def settings_it_has(name: str, values: dict) -> dict:
+    """The entries of ``values`` that are settings of registered method ``name``."""
+    fields = {field.name for field, _, _ in registry.settings_class(name).specs()}
+    return {k: v for k, v in values.items() if k in fields}
+
+
 def tiny_settings(name: str) -> dict:
     """The :data:`TINY_SETTINGS` that registered method ``name`` has."""
-    fields = {field.name for field, _, _ in registry.settings_class(name).specs()}
-    return {k: v for k, v in TINY_SETTINGS.items() if k in fields}
+    return settings_it_has(name, TINY_SETTINGS)
 
 
 def synthetic_split(root, identities: int, train_per: int, test_per: int) -> SplitData:

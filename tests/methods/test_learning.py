@@ -32,7 +32,7 @@ import json
 
 import pytest
 
-from tiny_training import chance_map, synthetic_split
+from tiny_training import chance_map, settings_it_has, synthetic_split
 
 from common.methods import registry
 from common.runs.run_config import RUN_CONFIG
@@ -49,12 +49,6 @@ pytestmark = [pytest.mark.slow,   # a 12-epoch training per method
               pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")]
 
 
-def learning_settings(name: str) -> dict:
-    """The :data:`LEARNING_SETTINGS` that registered method ``name`` has."""
-    fields = {field.name for field, _, _ in registry.settings_class(name).specs()}
-    return {k: v for k, v in LEARNING_SETTINGS.items() if k in fields}
-
-
 @pytest.fixture(scope="module")
 def learn_data(tmp_path_factory):
     """8 identities x (20 train + 4 test)."""
@@ -67,7 +61,7 @@ def learned(request, learn_data, tmp_path_factory):
     from common.training.loop import TrainConfig, train
 
     name = request.param
-    method = registry.method_class(name)(**learning_settings(name))
+    method = registry.method_class(name)(**settings_it_has(name, LEARNING_SETTINGS))
     model_dir = tmp_path_factory.mktemp(f"learned_{name}") / "run"
     config = TrainConfig(epochs=EPOCHS, model_dir=str(model_dir), batch_size=32, shuffle=True,
                          eval_every=0, log_every_steps=0, seed=0)
