@@ -26,6 +26,8 @@ import tempfile
 
 from absl import app, flags
 
+from common.runs.history import read_history_lines  # json only: no TensorFlow here
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_string("against", None, "A git commit of this repository to compare with.")
@@ -72,11 +74,12 @@ def run_cell(code: str, out: str, row: str, data_dir: str) -> subprocess.Complet
 
 def measured(out: str, row: str) -> dict:
     """What the finished cell of ``row`` under ``out`` measured, with its epochs' losses."""
+    # common.reproduce.cells.cell_dir's layout (seed 0), written out: that module imports
+    # TensorFlow, which this process, only comparing files, does not need.
     cell_dir = os.path.join(out, "cells", f"{row}_{FLAGS.bits}")
     with open(os.path.join(cell_dir, "cell.json"), encoding="utf-8") as f:
         cell = json.load(f)
-    with open(os.path.join(cell_dir, "run", "history.jsonl"), encoding="utf-8") as f:
-        losses = [json.loads(line)["loss"] for line in f if line.strip()]
+    losses = [h["loss"] for h in read_history_lines(os.path.join(cell_dir, "run"))]
     return {**{key: cell.get(key) for key in COMPARED}, "losses": losses}
 
 
