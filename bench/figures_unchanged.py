@@ -26,6 +26,7 @@ import tempfile
 
 from absl import app, flags
 
+from common.reproduce.layout import CELL_FILE, RUN_FOLDER, cell_dir  # no TensorFlow here
 from common.runs.history import read_history_lines  # json only: no TensorFlow here
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,12 +75,10 @@ def run_cell(code: str, out: str, row: str, data_dir: str) -> subprocess.Complet
 
 def measured(out: str, row: str) -> dict:
     """What the finished cell of ``row`` under ``out`` measured, with its epochs' losses."""
-    # common.reproduce.cells.cell_dir's layout (seed 0), written out: that module imports
-    # TensorFlow, which this process, only comparing files, does not need.
-    cell_dir = os.path.join(out, "cells", f"{row}_{FLAGS.bits}")
-    with open(os.path.join(cell_dir, "cell.json"), encoding="utf-8") as f:
+    folder = cell_dir(out, row, FLAGS.bits)
+    with open(os.path.join(folder, CELL_FILE), encoding="utf-8") as f:
         cell = json.load(f)
-    losses = [h["loss"] for h in read_history_lines(os.path.join(cell_dir, "run"))]
+    losses = [h["loss"] for h in read_history_lines(os.path.join(folder, RUN_FOLDER))]
     return {**{key: cell.get(key) for key in COMPARED}, "losses": losses}
 
 

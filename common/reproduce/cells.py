@@ -27,9 +27,8 @@ from common.reproduce import methods as registry
 from common.reproduce.curves import precision_at_k_curve, radius_curve
 from common.io import json_files
 from common.io.atomic import write_json_atomic
+from common.reproduce.layout import CELL_FILE, CODES_FILE, RUN_FOLDER, cell_dir
 
-CELL_FILE = "cell.json"
-CODES_FILE = "codes.npz"
 HAMMINGS = ("exact", "legacy")
 
 
@@ -40,11 +39,6 @@ LATER_SETTINGS = {"deterministic": False, "sparse_adam": "keras", "validation_fr
 
 class CellSettingsError(ProjectError, ValueError):
     """A finished cell in the output folder was made with other settings."""
-
-
-def cell_dir(out: str, method: str, bits: int, seed: int = 0) -> str:
-    """The cell's folder: ``cells/<row>_<bits>``, with ``_s<seed>`` for seeds other than 0."""
-    return os.path.join(out, "cells", f"{method}_{bits}" + (f"_s{seed}" if seed else ""))
 
 
 def read_cell(out: str, method: str, bits: int, seed: int = 0) -> dict[str, Any] | None:
@@ -92,7 +86,7 @@ def _deep_codes(method_name: str, bits: int, data, settings: dict[str, Any], fol
     from common.training.loop import TrainConfig, train
 
     method = registry.make_deep_method(method_name, bits, settings["width_multiplier"])
-    config = TrainConfig(epochs=settings["epochs"], model_dir=os.path.join(folder, "run"),
+    config = TrainConfig(epochs=settings["epochs"], model_dir=os.path.join(folder, RUN_FOLDER),
                          batch_size=settings["batch_size"], shuffle=settings["shuffle"],
                          seed=settings["seed"], eval_every=settings["eval_every"],
                          deterministic=settings.get("deterministic", False),

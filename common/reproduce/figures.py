@@ -117,7 +117,7 @@ def write_figures(out: str, cells, methods, bits, data) -> list[str]:
     precision_at_k_figure(plt, cells, methods, bits, os.path.join(out, PK_FIGURE))
     names = [PR_FIGURE, PK_FIGURE]
     best = max(cells.values(), key=lambda c: (c["bits"], c["figures"]["exact"]["map"]))
-    from common.reproduce.cells import CODES_FILE, cell_dir
+    from common.reproduce.layout import CODES_FILE, cell_dir
     codes = np.load(os.path.join(cell_dir(out, best["method"], best["bits"],
                                           best["settings"].get("seed", 0)), CODES_FILE))
     retrieval_grid_figure(

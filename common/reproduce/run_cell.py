@@ -100,7 +100,8 @@ def main(argv: list[str]) -> None:
     from common.cli.tf_startup import import_tensorflow
 
     import_tensorflow()  # once, its start-up notices filtered
-    from common.reproduce.cells import cell_dir, run_cell
+    from common.reproduce.cells import run_cell
+    from common.reproduce.layout import cell_dir
     from common.reproduce.harness import ReproduceConfig, cell_settings
     from common.reproduce.isolation import cell_argv, command_record
     from common.io.locks import run_lock

@@ -17,7 +17,8 @@ import pytest
 from common.data import DataFormatError
 from common.data.photo_output import META_FILE, is_previous_output
 from common.io import json_files
-from common.reproduce.cells import CELL_FILE, CellSettingsError, cell_dir, read_cell
+from common.reproduce.cells import CellSettingsError, read_cell
+from common.reproduce.layout import CELL_FILE, cell_dir
 from common.training.data import load_split_data
 from face_search.errors import GalleryInputError
 from face_search.index import manifest

@@ -14,7 +14,8 @@ from checkout import ROOT
 from common.metrics import retrieval_metrics
 from common.reproduce import cells as cells_module
 from common.reproduce import isolation
-from common.reproduce.cells import CELL_FILE, CODES_FILE, CellSettingsError, cell_dir
+from common.reproduce.cells import CellSettingsError
+from common.reproduce.layout import CELL_FILE, CODES_FILE, cell_dir
 from common.reproduce.curves import ranking
 from common.reproduce.figures import GRID_FIGURE, PK_FIGURE, PR_FIGURE
 from common.reproduce.harness import RESULTS_CSV, RESULTS_MD, ReproduceConfig, reproduce

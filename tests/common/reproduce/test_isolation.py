@@ -22,7 +22,7 @@ import pytest
 from checkout import ROOT
 from common.reproduce import cells as cells_module
 from common.reproduce import isolation
-from common.reproduce.cells import CELL_FILE, CODES_FILE, cell_dir
+from common.reproduce.layout import CELL_FILE, CODES_FILE, cell_dir
 from common.reproduce.harness import RESULTS_MD, ReproduceConfig, reproduce
 from common.reproduce.isolation import CellProcessError, run_cell_process
 from common.runs.checkpoints.store import read_index

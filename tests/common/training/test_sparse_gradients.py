@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from common.reproduce.cells import CellSettingsError, cell_dir, finished_cell
+from common.reproduce.cells import CellSettingsError, finished_cell
+from common.reproduce.layout import cell_dir
 from common.runs.run_config import record_setting_changes
 from common.training.loop import TrainConfig
 from common.training.optimizers import make_optimizer
