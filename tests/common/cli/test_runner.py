@@ -359,7 +359,8 @@ def test_odd_run_folder_name_works_on_the_command_line(run_folder):
     root, model_dir = run_folder
     result = _cli("dcbh_tf.evaluate", [f"--model_dir={ODD_NAME}", "--checkpoint", "last"], root)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "mAP" in result.stdout
+    figure = re.search(r"mAP (\d\.\d{4}) \| precision@", result.stdout)
+    assert figure and 0.0 <= float(figure.group(1)) <= 1.0, result.stdout  # read and evaluated
     export_dir = root / "export ü %#"
     result = _cli("dcbh_tf.export", [f"--model_dir={ODD_NAME}", "--export_dir", str(export_dir)],
                   root)
