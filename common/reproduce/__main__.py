@@ -49,7 +49,9 @@ VALIDATION_SEED = flags.DEFINE_integer(
     "seed and method).", lower_bound=0)
 EVAL_EVERY = flags.DEFINE_integer("eval_every", 10, "Evaluation period of the deep methods.",
                                   lower_bound=0)
-WIDTH = flags.DEFINE_float("width_multiplier", 1.0, "Backbone width of DCBH, DDCH and DDAH.")
+WIDTH = flags.DEFINE_float("width_multiplier", 1.0, "Backbone width of every deep row whose "
+                           "method has one (all but DDH), unless the row names its own "
+                           "(method@width).")
 CHECKPOINT = flags.DEFINE_enum("checkpoint", "best_map", ["best_map", "best_loss", "last"],
                                "Which state of each deep run is tabulated.")
 TIES = flags.DEFINE_enum("ties", "index", ["index", "expected"], "Tie rule of the figures.")
