@@ -9,7 +9,8 @@
         [--max_concurrent_searches 8]
 
 Bad input stops with one ``error:`` line and exit code 2 (``common.cli.runner``); a bad photo
-among many is reported and skipped. The work is in :mod:`face_search.api`.
+among many is reported and skipped, and a flag of another command (``--host`` to ``query``)
+is refused rather than ignored. The work is in :mod:`face_search.api`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ MAX_CONCURRENT_SEARCHES = flags.DEFINE_integer(
     "answered 503 at once.", lower_bound=1, upper_bound=256)
 DETECTOR = flags.DEFINE_enum("detector", "auto", ["auto", "mtcnn", "center"], "serve: face "
                              "detector for uploads (auto: mtcnn when installed).")
+# The settings each command reads: any other of this module's flags given on the command line
+# is refused, so a setting meant for another command (--host to query, --ids to build) is not
+# silently ignored.
+COMMAND_FLAGS = {
+    "build": ("index", "model", "checkpoint", "gallery", "kind", "progress"),
+    "add": ("index", "model", "checkpoint", "gallery", "progress"),
+    "remove": ("index", "ids", "identities"),
+    "query": ("index", "model", "checkpoint", "top_k", "radius", "format", "progress"),
+    "info": ("index",),
+    "serve": ("index", "model", "checkpoint", "top_k", "host", "port", "max_upload_mb",
+              "max_concurrent_searches", "detector"),
+}
 checks.bound_flag("top_k", checks.MAX_TOP_K, "more than any gallery this project handles")
 checks.bound_flag("radius", checks.MAX_BITS, "codes are at most 1024 bits")
 
@@ -64,6 +77,15 @@ def _guarded(work):
     except (ValueError, OSError) as exc:
         known = runner.user_error(exc)
         fail(known[0] if known else str(exc))
+
+
+def _check_flags_belong_to(command: str) -> None:
+    """Refuse a flag of this command line that ``command`` does not read, naming its commands."""
+    own = set(COMMAND_FLAGS[command])
+    for name in sorted({name for names in COMMAND_FLAGS.values() for name in names} - own):
+        if flags.FLAGS[name].present:
+            users = [c for c, names in COMMAND_FLAGS.items() if name in names]
+            fail(f"--{name} is not a setting of {command} (it is one of {', '.join(users)})")
 
 
 def _need(flag, name: str) -> str:
@@ -149,6 +171,7 @@ def main(argv: list[str]) -> None:
         fail(f"give a command: {', '.join(COMMANDS)} (python -m face_search COMMAND --help)"
              + (f"; got {argv[1]!r}" if len(argv) > 1 else ""))
     command, rest = argv[1], argv[2:]
+    _check_flags_belong_to(command)
     if command != "query" and rest:
         fail(f"unexpected arguments: {' '.join(rest)} (all settings of {command} are --flags)")
     if command in ("build", "add", "query", "serve"):  # their models run on TensorFlow

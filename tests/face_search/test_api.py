@@ -203,6 +203,11 @@ def test_command_line_builds_queries_and_reports_errors(model, tmp_path):
                           (("remove", "--index", idx), "give --ids and/or --identities"),
                           (("remove", "--index", idx, "--ids", "999"), "not in the index"),
                           (("frobnicate",), "give a command"),
+                          # a setting of another command is refused, not silently ignored
+                          (("query", "--index", idx, "--host", "0.0.0.0", test_dir),
+                           "--host is not a setting of query (it is one of serve)"),
+                          (("info", "--index", idx, "--top_k", "3"),
+                           "--top_k is not a setting of info (it is one of query, serve)"),
                           (("query", "--index", idx, "--top_k", "-1", test_dir), "top_k")]:
         result = cli(*args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
