@@ -151,6 +151,11 @@ def load_data_from_flags():
         fail("--dataset folder needs both --train_dir and --test_dir")
     if DATASET.value != "synthetic" and synthetic_kwargs():
         fail("--synthetic_* flags only apply to --dataset synthetic")
+    if DATASET.value == "folder" and DATA_DIR.present:  # would be silently ignored
+        fail("--data_dir is not read with --dataset folder (it reads --train_dir and --test_dir)")
+    if VALIDATION_FRACTION.value == 0.0 and VALIDATION_SEED.present:
+        fail("--validation_seed needs --validation_fraction > 0: without it no validation "
+             "split is drawn")
     try:
         return load_split_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value,
                                synthetic_kwargs=synthetic_kwargs(),

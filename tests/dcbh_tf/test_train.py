@@ -46,6 +46,12 @@ BAD_INPUT = {
     "synthetic_flag_elsewhere": (["--dataset", "facescrub", "--synthetic_identities", "5"],
                                  "only apply to --dataset synthetic"),
     "positional_argument": (["train"], "unexpected arguments: train"),
+    # settings that would be silently ignored are refused
+    "data_dir_with_folder": (["--dataset", "folder", "--train_dir", "{root}/good", "--test_dir",
+                              "{root}/good", "--data_dir", "{root}"],
+                             "--data_dir is not read with --dataset folder"),
+    "validation_seed_without_split": (["--validation_seed", "3"],
+                                      "--validation_seed needs --validation_fraction > 0"),
 }
 
 
