@@ -236,7 +236,8 @@ def results_markdown(cells, methods, bits, seeds, settings: dict[str, Any],
             out.write(f"### {title}\n\n{table(cells, methods, bits, seeds, metric, hamming)}"
                       "\n\n")
     if held:
-        out.write("## The chosen states: validation mAP (exact distance, ties by index) and epoch\n\n"
+        out.write("## The chosen states: validation mAP (exact distance, ties by index) and "
+                  "epoch\n\n"
                   f"{chosen_states(cells, methods, bits, seeds)}\n\n(The figure each deep "
                   "row's state was chosen on, over the same seeds as the tables above, and the "
                   "chosen state's epoch per seed; the tables above score that state on the "
