@@ -44,6 +44,12 @@ CSV_FIELDS = ("method", "bits", "seed", "hamming", "ties", *METRIC_KEYS, "select
               "validation_map")
 
 
+def _header(bits) -> list[str]:
+    """The first two lines of a table with a row per method and a column per bit length."""
+    return ["| method | " + " | ".join(f"{b} bits" for b in bits) + " |",
+            "|---" * (len(bits) + 1) + "|"]
+
+
 def seed_values(cells, row: str, bits: int, seeds, value) -> list[float]:
     """``value(cell)`` of every finished seed of a row at a bit length."""
     return [value(cells[row, bits, s]) for s in seeds if (row, bits, s) in cells]
@@ -70,8 +76,7 @@ def table(cells: dict, methods, bits, seeds, metric: str, hamming: str) -> str:
              if (v := seed_values(cells, m, b, seeds, figure))}
     best = {b: max((means[m, b] for m in methods if (m, b) in means), default=None)
             for b in bits}
-    lines = ["| method | " + " | ".join(f"{b} bits" for b in bits) + " |",
-             "|---" * (len(bits) + 1) + "|"]
+    lines = _header(bits)
     for m in methods:
         row = []
         for b in bits:
@@ -95,8 +100,7 @@ def _count(n: int) -> str:
 
 def size_table(cells: dict, methods, bits, seeds) -> str:
     """Trainable weights and multiply-adds per image of every row at every bit length."""
-    lines = ["| method | " + " | ".join(f"{b} bits" for b in bits) + " |",
-             "|---" * (len(bits) + 1) + "|"]
+    lines = _header(bits)
     for m in methods:
         row = []
         for b in bits:
@@ -114,8 +118,7 @@ def chosen_states(cells, methods, bits, seeds) -> str:
     Why: the table's figures are the test split's; a reader judging the selection needs the
     figure it was made on (a row far better on validation than on test was lucky in its
     choice) and when the chosen state was (an early epoch means later ones scored lower)."""
-    lines = ["| method | " + " | ".join(f"{b} bits" for b in bits) + " |",
-             "|---" * (len(bits) + 1) + "|"]
+    lines = _header(bits)
     for m in methods:
         if not is_deep(m):
             continue
@@ -247,8 +250,7 @@ def results_markdown(cells, methods, bits, seeds, settings: dict[str, Any],
         out.write(f"## mAP of each seed (exact distance)\n\n{per_seed}\n\n")
     out.write("## Wall time per cell (seconds, this session's part for resumed cells; mean "
               "over seeds)\n\n")
-    out.write("| method | " + " | ".join(f"{b} bits" for b in bits) + " |\n")
-    out.write("|---" * (len(bits) + 1) + "|\n")
+    out.write("\n".join(_header(bits)) + "\n")
     for m in methods:
         row = []
         for b in bits:
