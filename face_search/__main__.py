@@ -21,7 +21,6 @@ from common.cli import checks, runner
 from common.cli.tf_startup import import_tensorflow
 from common.cli.runner import fail
 
-COMMANDS = ("build", "add", "remove", "query", "info", "serve")
 
 INDEX = flags.DEFINE_string("index", None, "Index folder (build: new, empty, or an index, "
                             "replaced atomically).")
@@ -66,6 +65,7 @@ COMMAND_FLAGS = {
     "serve": ("index", "model", "checkpoint", "top_k", "host", "port", "max_upload_mb",
               "max_concurrent_searches", "detector"),
 }
+COMMANDS = tuple(COMMAND_FLAGS)
 checks.bound_flag("top_k", checks.MAX_TOP_K, "more than any gallery this project handles")
 checks.bound_flag("radius", checks.MAX_BITS, "codes are at most 1024 bits")
 
