@@ -12,8 +12,9 @@ usage() {
   cat <<'USAGE'
 usage: ./run.sh [SUBCOMMAND] [ARGS...]
 
-  (no subcommand)  the main job: set up, generate the synthetic data set, train DCBH
-                   (a few minutes on 2 CPU cores), evaluate, export a SavedModel
+  (no subcommand) [FLAGS]  the main job: set up, generate the synthetic data set, train
+                   DCBH (a few minutes on 2 CPU cores), evaluate, export a SavedModel;
+                   FLAGS go to its training (./run.sh --epochs 40)
   train [METHOD] [FLAGS]   python -m METHOD_tf.train FLAGS    (METHOD: dcbh (default))
   eval [METHOD] [FLAGS]    python -m METHOD_tf.evaluate FLAGS (re-evaluate a run folder)
   export [METHOD] [FLAGS]  python -m METHOD_tf.export FLAGS   (SavedModel of a run folder)
@@ -100,6 +101,10 @@ method_module() {
 }
 
 if [[ $# -eq 0 ]]; then main_job; exit 0; fi
+case "$1" in
+  -h|--help) ;;
+  -*) main_job "$@"; exit 0 ;;  # ./run.sh --epochs 40: flags of the main job's training
+esac
 cmd="$1"; shift
 case "$cmd" in
   train) method_module train "$@" ;;
