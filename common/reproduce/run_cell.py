@@ -45,8 +45,9 @@ flags.DEFINE_integer("batch_size", 256, "Batch size of a deep cell.", lower_boun
 flags.DEFINE_bool("shuffle", True, "Reshuffle every epoch (seeded).")
 SEED = flags.DEFINE_integer("seed", 0, "Seed of training and of the baselines.", lower_bound=0,
                             upper_bound=checks.MAX_SEED)
-flags.DEFINE_float("validation_fraction", 0.0, "Share of each identity's train images held "
-                   "out to choose the state on (0: chosen on the test split).",
+flags.DEFINE_float("validation_fraction", 0.1, "Share of each identity's train images held "
+                   "out to choose the state on (the harness's default, DDH's protocol; 0: "
+                   "chosen on the test split).",
                    lower_bound=0.0, upper_bound=0.9)
 flags.DEFINE_integer("validation_seed", 0, "Seed of the validation split's draw.",
                      lower_bound=0, upper_bound=checks.MAX_SEED)
