@@ -22,16 +22,25 @@ def _fresh_name(parent: str, prefix: str, suffix: str = "") -> str:
 
 
 def fsync_path(path: str) -> None:
-    """fsync a file or a folder (folders: best effort, not every OS allows it)."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if os.path.isdir(path) else os.O_RDONLY
+    """fsync a file or a folder.
+
+    A file's failure is raised: an fsync that reports EIO, ENOSPC or EDQUOT means the data
+    may not be on disk, and the callers are about to publish this copy and delete the
+    previous one. A folder's is best effort (not every OS or filesystem syncs folders).
+    """
+    is_dir = os.path.isdir(path)
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if is_dir else os.O_RDONLY
     try:
         fd = os.open(path, flags)
     except OSError:
-        return
+        if is_dir:
+            return
+        raise
     try:
         os.fsync(fd)
     except OSError:
-        pass
+        if not is_dir:
+            raise
     finally:
         os.close(fd)
 

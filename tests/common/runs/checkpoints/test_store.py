@@ -236,3 +236,35 @@ def test_a_store_opened_without_trackables_refuses_to_save(tmp_path, store_class
     with pytest.raises(ValueError, match="opened without trackables; it cannot save"):
         store.save(["last"], {"epoch": 1})
     assert not os.path.exists(tmp_path / "checkpoints") or not os.listdir(tmp_path / "checkpoints")
+
+
+def test_a_save_whose_files_cannot_be_flushed_keeps_the_previous_state(tmp_path, monkeypatch):
+    """An fsync error (EIO, a full disk) fails the save before the new state is published,
+    so the previous state stays the slot's and its folder is not deleted."""
+    import errno
+    import stat
+
+    model, optimizer, epoch = _state()
+    store = CheckpointStore(str(tmp_path), model=model, optimizer=optimizer, epoch=epoch)
+    epoch.assign(1)
+    first = store.save(["last"], {"epoch": 1, "loss": 1.0})
+    good = _values(model.variables)
+    _train(model, optimizer, steps=2)
+    epoch.assign(2)
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError, match="Input/output error"):
+        store.save(["last"], {"epoch": 2, "loss": 0.5})
+    monkeypatch.undo()
+    assert sorted(os.listdir(store.directory)) == sorted([first["dir"], "index.json"])
+    model2, optimizer2, epoch2 = _state(seed=3)
+    store2 = CheckpointStore(str(tmp_path), model=model2, optimizer=optimizer2, epoch=epoch2)
+    assert store2.restore("last")["epoch"] == 1
+    for a, b in zip(good, _values(model2.variables)):
+        np.testing.assert_array_equal(a, b)
