@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 import time
 from typing import Any, BinaryIO, Iterator
 
@@ -51,7 +52,9 @@ INDEX_JSON = "index.json"
 ARRAY_FILES = ("codes", "ids", "labels", "identity_codes", "sources", "source_ends")
 NAMES_FILE = "identity_names.json"
 INDEX_FILES = frozenset({INDEX_JSON, NAMES_FILE, *(f"{name}.npy" for name in ARRAY_FILES)})
-_held: set[str] = set()  # index folders whose lock this process holds
+# Index folders whose lock this thread holds. Per thread: a second thread of the process
+# must not walk past the lock (two writers would each save over the other's change).
+_held = threading.local()
 # Loads of one index while saves keep replacing it: each retry follows a swap that came
 # between two files of the previous try (a save takes far longer than a load's opens).
 LOAD_ATTEMPTS = 50
@@ -114,25 +117,26 @@ def check_index_dir(folder: str) -> str:
 # ------------------------------------------------------------------------ the lock
 @contextlib.contextmanager
 def locked(folder: str) -> Iterator[str]:
-    """Hold ``.NAME.lock`` beside ``folder`` (re-entrant in this process); yields the
+    """Hold ``.NAME.lock`` beside ``folder`` (re-entrant in this thread); yields the
     absolute path. Hold it around load-change-save so no other writer interleaves.
 
     Raises:
-        IndexBusyError: another process holds it.
+        IndexBusyError: another process, or another thread of this one, holds it.
     """
     path = os.path.abspath(folder)
-    if path in _held:
+    held: set[str] = _held.__dict__.setdefault("folders", set())
+    if path in held:
         yield path
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with folder_lock(path, lambda lock_path: IndexBusyError(
-            f"{path}: another process is writing this index (it holds {lock_path}); wait for "
+            f"{path}: another writer is changing this index (it holds {lock_path}); wait for "
             "it to finish")):
-        _held.add(path)
+        held.add(path)
         try:
             yield path
         finally:
-            _held.discard(path)
+            held.discard(path)
 
 
 def _recover(path: str) -> None:
@@ -187,7 +191,7 @@ def save_folder(folder: str, arrays: dict[str, Any], header: dict[str, Any]) -> 
 
     Raises:
         IndexFolderError: ``folder`` is something an index may not replace.
-        IndexBusyError: another process is writing it.
+        IndexBusyError: another process or thread is writing it.
     """
     path = check_index_dir(folder)
     with locked(path), interrupts.deferred():
