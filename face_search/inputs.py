@@ -159,7 +159,26 @@ def plan(paths: list[str], gallery: bool) -> tuple[list[_Unit], list[Skipped]]:
             units += [_Unit("pickle", os.path.join(path, n), names=names_map) for n in files]
         else:
             raise GalleryInputError(f"{path}: empty folder")
+    if gallery:  # refused now, not after hours of encoding, when the index stores the name
+        units, unstorable = _with_utf8_names(units)
+        skipped += unstorable
     return units, skipped
+
+
+def _with_utf8_names(units: list[_Unit]) -> tuple[list[_Unit], list[Skipped]]:
+    """``units`` whose path and identity have a UTF-8 form (the index stores both as
+    UTF-8), and the others as skipped: a name of undecodable bytes, from an old archive."""
+    kept, skipped = [], []
+    for unit in units:
+        try:
+            os.path.abspath(unit.path).encode("utf-8")
+            (unit.identity or "").encode("utf-8")
+        except UnicodeEncodeError:
+            skipped.append(Skipped(unit.path, "its name is not valid UTF-8 (the index keeps "
+                                              "names as UTF-8); rename it"))
+        else:
+            kept.append(unit)
+    return kept, skipped
 
 
 def photo_preparer(preparer: Any) -> Any:

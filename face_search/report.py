@@ -10,12 +10,21 @@ from face_search.api import GalleryReport, QueryResult
 
 
 def shown_path(path: str) -> str:
-    """``path`` relative to the current folder when it lies below it (shorter tables)."""
+    """``path`` relative to the current folder when it lies below it (shorter tables), its
+    undecodable bytes shown as ``\\xNN`` (printing them as they are would fail)."""
     try:
         rel = os.path.relpath(path)
     except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
+        rel = ".."
+    return printable(path if rel.startswith("..") else rel)
+
+
+def printable(text: str) -> str:
+    """``text`` with the undecodable bytes of a file name (lone surrogates) as ``\\xNN``."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no byte gave
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def gallery_lines(report: GalleryReport, verb: str) -> list[str]:
@@ -57,6 +66,8 @@ def query_table(results: Sequence[QueryResult]) -> str:
 
 
 def query_json(results: Sequence[QueryResult], header: dict[str, Any]) -> str:
-    """One JSON document: ``header`` (index, bits, top_k, radius) and every query."""
-    return json.dumps({**header, "queries": [r.to_dict() for r in results]}, indent=2,
-                      ensure_ascii=False)
+    """One JSON document: ``header`` (index, bits, top_k, radius) and every query (a query
+    photo's name with undecodable bytes escaped: JSON text is Unicode)."""
+    queries = [{**r.to_dict(), "source": printable(r.source) if isinstance(r.source, str)
+                else r.source} for r in results]
+    return json.dumps({**header, "queries": queries}, indent=2, ensure_ascii=False)

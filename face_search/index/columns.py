@@ -12,6 +12,20 @@ from typing import Iterable, Sequence
 import numpy as np
 
 
+def utf8(values: Iterable[str], what: str) -> list[bytes]:
+    """Each value as UTF-8 bytes; ValueError naming the first value that has no UTF-8 form
+    (a file name of undecodable bytes, which Python keeps as lone surrogates)."""
+    encoded = []
+    for value in values:
+        value = str(value)
+        try:
+            encoded.append(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise ValueError(f"{what} is not valid UTF-8 text: {shown}") from None
+    return encoded
+
+
 class TextColumn:
     """Strings stored as one UTF-8 buffer and int64 end offsets (item i: [ends[i-1], ends[i]))."""
 
@@ -27,7 +41,10 @@ class TextColumn:
         return self.data[start:int(self.ends[i])].tobytes().decode("utf-8")
 
     def extend(self, values: Iterable[str]) -> None:
-        encoded = [str(v).encode("utf-8") for v in values]
+        self.extend_encoded(utf8(values, "a source"))
+
+    def extend_encoded(self, encoded: list[bytes]) -> None:
+        """Append strings already encoded by :func:`utf8` (cannot fail half-way)."""
         if not encoded:
             return
         lengths = np.fromiter((len(e) for e in encoded), np.int64, len(encoded))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from face_search.index.codes import check_num_bits, check_packed, code_bytes, widen
-from face_search.index.columns import NameColumn, TextColumn
+from face_search.index.columns import NameColumn, TextColumn, utf8
 
 if TYPE_CHECKING:
     from face_search.index.mih import MultiIndexHash
@@ -132,20 +132,26 @@ class GalleryIndex:
     def add_columns(self, packed: np.ndarray, identities: Iterable[str], labels: Any,
                     sources: Iterable[str]) -> np.ndarray:
         """:meth:`add` with the metadata as three columns (faster for millions of items)."""
+        # Everything that can fail is checked before the index changes: a refused add leaves
+        # it as it was (a half-added one would save as a damaged index).
         packed = check_packed(packed, self.num_bits)
-        identities, sources = list(identities), list(sources)
+        identities, sources = [str(n) for n in identities], list(sources)
         labels = np.asarray(labels, np.int64)
+        if labels.ndim != 1:
+            raise ValueError(f"labels must be one number per item, got shape {labels.shape}")
         if not len(identities) == len(labels) == len(sources) == len(packed):
             raise ValueError(f"{len(packed)} codes but {len(identities)} identities, "
                              f"{len(labels)} labels and {len(sources)} sources")
         ids = np.arange(self.next_id, self.next_id + len(packed), dtype=np.int64)
         if not len(ids):
             return ids
+        utf8(identities, "an identity")
+        encoded_sources = utf8(sources, "a source")
         self._wide = np.concatenate([self._wide, widen(packed, self.num_bits)])
         self._ids = np.concatenate([self._ids, ids])
         self._labels = np.concatenate([self._labels, labels])
         self._identities.extend(identities)
-        self._sources.extend(sources)
+        self._sources.extend_encoded(encoded_sources)
         self.next_id += len(ids)
         self._flat.append(self._wide, len(ids))
         self._mih = None

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -181,6 +182,31 @@ def test_add_and_remove_keep_ids_stable_and_results_exact():
         index.item(int(gone[0]))
 
 
+BAD_NAME = "Jos\udce9"  # how Python names a file whose name holds the Latin-1 byte 0xE9
+
+
+@pytest.mark.parametrize("identities, labels, sources, error", [
+    (["a", BAD_NAME], [0, 1], ["a.jpg", "b.jpg"],
+     r"an identity is not valid UTF-8 text: Jos\\xe9$"),
+    (["a", "b"], [0, 1], ["a.jpg", f"{BAD_NAME}/b.jpg"],
+     r"a source is not valid UTF-8 text: Jos\\xe9/b\.jpg$"),
+    (["a", "b"], [[0], [1]], ["a.jpg", "b.jpg"], r"one number per item, got shape \(2, 1\)"),
+])
+def test_a_refused_add_leaves_the_index_unchanged_and_savable(tmp_path, identities, labels,
+                                                              sources, error):
+    """Every check comes before the first change: a half-added item would save as an index
+    whose ids and columns disagree, refused as damaged on every later load."""
+    index = GalleryIndex.create(12)
+    index.add(np.full((3, 2), 1, np.uint8), meta(3))
+    with pytest.raises(ValueError, match=error):
+        index.add_columns(np.full((2, 2), 2, np.uint8), identities, labels, sources)
+    assert len(index) == 3 and index.next_id == 3 and index.ids.tolist() == [0, 1, 2]
+    index.save(str(tmp_path / "idx"))
+    loaded = GalleryIndex.load(str(tmp_path / "idx"))
+    assert [loaded.item(i) for i in range(3)] == meta(3)
+    assert loaded.add(np.full((1, 2), 2, np.uint8), meta(1)).tolist() == [3]
+
+
 def test_identities_can_be_listed_and_removed_by_name():
     index = GalleryIndex.create(12)
     index.add(np.zeros((14, 2), np.uint8), meta(14))
@@ -252,11 +278,46 @@ def test_a_second_writer_is_refused(tmp_path):
     lock = os.open(tmp_path / ".idx.lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(lock, fcntl.LOCK_EX)  # as another process saving the same index would
     try:
-        with pytest.raises(IndexBusyError, match="another process"):
+        with pytest.raises(IndexBusyError, match="another writer"):
             index.save(str(tmp_path / "idx"))
     finally:
         os.close(lock)
     index.save(str(tmp_path / "idx"))
+
+
+def test_a_second_writer_thread_of_the_same_process_is_refused(tmp_path):
+    """The lock is re-entrant for the thread holding it only: another thread saving while
+    one changes the index would overwrite that change (and reuse its gallery ids)."""
+    from face_search.index import store
+
+    path = str(tmp_path / "idx")
+    GalleryIndex.create(12).save(path)
+    holding, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def writer():
+        with store.locked(path):
+            with store.locked(path):  # re-entrant in its own thread
+                holding.set()
+                release.wait(30)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert holding.wait(30)
+        other = GalleryIndex.create(12)
+        other.add(np.full((2, 2), 3, np.uint8), [("b", 1, "b.jpg")] * 2)
+        try:
+            other.save(path)
+        except IndexBusyError as exc:
+            errors.append(exc)
+    finally:
+        release.set()
+        thread.join(30)
+    assert len(errors) == 1 and "another writer" in str(errors[0])
+    assert len(GalleryIndex.load(path)) == 0  # the refused save changed nothing
+    other.save(path)  # and once the lock is free, it goes through
+    assert len(GalleryIndex.load(path)) == 2
 
 
 _SAVE_SCRIPT = """
