@@ -206,8 +206,11 @@ def siblings(target: str, kind: str, legacy_tmp: bool = False) -> list[str]:
     found = []
     for name in sorted(os.listdir(parent)):
         path = os.path.join(parent, name)
-        if pattern.fullmatch(name) and is_plain(path, want_dir=True):
-            found.append(path)
+        try:
+            if pattern.fullmatch(name) and is_plain(path, want_dir=True):
+                found.append(path)
+        except FileNotFoundError:  # a saver removed it since the listing (readers hold no lock)
+            continue
     return found
 
 

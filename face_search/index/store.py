@@ -100,6 +100,9 @@ def _refusal(path: str) -> str | None:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         return f"not an index folder: holds {shown}"
     if os.listdir(path) and read_manifest(path) is None:
+        if os.path.exists(os.path.join(path, INDEX_JSON)):  # never guess it is ours
+            return (f"its {INDEX_JSON} is damaged or of another format (delete the folder "
+                    "yourself if it is a damaged index)")
         return f"not an index folder: no {INDEX_JSON} with \"format\": \"{FORMAT}\""
     return None
 
@@ -269,11 +272,22 @@ def _load_once(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
         except OSError:
             raw = b""
         manifest = index_manifest.checked(raw, os.path.join(path, INDEX_JSON))
+        if manifest is None and raw.strip() and not _is_json(raw):
+            raise IndexFolderError(f"{os.path.join(path, INDEX_JSON)}: damaged (not JSON); "
+                                   "rebuild the index")
         if manifest is None:
             raise IndexFolderError(f"{path}: not an index (no {INDEX_JSON} with \"format\": "
                                    f"\"{FORMAT}\")")
         arrays = _read_checked(snapshot, manifest)
     return manifest, arrays
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        json_files.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError is one
+        return False
+    return True
 
 
 def load_folder(folder: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -151,3 +151,24 @@ def test_the_augmented_split_is_never_replaced_over_a_users_file(tmp_path, monke
     with pytest.raises(FolderChangedError):
         augmentation.write_augmented(str(tmp_path), x + 1, y, {"second": True}, overwrite=True)
     assert _tree(train) == {**before, "notes.txt": b"mine"}
+
+
+def test_siblings_skips_a_folder_removed_between_the_listing_and_its_check(tmp_path,
+                                                                           monkeypatch):
+    """Readers list siblings without the lock: a saver may remove one in between, which
+    must not surface as a raw FileNotFoundError from a load."""
+    target = str(tmp_path / "idx")
+    gone = tmp_path / ".idx.old-0123456789ab"
+    kept = tmp_path / ".idx.old-ba9876543210"
+    gone.mkdir()
+    kept.mkdir()
+    real_listdir = os.listdir
+
+    def listdir_then_remove(path):
+        names = real_listdir(path)
+        if gone.exists():
+            gone.rmdir()  # as a saver's clean-up right after the reader's listing
+        return names
+
+    monkeypatch.setattr(folder_swap.os, "listdir", listdir_then_remove)
+    assert folder_swap.siblings(target, "old") == [str(kept)]

@@ -273,6 +273,26 @@ def test_a_damaged_or_foreign_index_is_refused_with_the_file_named(tmp_path):
         GalleryIndex.load(str(tmp_path / "missing"))
 
 
+def test_a_truncated_manifest_is_called_damaged_and_never_replaced_unasked(tmp_path):
+    """A manifest cut short (a copy interrupted) is named as damaged, not "not an index";
+    a save over it is refused, since nothing proves the folder is ours."""
+    path = GalleryIndex.create(12).save(str(tmp_path / "idx"))
+    manifest = os.path.join(path, "index.json")
+    with open(manifest, "rb") as f:
+        raw = f.read()
+    with open(manifest, "wb") as f:
+        f.write(raw[:len(raw) // 2])
+    with pytest.raises(IndexFolderError, match=r"index\.json: damaged \(not JSON\); rebuild"):
+        GalleryIndex.load(path)
+    with pytest.raises(IndexFolderError, match=r"its index\.json is damaged or of another "
+                                               r"format \(delete the folder yourself"):
+        GalleryIndex.create(12).save(path)
+    with open(manifest, "wb") as f:
+        f.write(b'{"format": "someone else\'s"}')  # valid JSON of another tool
+    with pytest.raises(IndexFolderError, match="not an index \\(no index.json with"):
+        GalleryIndex.load(path)
+
+
 def test_a_second_writer_is_refused(tmp_path):
     index = GalleryIndex.create(12)
     lock = os.open(tmp_path / ".idx.lock", os.O_RDWR | os.O_CREAT)
