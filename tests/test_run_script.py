@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.checkout import ROOT
+from checkout import ROOT
 
 RUN_SH = os.path.join(ROOT, "run.sh")
 

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 
-from tests.checkout import ROOT
+from checkout import ROOT
 
 READ_DEFAULTS = """
 import json, sys
