@@ -290,6 +290,23 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
     return hold_out_validation(data, validation_fraction, validation_seed)
 
 
+def _nothing_held_out(labels: np.ndarray, fraction: float) -> str:
+    """Why ``fraction`` holds out no image of ``labels``, and what would."""
+    most = int(np.unique(labels, return_counts=True)[1].max()) if len(labels) else 0
+    if most < 2:
+        return (f"validation_fraction {fraction:g} holds out no image: no identity has two "
+                "train images (one must stay in the database); use 0 (chosen on the test "
+                "split)")
+    return (f"validation_fraction {fraction:g} holds out no image: an identity gives "
+            f"round({fraction:g} x its train images), and the largest has {most}; use at "
+            f"least {np.ceil(500 / most) / 1000:g}, or 0 (chosen on the test split)")
+
+
+def _identities_without_validation(labels: np.ndarray, held: np.ndarray) -> int:
+    """How many identities of ``labels`` have no row among ``held``."""
+    return int(len(np.unique(labels)) - len(np.unique(labels[held])))
+
+
 def hold_out_validation(data: SplitData, fraction: float,
                         seed: int = DEFAULT_VALIDATION_SEED) -> SplitData:
     """``data`` with ``fraction`` of each identity's train images held out as its validation
@@ -300,12 +317,22 @@ def hold_out_validation(data: SplitData, fraction: float,
 
     Raises:
         ValueError: ``data`` already has a validation split, or a bad fraction.
+        DataFormatError: ``fraction`` > 0 holds out no image (too few per identity): the
+            state would be chosen on the test split, the opposite of what was asked.
     """
     if data.has_validation:
         raise ValueError("the data already holds a validation split")
     kept, held = validation_indices(data.train_labels, fraction, seed)
+    if fraction > 0 and not len(held):
+        raise DataFormatError(data.description.get("train_dir") or "the train split",
+                              _nothing_held_out(data.train_labels, fraction))
     if not len(held):
         return data
+    none_held = _identities_without_validation(data.train_labels, held)
+    if none_held:
+        logging.info("validation split: %d of %d identities have too few train images to "
+                     "give one at fraction %g", none_held,
+                     len(np.unique(data.train_labels)), fraction)
     description = dict(data.description, train_images=int(len(kept)),
                        validation={"fraction": float(fraction), "seed": int(seed),
                                    "images": int(len(held))})

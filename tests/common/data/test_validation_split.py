@@ -71,3 +71,24 @@ def test_the_loader_holds_rows_out_of_the_train_split_only(tmp_path):
     assert images is split.validation_images and labels is split.validation_labels
     with pytest.raises(ValueError, match="query split"):
         split.queries("train")
+
+
+@pytest.mark.parametrize("per_identity, fraction, advice", [
+    (4, 0.1, r"the largest has 4; use at least 0\.125, or 0"),
+    (7, 0.05, r"the largest has 7; use at least 0\.072, or 0"),
+    (1, 0.5, r"no identity has two train images"),
+])
+def test_a_fraction_that_holds_out_nothing_is_refused(tmp_path, per_identity, fraction, advice):
+    """Asked for a validation split and given none, training would choose its state on the
+    test split, the opposite of what was asked: refused, naming the fraction that works."""
+    from common.data import DataFormatError
+
+    kwargs = dict(num_identities=3, train_per_identity=per_identity, test_per_identity=1)
+    with pytest.raises(DataFormatError, match=rf"holds out no image: .*{advice}"):
+        load_split_data("synthetic", str(tmp_path), synthetic_kwargs=kwargs,
+                        validation_fraction=fraction)
+    if per_identity > 1:  # the advised fraction does hold images out
+        least = float(np.ceil(500 / per_identity) / 1000)
+        split = load_split_data("synthetic", str(tmp_path), synthetic_kwargs=kwargs,
+                                validation_fraction=least)
+        assert len(split.validation_labels) == 3
