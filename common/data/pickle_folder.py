@@ -48,16 +48,23 @@ def list_data_files(folder: str | os.PathLike) -> list[str]:
 
     As in the original every regular file counts, except hidden ones (names starting
     with '.', e.g. ``.DS_Store``), which the original would have tried to unpickle.
+
+    Raises:
+        DataFormatError: the folder is missing, not a folder, holds no data file, or
+            holds a broken symbolic link (its rows would otherwise go missing unsaid).
     """
     folder = os.fspath(folder)
     if not os.path.exists(folder):
         raise DataFormatError(folder, "folder does not exist")
     if not os.path.isdir(folder):
         raise DataFormatError(folder, "is not a folder")
-    names = sorted(
-        n for n in os.listdir(folder)
-        if not n.startswith(".") and os.path.isfile(os.path.join(folder, n))
-    )
+    visible = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+    for name in visible:  # skipped as "not a file", its rows would go missing unsaid
+        link = os.path.join(folder, name)
+        if os.path.islink(link) and not os.path.exists(link):
+            raise DataFormatError(link, "a symbolic link whose target is missing (or a link "
+                                        "loop); restore its target or remove the link")
+    names = [n for n in visible if os.path.isfile(os.path.join(folder, n))]
     if not names:
         raise DataFormatError(folder, "folder holds no data files")
     return [os.path.join(folder, n) for n in names]
@@ -190,6 +197,9 @@ def _read_file(path: str) -> tuple[np.ndarray, np.ndarray, int]:
             data = f.read()
     except OSError as exc:
         raise DataFormatError(path, f"cannot read file ({exc.strerror or exc})") from None
+    except MemoryError:
+        raise DataFormatError(path, f"{os.path.getsize(path):,} bytes: too large to read "
+                                    "into this machine's memory") from None
     if not data:
         raise DataFormatError(path, "file is empty")
     try:

@@ -531,6 +531,45 @@ def test_folder_with_only_hidden_files(tmp_path):
     _assert_format_error(excinfo, tmp_path, "no data files")
 
 
+@pytest.mark.parametrize("target", ["elsewhere/part_001.pkl", "part_001.pkl"])
+def test_a_broken_link_is_refused_not_skipped(tmp_path, target):
+    """A link to an unmounted disk (or to itself) is no regular file: skipped like a
+    subfolder, its rows would be missing from the split without a word."""
+    x, y = _data(4)
+    write_pickle_folder(tmp_path, x, y, rows_per_file=2)
+    link = tmp_path / "part_001.pkl"
+    link.unlink()
+    link.symlink_to(tmp_path / target)
+    with pytest.raises(DataFormatError) as excinfo:
+        load_pickle_folder(tmp_path)
+    _assert_format_error(excinfo, link, "symbolic link whose target is missing")
+    (tmp_path / ".hidden.pkl").symlink_to(tmp_path / "gone")  # hidden names stay ignored
+    link.unlink()
+    assert [os.path.basename(p) for p in list_data_files(tmp_path)] == ["part_000.pkl"]
+
+
+def test_a_file_too_large_for_memory_is_named(tmp_path, monkeypatch):
+    x, y = _data(2)
+    path = _dump(tmp_path / "f.pkl", (x, y))
+
+    class NoMemory:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self):
+            raise MemoryError()
+
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda p, *a, **k: NoMemory() if os.fspath(p) == str(
+        path) else real_open(p, *a, **k))
+    with pytest.raises(DataFormatError) as excinfo:
+        load_pickle_folder(tmp_path)
+    _assert_format_error(excinfo, path, f"{os.path.getsize(path):,} bytes: too large to read")
+
+
 def test_empty_file(tmp_path):
     x, y = _data(2)
     _dump(tmp_path / "a.pkl", (x, y))
