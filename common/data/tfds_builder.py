@@ -63,6 +63,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from common.data.errors import DataFormatError
+from common.io import json_files
+from common.io.atomic import write_json_atomic
 from common.data.pickle_folder import CHANNELS, IMAGE_SIZE, list_data_files, load_pickle_folder
 from common.data.preprocess import to_nhwc
 
@@ -288,9 +290,13 @@ def prepare(config_name: str, manual_dir: str | None = None, data_dir: str | Non
     """Prepare one config (a built-in one, or a custom folder pair) without the ``tfds``
     command line (which needs apache_beam); returns the prepared builder.
 
+    A config prepared before is reused only if it was prepared from the same folders and
+    files (recorded in :data:`SOURCE_FILE`): TFDS itself would hand back the old data.
+
     Raises:
         ValueError: a custom folder pair named like a built-in config, or an unknown config.
-        DataFormatError: the data folders are missing or malformed (the file is named).
+        DataFormatError: the data folders are missing or malformed (the file is named), or
+            the config was prepared from other folders or files (delete it or rename).
     """
     builtin = {c.name: c for c in FaceHashPickles.BUILDER_CONFIGS}
     config: str | FaceHashPicklesConfig = config_name
@@ -306,9 +312,54 @@ def prepare(config_name: str, manual_dir: str | None = None, data_dir: str | Non
         raise ValueError(f"unknown --config {config_name!r}: give --train_folder/--test_folder "
                          f"for a custom one, or pick one of {', '.join(builtin)}")
     builder = FaceHashPickles(config=config, data_dir=data_dir)
+    root = manual_dir or os.path.join(os.fspath(builder.data_dir_root), "downloads", "manual")
+    source = _source_record(root, builder.builder_config)
+    record = os.path.join(os.fspath(builder.data_dir), SOURCE_FILE)
+    if os.path.isdir(os.fspath(builder.data_dir)):  # TFDS would reuse it without a word
+        _check_same_source(os.fspath(builder.data_dir), record, source)
+        return builder
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=manual_dir, try_download_gcs=False))
+    write_json_atomic(record, source)
     return builder
+
+
+SOURCE_FILE = "face_hash_source.json"  # beside TFDS's files: what a prepare read
+
+
+def _source_record(root: str, config: FaceHashPicklesConfig) -> dict:
+    """The folders a prepare reads and each data file's name, size and time."""
+    def folder_record(name: str) -> dict:
+        folder = os.path.abspath(os.path.join(root, name))
+        try:
+            files = [[os.path.basename(f), os.stat(f).st_size, os.stat(f).st_mtime_ns]
+                     for f in list_data_files(folder)]
+        except DataFormatError:
+            files = None  # the prepare itself says what is wrong
+        return {"folder": folder, "files": files}
+
+    return {"train": folder_record(config.train_folder),
+            "test": folder_record(config.test_folder), "num_classes": config.num_classes}
+
+
+def _check_same_source(prepared: str, record: str, source: dict) -> None:
+    """Refuse to pass off data prepared from other folders or files as this prepare's."""
+    try:
+        recorded = json_files.load(record)
+    except FileNotFoundError:
+        return  # prepared before the record existed: reused as TFDS does
+    except ValueError:
+        recorded = None
+    if recorded == source:
+        return
+    changed = [split for split in ("train", "test")
+               if not isinstance(recorded, dict) or recorded.get(split) != source[split]]
+    what = (", ".join(f"{split} ({source[split]['folder']})" for split in changed)
+            or "num_classes")
+    raise DataFormatError(prepared, f"already prepared from other data: {what} differs from "
+                                    "what it was prepared from (other folders, or files "
+                                    "changed since). Delete this folder to prepare it again, "
+                                    "or name another --config")
 
 
 __all__ = ["FaceHashPickles", "FaceHashPicklesConfig", "prepare"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import socket
 import subprocess
 import sys
@@ -369,3 +370,27 @@ def test_common_data_does_not_import_tfds():
             "assert 'tensorflow_datasets' not in sys.modules; "
             "assert 'common.data.tfds_builder' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_prepare_reuses_its_own_data_and_refuses_data_of_other_folders(tmp_path):
+    """TFDS reuses a prepared config without a word: preparing config "mine" from other
+    folders (or after its files changed) would hand back the old data as the new."""
+    from common.data.tfds_builder import prepare
+
+    manual = tmp_path / "manual"
+    for name, seed in (("a", 1), ("b", 2), ("q", 3)):
+        _write_folder(manual / name, 3, np.arange(6), seed=seed, rows_per_file=2)
+    kwargs = dict(manual_dir=str(manual), data_dir=str(tmp_path / "data"), test_folder="q")
+    first = prepare("mine", train_folder="a", **kwargs)
+    assert first.info.splits["train"].num_examples == 6
+    assert prepare("mine", train_folder="a", **kwargs).data_dir == first.data_dir  # reused
+    with pytest.raises(DataFormatError, match=r"already prepared from other data: train "
+                                              rf"\({re.escape(str(manual / 'b'))}\)") as err:
+        prepare("mine", train_folder="b", **kwargs)
+    assert err.value.path == os.fspath(first.data_dir)
+    os.utime(manual / "q" / "part_000.pkl", ns=(1, 1))  # a file replaced since
+    with pytest.raises(DataFormatError, match=r"test \(.*\) differs .* files changed since"):
+        prepare("mine", train_folder="a", **kwargs)
+    built = load_pickle_folder(manual / "a")[1]
+    assert sorted(int(r["label"]) for r in tfds.as_numpy(first.as_dataset(split="train"))) == \
+        sorted(built.tolist())
