@@ -6,6 +6,7 @@ import json
 import os
 from typing import Any, Sequence
 
+from common.io.names import printable
 from face_search.api import GalleryReport, QueryResult
 
 
@@ -17,14 +18,6 @@ def shown_path(path: str) -> str:
     except ValueError:
         rel = ".."
     return printable(path if rel.startswith("..") else rel)
-
-
-def printable(text: str) -> str:
-    """``text`` with the undecodable bytes of a file name (lone surrogates) as ``\\xNN``."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a lone surrogate that no byte gave
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def gallery_lines(report: GalleryReport, verb: str) -> list[str]:

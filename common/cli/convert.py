@@ -25,6 +25,7 @@ from common.cli import checks, runner
 from common.cli.tf_startup import import_tensorflow
 from common.cli.checks import check_no_arguments
 from common.cli.runner import fail
+from common.io.names import printable
 
 _SRC = flags.DEFINE_string("src", None,
                            "Folder of photos: SRC/<identity>/<any/subfolders>/<photo>.")
@@ -100,7 +101,7 @@ def summary_lines(meta: dict, out: str, seconds: float) -> list[str]:
     if meta["ignored_files"]:
         lines.append(f"  ignored files (not photos): {len(meta['ignored_files'])}")
     for item in meta["skipped"][:10]:
-        lines.append(f"  skipped {item['file']}: {item['reason']}")
+        lines.append(f"  skipped {printable(item['file'])}: {printable(item['reason'])}")
     if len(meta["skipped"]) > 10:
         lines.append(f"  ... {len(meta['skipped']) - 10} more skipped photos in meta.json")
     lines.append(f"wrote {os.path.join(out, 'train')}/, {os.path.join(out, 'test')}/ and "

@@ -6,7 +6,8 @@ name order (Python's code-point order, the order labels are given in); photos ar
 files below each with an extension of :data:`PHOTO_EXTENSIONS` (any case), in sorted
 order of their path relative to ``SRC``. Hidden files and folders (names starting with
 ``.``) are passed over; other files (a ``README.md`` at the top, ``notes.txt`` beside
-the photos) are listed as ignored.
+the photos) are listed as ignored. Symbolic links to folders are followed; a folder
+reached again through a link (a loop) is listed as ignored instead of read twice.
 """
 
 from __future__ import annotations
@@ -52,7 +53,16 @@ def _walk_identity(root: str, folder: str) -> tuple[list[str], list[str]]:
     def fail(exc: OSError) -> None:
         raise DataFormatError(exc.filename or folder, f"cannot list ({exc.strerror or exc})")
 
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=fail):
+    # Linked sub-folders are followed (left out, their photos would be missing unsaid);
+    # a folder already walked, reached again through a link, is not (a loop ends there).
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=fail, followlinks=True):
+        info = os.stat(dirpath)
+        if (info.st_dev, info.st_ino) in seen:
+            ignored.append(_relative(root, dirpath) + "/ (a folder already read: link loop)")
+            dirnames[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             if name.startswith("."):

@@ -150,6 +150,11 @@ def test_meta_records_identities_skips_drops_and_settings(photos, tmp_path):
     text = "\n".join(summary_lines(meta, "OUT", 1.0))
     assert "skipped 3: no face 0, unreadable 3" in text
     assert "dropped identities (fewer than 3 usable photos): 2 (2 photos not read)" in text
+    # a skipped photo whose name is not UTF-8 (an old archive's Latin-1 byte) is printable
+    meta["skipped"][0]["file"] = "erin/caf\udce9.jpg"
+    text = "\n".join(summary_lines(meta, "OUT", 1.0))
+    assert "skipped erin/caf\\xe9.jpg: " in text
+    text.encode("utf-8")
 
 
 def test_same_seed_gives_identical_bytes_and_another_seed_another_order(photos, tmp_path):
