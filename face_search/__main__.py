@@ -49,8 +49,9 @@ MAX_UPLOAD_MB = flags.DEFINE_float("max_upload_mb", 10.0, "serve: largest photo 
                                    lower_bound=0.001, upper_bound=1024.0)
 MAX_CONCURRENT_SEARCHES = flags.DEFINE_integer(
     "max_concurrent_searches", 8, "serve: searches at once (each decodes a photo: a "
-    "50-megapixel one takes 150 MB); as many more wait up to 10 s for a turn, the rest are "
-    "answered 503 at once.", lower_bound=1, upper_bound=256)
+    "50-megapixel one takes up to 400 MB, measured); as many more are admitted (uploading, "
+    "or waiting up to 10 s for a turn), the rest are answered 503 at once, before their "
+    "bodies are read.", lower_bound=1, upper_bound=256)
 DETECTOR = flags.DEFINE_enum("detector", "auto", ["auto", "mtcnn", "center"], "serve: face "
                              "detector for uploads (auto: mtcnn when installed).")
 # The settings each command reads: any other of this module's flags given on the command line
