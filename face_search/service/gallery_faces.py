@@ -8,7 +8,10 @@ Items whose source is gone, or was never a file, have no face (:meth:`png` gives
 
 Only sources recorded in the index are ever opened (the caller names a gallery id, never
 a path). Loaded pickle files and finished PNGs are cached (least recently used first out),
-so the ten faces of a result page cost one file read, not ten.
+so the ten faces of a result page cost one file read, not ten; so is a source that gave no
+face (a photo where the detector finds none), so that asking again costs nothing. A photo
+takes a decode and a detection: :meth:`GalleryFaces.needs_photo` tells the caller (the web
+app, which runs those through a gate of their own) before it does the work.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from face_search.inputs import is_photo, photo_errors
 
 CACHED_FILES = 8      # pickle files: 1,000 faces of 3 KiB each in the usual layout
 CACHED_PNGS = 2048    # about 3 KiB each
+NO_FACE = b""         # cached for a source that gave no face
 
 
 def png_bytes(face: np.ndarray) -> bytes:
@@ -76,7 +80,8 @@ class GalleryFaces:
     def __init__(self, index: GalleryIndex, preparer: Callable[[], Any]) -> None:
         self._index = index
         self._preparer = preparer
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()        # the pickle files: one reader at a time
+        self._pngs_lock = threading.Lock()   # the PNGs: never held during work
         self._files = _Lru(CACHED_FILES)
         self._pngs = _Lru(CACHED_PNGS)
 
@@ -87,6 +92,19 @@ class GalleryFaces:
             return os.path.isfile(found[0])
         return is_photo(source) and os.path.isfile(source)
 
+    def needs_photo(self, gallery_id: int) -> bool:
+        """Whether :meth:`png` would read a photo through the face preparer (its answer is
+        not cached and its source is a photo); cheap, never blocks on other work.
+
+        Raises:
+            UnknownIdError: no such gallery id.
+        """
+        source = self._index.item(gallery_id).source
+        with self._pngs_lock:
+            if source in self._pngs:
+                return False
+        return pickle_row(source) is None and is_photo(source)
+
     def png(self, gallery_id: int) -> bytes | None:
         """The item's face as a 32x32 PNG; None when its source cannot give one.
 
@@ -94,17 +112,17 @@ class GalleryFaces:
             UnknownIdError: no such gallery id.
         """
         source = self._index.item(gallery_id).source
-        with self._lock:
+        with self._pngs_lock:
             cached = self._pngs.get_recent(source)
         if cached is not None:
-            return cached
-        face = self._face(source) if self.has_face(source) else None
-        if face is None:
-            return None
-        data = png_bytes(face)
-        with self._lock:
+            return cached or None
+        if not self.has_face(source):
+            return None  # no such file (now): not cached, it may come back
+        face = self._face(source)
+        data = NO_FACE if face is None else png_bytes(face)
+        with self._pngs_lock:
             self._pngs.put(source, data)
-        return data
+        return data or None
 
     def _face(self, source: str) -> np.ndarray | None:
         found = pickle_row(source)

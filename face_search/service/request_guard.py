@@ -6,7 +6,9 @@ Why outside the framework's app (an ASGI wrapper, not FastAPI middleware): FastA
 headers on every answer there is. What it refuses are requests no route should see, which
 the HTTP parser lets through: another HTTP version than 1.0/1.1 (505), a method the service
 does not know (501), a request target or header block larger than the service accepts
-(414, 431; the parser's own limit applies only to headers that arrive in pieces).
+(414, 431; the parser's own limit applies only to headers that arrive in pieces), and, on
+a server listening on a loopback address, a Host header that names anything but loopback
+(421: DNS rebinding, ``face_search.service.host_check``; not checked on other addresses).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from face_search.service.host_check import loopback_host
 from face_search.service.http_errors import problem_response
 from face_search.service.web_api import ApiError
 
@@ -31,9 +34,9 @@ MAX_HEADERS = 100              # header lines of one request
 MAX_HEADER_BYTES = 16 * 1024   # all header names and values of one request
 
 
-
-def refusal(scope: Scope) -> ApiError | None:
-    """Why a request must not reach the routes, or None."""
+def refusal(scope: Scope, loopback_hosts_only: bool = False) -> ApiError | None:
+    """Why a request must not reach the routes, or None; ``loopback_hosts_only``: refuse
+    a Host header that does not name loopback (an HTTP/1.0 request without one passes)."""
     version = scope.get("http_version", "1.1")
     if version not in ("1.0", "1.1"):
         return ApiError(505, "http_version_not_supported",
@@ -50,6 +53,13 @@ def refusal(scope: Scope) -> ApiError | None:
         return ApiError(431, "request_header_fields_too_large",
                         f"{len(headers)} headers of {size:,} bytes; at most {MAX_HEADERS} "
                         f"headers of {MAX_HEADER_BYTES:,} bytes are accepted")
+    if loopback_hosts_only:
+        for name, value in headers:
+            if name.lower() == b"host" and not loopback_host(value.decode("latin-1")):
+                return ApiError(421, "misdirected_request", "this service listens on a "
+                                "loopback address and answers only requests for localhost, "
+                                "127.0.0.1 or [::1], not for "
+                                f"{value.decode('latin-1')[:100]!r}")
     return None
 
 
@@ -67,10 +77,11 @@ def security_headers(message: Message) -> None:
 
 class RequestGuard:
     """ASGI wrapper: :func:`refusal` before the app, HEAD as GET, :func:`security_headers`
-    on every answer."""
+    on every answer. ``loopback_hosts_only``: the server listens on a loopback address."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, loopback_hosts_only: bool = False) -> None:
         self.app = app
+        self.loopback_hosts_only = loopback_hosts_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,7 +93,7 @@ class RequestGuard:
                 security_headers(message)
             await send(message)
 
-        refused = refusal(scope)
+        refused = refusal(scope, self.loopback_hosts_only)
         if refused is not None:
             await problem_response(refused)(scope, receive, send_secured)
             return

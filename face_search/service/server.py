@@ -7,7 +7,9 @@ It speaks HTTP/1.1 through h11, with the service's additions
 
 The port is bound before the model loads, so that a taken port fails at once; the app gets
 its service afterwards. It binds to 127.0.0.1 by default: anyone who can reach the port can
-search the gallery.
+search the gallery. On a loopback address it answers only requests whose Host names
+loopback (a web page elsewhere cannot reach it by DNS rebinding); on any other address the
+Host is not checked.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import threading
 import uvicorn
 
 from face_search.errors import SearchInputError
+from face_search.service.host_check import is_loopback
 from face_search.service.http_protocol import protocol_class
 from face_search.service.search_gate import SearchGate
 from face_search.service.web_api import SearchService
@@ -53,7 +56,7 @@ class SearchServer:
                  max_concurrent_searches: int, upload_idle_seconds: float,
                  search_wait_seconds: float) -> None:
         self.app, asgi = create_app(service, max_concurrent_searches, upload_idle_seconds,
-                                    search_wait_seconds)
+                                    search_wait_seconds, host)
         self.socket = _listen(host, port)
         config = uvicorn.Config(asgi, http=protocol_class(upload_idle_seconds), lifespan="off",
                                 loop="asyncio", log_config=None, log_level=logging.WARNING,
@@ -114,9 +117,11 @@ def make_server(service: SearchService | None, host: str = "127.0.0.1", port: in
     """A bound, not yet serving server (``port=0``: any free port; see ``.url``); a
     ``service`` of None must be set as ``.service`` before serving.
 
-    ``max_concurrent_searches`` run at once, as many more wait up to
-    ``search_wait_seconds`` for a turn, the rest are answered 503 at once; an upload (or a
-    connection owing its request) silent for ``upload_idle_seconds`` is dropped (408)."""
+    ``max_concurrent_searches`` run at once, as many more are admitted (uploading, or
+    waiting up to ``search_wait_seconds`` for a turn), the rest are answered 503 at once,
+    before their bodies are read; an upload (or a connection owing its request) silent for
+    ``upload_idle_seconds`` is dropped (408), and so is an upload slower in all than
+    ``uploads.MIN_BYTES_PER_SECOND``."""
     return SearchServer(host, port, service, quiet, max_concurrent_searches,
                         upload_idle_seconds, search_wait_seconds)
 
@@ -125,10 +130,6 @@ def serve_in_thread(server: SearchServer) -> threading.Thread:
     """Start ``server.serve_forever`` in a daemon thread (tests, notebooks); stop it with
     ``server.shutdown(); server.server_close()``."""
     return server.serve_in_thread()
-
-
-def _loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _log_requests_to_stderr() -> None:
@@ -175,7 +176,7 @@ def serve(index_dir: str, model: str | None = None, checkpoint: str | None = Non
     print(f"serving {info['count']:,} faces of {info['identities']:,} identities "
           f"({info['num_bits']}-bit codes, detector {info['detector']}) from "
           f"{searcher.index_dir} at {server.url} (Ctrl-C to stop)", flush=True)
-    if not _loopback(host):
+    if not is_loopback(host):
         print(f"warning: listening on {host}: anyone who can reach this address can search "
               "the gallery and see its faces", file=sys.stderr, flush=True)
     _log_requests_to_stderr()

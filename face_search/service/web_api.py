@@ -62,6 +62,11 @@ def preview_jpeg(image: np.ndarray, side: int = PREVIEW_SIDE) -> bytes:
     return out.getvalue()
 
 
+def _gallery_id_text(text: str) -> bool:
+    """Whether a URL's gallery id is a non-negative integer of at most 19 digits."""
+    return text.isascii() and text.isdigit() and len(text) <= 19
+
+
 class SearchService:
     """A loaded searcher answering the service's requests (thread-safe).
 
@@ -137,6 +142,16 @@ class SearchService:
                 "top_k": top_k, "gallery_size": len(self.searcher.index), "hits": hits,
                 "seconds": round(time.perf_counter() - start, 4)}
 
+    def gallery_png_needs_photo(self, gallery_id_text: str) -> bool:
+        """Whether :meth:`gallery_png` would decode a photo and detect its face (cheap;
+        False for an id it refuses)."""
+        if not _gallery_id_text(gallery_id_text):
+            return False
+        try:
+            return self.faces.needs_photo(int(gallery_id_text))
+        except UnknownIdError:
+            return False
+
     def gallery_png(self, gallery_id_text: str) -> bytes:
         """The 32x32 face of a gallery item as PNG.
 
@@ -144,8 +159,7 @@ class SearchService:
             ApiError: 404 for an id that is not an integer or not in the index, or an item
                 whose source gives no face.
         """
-        if not gallery_id_text.isascii() or not gallery_id_text.isdigit() \
-                or len(gallery_id_text) > 19:
+        if not _gallery_id_text(gallery_id_text):
             raise ApiError(404, "not_found", f"no gallery item {gallery_id_text[:30]!r}")
         try:
             data = self.faces.png(int(gallery_id_text))

@@ -5,6 +5,10 @@
 
 const $ = (id) => document.getElementById(id);
 let info = null;
+// Each search gets the next number; an answer is shown only while its search is still the
+// latest, so a slow answer to an earlier photo never replaces a later photo's results.
+let latestSearch = 0;
+let pendingSearch = null; // the AbortController of the search under way
 
 function setStatus(text, state) {
   const status = $("status");
@@ -114,6 +118,9 @@ function showHits(result) {
 
 async function search(file) {
   if (!file) return;
+  const number = ++latestSearch;
+  if (pendingSearch) pendingSearch.abort(); // its answer would be ignored anyway
+  pendingSearch = null;
   if (info && file.size > info.max_upload_bytes) {
     setStatus(`${file.name} is ${formatBytes(file.size)}, more than the limit of ` +
               `${formatBytes(info.max_upload_bytes)}.`, "error");
@@ -122,15 +129,21 @@ async function search(file) {
   setStatus(`Searching with ${file.name}…`, "busy");
   const form = new FormData();
   form.append("photo", file, file.name);
+  const controller = new AbortController();
+  pendingSearch = controller;
   let answer;
   let result;
   try {
-    answer = await fetch("/api/search", { method: "POST", body: form });
+    answer = await fetch("/api/search", { method: "POST", body: form, signal: controller.signal });
     result = await answer.json();
   } catch (error) {
+    if (number !== latestSearch) return; // aborted or overtaken by a later search
     setStatus("The search service did not answer; is it still running?", "error");
     return;
+  } finally {
+    if (pendingSearch === controller) pendingSearch = null;
   }
+  if (number !== latestSearch) return; // a later search was started meanwhile
   if (!answer.ok) {
     $("query").hidden = true;
     $("results").hidden = true;

@@ -313,7 +313,7 @@ def test_a_photo_without_a_face_is_a_422(root):
 
 
 def test_uploads_over_the_limit_are_refused_with_413(server, root):
-    head = (f"POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+    head = (f"POST /api/search HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/jpeg\r\n"
             f"Content-Length: {LIMIT + 1}\r\n\r\n").encode()
     status, answer = raw_problem(server, head)  # refused before a byte of the body
     assert status == 413 and answer["kind"] == "too_large"
@@ -322,8 +322,45 @@ def test_uploads_over_the_limit_are_refused_with_413(server, root):
     got, _, body = request(server, "POST", "/api/search", os.urandom(LIMIT + 200_000),
                            {"Content-Type": "image/jpeg"})
     problem(got, body, 413, "too_large")
-    form, headers = multipart([("photo", "big.jpg", b"\0" * LIMIT)])
-    problem(*request(server, "POST", "/api/search", form, headers)[::2], 413, "too_large")
+
+
+def test_a_photo_of_exactly_the_limit_is_searched_raw_or_in_a_form(server, root):
+    """The page lets through a file of exactly the limit: so does the server, whether the
+    photo is the body or a form's file part (the form may add 64 KiB of framing)."""
+    photo = synthetic_photo(raw_faces(root / "data" / "test")[0][0])
+    exact = photo + b"\0" * (LIMIT - len(photo))  # JPEG ignores what follows its end
+    assert len(exact) == LIMIT
+    status, _, body = request(server, "POST", "/api/search", exact, {"Content-Type":
+                                                                     "image/jpeg"})
+    assert status == 200, body
+    form, headers = multipart([("photo", "exact.jpg", exact)])
+    status, _, body = request(server, "POST", "/api/search", form, headers)
+    assert status == 200, body
+    from face_search.service.uploads import FORM_FRAMING_BYTES
+    assert LIMIT < len(form) <= LIMIT + FORM_FRAMING_BYTES
+    form, headers = multipart([("photo", "big.jpg", exact + b"\0")])  # one byte more
+    error = problem(*request(server, "POST", "/api/search", form, headers)[::2], 413,
+                    "too_large")
+    assert error == (f"the photo is {LIMIT + 1:,} bytes, more than this service's limit of "
+                     f"{LIMIT:,} bytes ({LIMIT / 2**20:g} MB)")
+    framing = (f"POST /api/search HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+               f"multipart/form-data; boundary=b0und4ry\r\n"
+               f"Content-Length: {LIMIT + FORM_FRAMING_BYTES + 1}\r\n\r\n").encode()
+    status, answer = raw_problem(server, framing)  # refused before a byte of the body
+    assert (status, answer["kind"]) == (413, "too_large")
+    assert f"the form is {LIMIT + FORM_FRAMING_BYTES + 1:,} bytes" in answer["error"]
+
+
+def test_another_host_name_is_refused_by_a_loopback_server(server):
+    """DNS rebinding: a page of evil.example whose name now points at 127.0.0.1."""
+    status, answer = raw_problem(server, b"GET /api/info HTTP/1.1\r\nHost: evil.example:8080"
+                                         b"\r\nConnection: close\r\n\r\n")
+    assert (status, answer["kind"]) == (421, "misdirected_request")
+    assert "'evil.example:8080'" in answer["error"]
+    port = server.server_address[1]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "[::1]"):
+        status, _, body = request(server, "GET", "/api/info", headers={"Host": host})
+        assert status == 200 and json.loads(body)["count"] == 50, host
 
 
 def test_wrong_methods_paths_and_lengths(server):
@@ -340,21 +377,21 @@ def test_wrong_methods_paths_and_lengths(server):
     problem(*request(server, "BREW", "/")[::2], 501, "not_implemented")
     status, headers, body = request(server, "HEAD", "/api/info")  # HEAD wherever GET
     assert status == 200 and body == b"" and int(headers["Content-Length"]) > 100
-    status, answer = raw_problem(server, b"POST /api/search HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, answer = raw_problem(server, b"POST /api/search HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert status == 411 and answer["kind"] == "length_required"
-    status, answer = raw_problem(server, b"POST /api/search HTTP/1.1\r\nHost: x\r\n"
+    status, answer = raw_problem(server, b"POST /api/search HTTP/1.1\r\nHost: localhost\r\n"
                                          b"Transfer-Encoding: chunked\r\n\r\n"
                                          b"5\r\nhello\r\n0\r\n\r\n")
     assert status == 411 and "chunked" in answer["error"]
-    status, answer = raw_problem(server, b"POST /api/search HTTP/1.1\r\nHost: x\r\n"
+    status, answer = raw_problem(server, b"POST /api/search HTTP/1.1\r\nHost: localhost\r\n"
                                          b"Content-Length: -5\r\n\r\n")
     assert status == 400 and answer["kind"] == "bad_content_length"
     for lengths in (b"Content-Length: 5\r\nContent-Length: 6\r\n", b"Content-Length: 5, 6\r\n"):
-        status, answer = raw_problem(server, b"POST /api/search HTTP/1.1\r\nHost: x\r\n"
+        status, answer = raw_problem(server, b"POST /api/search HTTP/1.1\r\nHost: localhost\r\n"
                                              + lengths + b"\r\nhello!")
         assert status == 400 and answer["kind"] == "bad_content_length"
         assert "conflicting Content-Length" in answer["error"]
-    status, answer = raw_problem(server, b"POST /api/search HTTP/1.1\r\nHost: x\r\n"
+    status, answer = raw_problem(server, b"POST /api/search HTTP/1.1\r\nHost: localhost\r\n"
                                          b"Content-Length: 100\r\nConnection: close\r\n\r\n"
                                          b"only twenty bytes...")
     # the client stops sending (half-closes): the server sees the body end early
@@ -366,7 +403,7 @@ def test_static_paths_never_reach_other_files(server):
     for path in ("/../server.py", "/..%2fserver.py", "/%2e%2e/server.py", "/web/index.html",
                  "/face_search/web/app.js", "//etc/passwd", "/index.html/..", "/./app.js",
                  "/app.js%00.png", "/APP.JS", "/..\\server.py", "/" + "a" * 5000):
-        answer = raw(server, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        answer = raw(server, f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
                      .encode())
         status = int(answer.split(b" ", 2)[1])
         assert status == 404, (path, answer[:200])
@@ -377,13 +414,13 @@ def test_malformed_requests_and_huge_headers_leave_it_running(server):
     cases = [
         (b"GARBAGE\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host (RFC 9112: 400)
-        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
-        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120))
+        (b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: localhost\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120))
          + b"\r\n", 431),
-        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414),
         (b"GET / HTTP/2.0\r\n\r\n", 505),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
-         b"GET /api/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 200),
+        (b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello"
+         b"GET /api/info HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", 200),
     ]
     for data, expected in cases:
         answer = raw(server, data)
@@ -394,7 +431,7 @@ def test_malformed_requests_and_huge_headers_leave_it_running(server):
             body = json.loads(body)
             assert body["status"] == expected and body["error"]
     # headers or a request line that arrive in pieces: the parser's own limit
-    for opening, expected in ((b"GET / HTTP/1.1\r\nHost: x\r\nX: ", 431), (b"GET /", 414)):
+    for opening, expected in ((b"GET / HTTP/1.1\r\nHost: localhost\r\nX: ", 431), (b"GET /", 414)):
         pieces = [opening] + [b"a" * 6000] * 4
         with socket.create_connection(server.server_address[:2], timeout=20) as sock:
             for piece in pieces:
@@ -549,6 +586,35 @@ def test_a_burst_of_uploads_is_served_or_refused_never_reset(root):
         served.server_close()
 
 
+def test_uploads_under_way_take_admissions_and_the_next_is_refused_unread(root):
+    """200 clients uploading at once must not all be read into memory: a request takes one
+    of the running + waiting admissions before its body is read."""
+    served = start(root, max_concurrent_searches=1, upload_idle_seconds=30)
+    photo = synthetic_photo(raw_faces(root / "data" / "test")[0][0])
+    head = (b"POST /api/search HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/jpeg\r\n"
+            b"Content-Length: 100000\r\n\r\n")
+    uploading = [socket.create_connection(served.server_address[:2], timeout=20)
+                 for _ in range(2)]
+    try:
+        for sock in uploading:
+            sock.sendall(head + b"x" * 1000)  # and the rest later (never)
+        wait_for(lambda: served.gate.admitted == 2)
+        status, answer = raw_problem(served, head)  # headers only: no body is owed
+        assert (status, answer["kind"]) == (503, "busy")
+        assert answer["error"] == ("0 searches are running, 0 waiting for a turn and 2 "
+                                   "uploading (at most 2 at once); try again shortly")
+        for sock in uploading:  # clients that go away give their admissions back
+            sock.close()
+        wait_for(lambda: served.gate.admitted == 0)
+        assert request(served, "POST", "/api/search", photo)[0] == 200
+        assert served.gate.admitted == 0 and served.gate.in_use == (0, 0)
+    finally:
+        for sock in uploading:
+            sock.close()
+        served.shutdown()
+        served.server_close()
+
+
 def test_a_stalled_upload_holds_nothing_for_long(root):
     served = start(root, max_concurrent_searches=1, upload_idle_seconds=1.0)
     photo = synthetic_photo(raw_faces(root / "data" / "test")[0][0])
@@ -556,7 +622,7 @@ def test_a_stalled_upload_holds_nothing_for_long(root):
         stalled = socket.create_connection(served.server_address[:2], timeout=20)
         silent = socket.create_connection(served.server_address[:2], timeout=20)
         began = time.monotonic()
-        stalled.sendall(b"POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+        stalled.sendall(b"POST /api/search HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n"
                         b"\r\nonly twenty bytes...")
         silent.sendall(b"GET /api/info HT")  # and nothing more
         # meanwhile the only search turn is free and other requests are answered

@@ -9,6 +9,7 @@ import base64
 import http.client
 import json
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -114,6 +115,80 @@ def test_a_dropped_photo_is_searched_and_refusals_are_shown(browser, served, tmp
     assert not browser.find_element(By.ID, "results").is_displayed()
     state, text = drop(b"\0" * 400_000, "huge.jpg", "image/jpeg")
     assert state == "error" and "more than the limit of 293 KB" in text
+
+
+class HoldOne:
+    """The served SearchService, except that a search of ``held`` waits for ``release``."""
+
+    def __init__(self, service, held: bytes) -> None:
+        self.service, self.held = service, held
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.service, name)
+
+    def search_photo(self, photo, top_k=None):
+        if photo == self.held:
+            self.entered.set()
+            self.release.wait(60)
+        return self.service.search_photo(photo, top_k)
+
+
+COUNT_FINISHED_SEARCHES = """
+    window.finishedSearches = 0;
+    const fetchOfPage = window.fetch;
+    window.fetch = (...args) => fetchOfPage(...args).then((answer) => {
+      const json = answer.json.bind(answer);
+      answer.json = () => json().finally(() => { window.finishedSearches += 1; });
+      return answer;
+    }, (error) => { window.finishedSearches += 1; throw error; });
+"""
+
+
+def test_a_late_answer_never_replaces_a_later_search(browser, served):
+    """Photo A's search is slow, photo B is dropped meanwhile and answered first: when A's
+    answer comes (or is abandoned), the page still shows B's."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    root, server = served
+    faces, _ = raw_faces(root / "data" / "test")
+    first, second = synthetic_photo(faces[0]), synthetic_photo(faces[10])
+    expected = [h["gallery_id"] for h in api_hits(server, second)]
+    held = HoldOne(server.service, first)
+    server.service = held
+    try:
+        browser.get(server.url)
+        WebDriverWait(browser, 30).until(
+            lambda d: "faces of" in d.find_element(By.ID, "info").text)
+        browser.execute_script(COUNT_FINISHED_SEARCHES)
+
+        def drop(data: bytes, name: str) -> None:
+            browser.execute_script("""
+                const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+                const transfer = new DataTransfer();
+                transfer.items.add(new File([bytes], arguments[1], {type: "image/jpeg"}));
+                document.getElementById("dropzone").dispatchEvent(new DragEvent("drop",
+                    {dataTransfer: transfer, bubbles: true, cancelable: true}));
+            """, base64.b64encode(data).decode(), name)
+
+        drop(first, "first.jpg")
+        assert held.entered.wait(30)  # A's search is under way at the server
+        drop(second, "second.jpg")
+        WebDriverWait(browser, 60).until(lambda d: d.find_element(
+            By.ID, "status").get_attribute("data-state") == "done")
+        held.release.set()  # A's answer may come now
+        WebDriverWait(browser, 60).until(
+            lambda d: d.execute_script("return window.finishedSearches") == 2)
+        status = browser.find_element(By.ID, "status")
+        assert status.get_attribute("data-state") == "done"
+        assert status.text.startswith("second.jpg: face found"), status.text
+        assert [int(li.get_attribute("data-gallery-id"))
+                for li in browser.find_elements(By.CSS_SELECTOR, "#hits li")] == expected
+    finally:
+        held.release.set()
+        server.service = held.service
 
 
 def test_docs_page_renders_the_api_under_its_policy(browser, served):
