@@ -18,8 +18,8 @@ Memory (a search service sizes its concurrency by it): a decode holds Pillow's d
 image (4 bytes a pixel in colour, 2 in 16-bit grey) and the uint8 result (3 bytes a pixel),
 and nothing else of the whole image's size: EXIF orientation is applied in place, and the
 conversion to RGB works a block of rows at a time (:data:`BLOCK_PIXELS`). Measured as a
-process's peak resident size (tests/common/faces/test_image_io.py): 7.2 bytes a pixel for a
-JPEG, 8.1 when its EXIF turns it, 5.1 for 16-bit grey; at most about 400 MB for 50
+process's peak resident size (bench/decode_memory.py, docs/BENCHMARKS.md): 7.2 bytes a pixel
+for a JPEG, 8.1 when its EXIF turns it, 5.1 for 16-bit grey; at most about 400 MB for 50
 megapixels.
 """
 
