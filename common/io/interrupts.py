@@ -52,8 +52,10 @@ def deferred() -> Iterator[None]:
 
 
 def check() -> None:
-    """Raise ``KeyboardInterrupt`` (naming the signal) if a stop was requested."""
-    if _pending:
+    """Raise ``KeyboardInterrupt`` (naming the signal) if a stop was requested; only in the
+    main thread, whose :func:`deferred` recorded it (a worker thread's safe point, an index
+    saved by a service thread, say, must not take the main thread's request)."""
+    if _pending and threading.current_thread() is threading.main_thread():
         name = _pending[0]
         _pending.clear()
         raise KeyboardInterrupt(name)

@@ -25,6 +25,30 @@ def test_a_signal_inside_deferred_is_raised_only_by_check(sig):
     assert {s: signal.getsignal(s) for s in before} == before
 
 
+def test_only_the_main_thread_takes_its_stop_request():
+    """A worker thread's safe point (a service thread saving an index) must not raise the
+    main thread's request, which would then be lost to the main thread."""
+    import threading
+
+    raised: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            interrupts.check()
+        except KeyboardInterrupt as exc:
+            raised.append(exc)
+
+    with interrupts.deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join(30)
+        assert raised == []
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            interrupts.check()
+
+
 def test_a_signal_after_the_last_check_is_honoured_when_the_block_ends():
     # A SIGTERM that lands during the final evaluation (after the loop's last check) used
     # to be recorded and then dropped: the process went on as if never asked to stop.
