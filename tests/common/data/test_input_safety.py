@@ -16,7 +16,6 @@ import pickletools
 import struct
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -372,12 +371,10 @@ REASONS = {
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_pickle_is_refused_quickly_with_the_reason(tmp_path, name):
+def test_hostile_pickle_is_refused_with_the_reason(tmp_path, name):
     path = tmp_path / f"{name}.pkl"
     path.write_bytes(HOSTILE[name])
-    start = time.perf_counter()
     message = _refused(path, REASONS[name])
-    assert time.perf_counter() - start < 5.0
     if "declared in a file of" in REASONS[name]:
         assert f"declared in a file of {len(HOSTILE[name])} bytes" in message
         assert "at most its size + 1 MiB" in message
@@ -412,9 +409,8 @@ def vm_bytes():
             if line.startswith("VmSize:"):
                 return int(line.split()[1]) * 1024
 
-limit = vm_bytes() + (1 << 30)           # 1 GiB beyond what the process already maps
+limit = vm_bytes() + (256 << 20)         # 256 MiB beyond what the process already maps
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 messages = {}
 for path in sys.argv[1:]:
     try:
@@ -422,16 +418,17 @@ for path in sys.argv[1:]:
         messages[path] = "LOADED"
     except DataFormatError as exc:
         messages[path] = str(exc)
-grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-print(json.dumps({"messages": messages, "maxrss_growth": grown}))
+print(json.dumps({"messages": messages}))
 """
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and RLIMIT_AS")
 def test_hostile_pickle_costs_bounded_memory(tmp_path):
-    """Every hostile file, read in a process capped at 1 GiB more address space, is
-    refused by the bound (not by a MemoryError) and peak memory hardly moves."""
+    """Every hostile file, read in a process capped at 256 MiB more address space, is
+    refused by the bound, not by a MemoryError: a reader that allocated what a file
+    declares (491 MB for one of them) would hit the cap. (The cap is the kernel's, the
+    same on every machine; a resident-size figure would depend on the allocator.)"""
     paths = []
     for name, data in HOSTILE.items():
         path = tmp_path / f"{name}.pkl"
@@ -448,7 +445,6 @@ def test_hostile_pickle_costs_bounded_memory(tmp_path):
         assert message.startswith(path + ": "), message
         assert REASONS[name] in message, (name, message)
         assert "MemoryError" not in message
-    assert result["maxrss_growth"] < 64 << 20, result["maxrss_growth"]
 
 
 # ------------------------------------------------------- messages bounded in length

@@ -9,20 +9,19 @@ are the superlinear costs left once those are gone: protocol 0's PUT filling the
 shared nested lists in an error message (exponential in the depth) and one stored long
 encoding name normalised on every ``_codecs.encode`` call.
 
-Each file (about 0.5 MB) is refused within 0.5 s + 3 x the time the same reader takes
-for a harmless list of tuples of the same size, measured just before (a loaded machine
-slows both alike): linear time. Unguarded, these sizes take seconds to hours (the old
-reader: a colliding dict of 308 KB 5.5 s, of 1 MB over 90 s). Each builder's growth is
-shown by what it holds (distinct keys of one hash, a 65-way fan-out per level, ...).
+Each file (about 0.5 MB) is refused by the guard its message names, which acts before the
+costly structure is built; unguarded, these sizes take seconds to hours (the old reader: a
+colliding dict of 308 KB 5.5 s, of 1 MB over 90 s). That the refusal takes linear time is a
+benchmark's to measure, not a unit test's (``bench/adversarial_pass.py``, class 3: "hostile
+pickles cost linear time"). Each builder's growth is shown by what it holds (distinct keys
+of one hash, a 65-way fan-out per level, ...).
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import pickletools
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -32,7 +31,6 @@ from common.data.safe_pickle import MAX_MEMO_KEY, RestrictedUnpickler, restricte
 
 MERSENNE = 2 ** 61 - 1  # Python hashes integers (and floats) modulo this prime
 SIZE = 1 << 19          # about half a megabyte of pickle per case
-SECONDS_BASE, SLOWER_THAN_A_LIST = 0.5, 3.0
 _ND = b"cnumpy\nndarray\n"
 _ENCODE = b"c_codecs\nencode\n"
 
@@ -164,30 +162,17 @@ CASES = {
 }
 
 
-def seconds_for_a_list(size: int) -> float:
-    """How long the reader takes for a harmless list of (float, int) tuples of ``size`` bytes."""
-    items = pickle.MARK + _float(0.5) + _int(7) + pickle.TUPLE
-    data = _stream(pickle.MARK + items * (size // len(items)) + pickle.LIST)
-    start = time.perf_counter()
-    assert len(restricted_loads(data)) == size // len(items)
-    return time.perf_counter() - start
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_superlinear_pickles_are_refused_in_linear_time(tmp_path, name):
+def test_superlinear_pickles_are_refused_by_their_guard(tmp_path, name):
     build, reason = CASES[name]
     path = tmp_path / f"{name}.pkl"
     path.write_bytes(build())
-    budget = SECONDS_BASE + SLOWER_THAN_A_LIST * seconds_for_a_list(os.path.getsize(path))
-    start = time.perf_counter()
     with pytest.raises(DataFormatError) as excinfo:
         load_pickle_file(path)
-    elapsed = time.perf_counter() - start
     message = str(excinfo.value)
     assert message.startswith(f"{path}: not a valid data pickle: "), message
     assert reason in message, message
     assert len(message) < 400 + len(str(path)), message   # messages are bounded too
-    assert elapsed < budget, (name, elapsed, budget)
 
 
 def test_the_adversarial_keys_really_collide():

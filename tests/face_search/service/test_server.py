@@ -513,9 +513,9 @@ def test_searches_beyond_the_limit_wait_briefly_then_get_503(root):
         for thread in threads[2:]:  # two more wait for a turn
             thread.start()
         wait_for(lambda: served.gate.in_use == (2, 2))
-        began = time.monotonic()  # the waiting room is full: refused at once
+        # the waiting room is full: refused at once, which its message tells apart from a
+        # refusal after waiting ("no search turn free within 1.5 s", below)
         status, headers, body = request(served, "POST", "/api/search", photo)
-        assert time.monotonic() - began < 1.0
         assert "2 searches are running" in problem(status, body, 503, "busy")
         assert headers["Retry-After"] == "1"
         for thread in threads[2:]:  # no turn within 1.5 s: 503
@@ -619,9 +619,10 @@ def test_a_stalled_upload_holds_nothing_for_long(root):
     served = start(root, max_concurrent_searches=1, upload_idle_seconds=1.0)
     photo = synthetic_photo(raw_faces(root / "data" / "test")[0][0])
     try:
+        # the sockets' timeout (20 s) bounds each wait below: a server that held them for
+        # its default minute would fail the test with socket.timeout
         stalled = socket.create_connection(served.server_address[:2], timeout=20)
         silent = socket.create_connection(served.server_address[:2], timeout=20)
-        began = time.monotonic()
         stalled.sendall(b"POST /api/search HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n"
                         b"\r\nonly twenty bytes...")
         silent.sendall(b"GET /api/info HT")  # and nothing more
@@ -635,7 +636,6 @@ def test_a_stalled_upload_holds_nothing_for_long(root):
         assert head.startswith(b"HTTP/1.1 408") and b"connection: close" in head.lower()
         assert "stalled" in problem(408, body, 408, "upload_timeout")
         assert silent.recv(100) == b""  # closed without an answer
-        assert time.monotonic() - began < 10  # about 1 s each, not 60
     finally:
         stalled.close()
         silent.close()
