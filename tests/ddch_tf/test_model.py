@@ -9,6 +9,8 @@ Full-size models are built only for parameter counts and layer configurations (n
 forward pass); numerical checks use a narrow backbone (width_multiplier=0.0625).
 """
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -105,14 +107,20 @@ def test_two_center_sets_are_trainable_center_loss_layers(full_311):
     assert feature_center.centers.path != code_center.centers.path
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(num_classes=1), dict(num_classes=0), dict(num_bits=0), dict(feature_units=0),
-    dict(hash_hidden_units=0), dict(width_multiplier=0.0),
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_classes=1), "num_classes must be >= 2, got 1"),
+    (dict(num_classes=0), "num_classes must be >= 2, got 0"),
+    (dict(num_bits=0), "num_bits must be >= 1, got 0"),
+    (dict(feature_units=0), "feature_units must be >= 1, got 0"),
+    (dict(hash_hidden_units=0), "hash_hidden_units must be >= 1, got 0"),
+    (dict(width_multiplier=0.0), "width_multiplier must be > 0, got 0.0"),
 ])
-def test_rejects_bad_arguments(kwargs):
+def test_rejects_bad_arguments(kwargs, message):
+    """Refused by DDCH's own checks, with their words (Keras' Dense would also refuse a
+    zero width, in other words, so a bare ValueError would not show the checks work)."""
     args = dict(num_classes=NUM_CLASSES, num_bits=NUM_BITS, width_multiplier=TINY_WIDTH)
     args.update(kwargs)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape(message)):
         build_ddch(**args)
 
 

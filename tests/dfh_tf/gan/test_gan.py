@@ -236,7 +236,15 @@ def test_report_writes_figure_and_identity_check(gan_data, trained_run):
         assert json.load(f)["accuracy"] == report["accuracy"]
     assert all(0.0 <= v <= 1.0 for v in report["accuracy"].values())
     assert report["images"]["test"] == IDENTITIES * TEST_PER_ID
-    assert report["diversity_pixels"]["mean_abs_between_two_variants"] >= 0.0
+    acc = report["accuracy"]
+    expected = None if not acc["real_test"] else acc["generated_test"] / acc["real_test"]
+    assert report["identity_kept"] == expected
+    diversity = report["diversity_pixels"]
+    assert diversity["split"] == "test"
+    # two noise draws give two different variants, each different from its source
+    assert diversity["mean_abs_between_two_variants"] > 0.0
+    assert diversity["mean_abs_variant_minus_source"] > 0.0
+    assert diversity["mean_abs_between_real_same_identity_pairs"] > 0.0
 
 
 def test_augment_writes_a_readable_enlarged_split(data_dir, trained_run, tmp_path):
