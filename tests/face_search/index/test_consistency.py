@@ -107,7 +107,8 @@ def test_loads_during_saves_see_one_save_and_never_fail(tmp_path, mode):
     got = race(path, saves, mode)
     assert got["errors"] == [], (len(got["errors"]), got["loads"], got["errors"][:5])
     assert got["inconsistent"] == 0, got["inconsistent"]
-    assert got["loads"] >= 200, got["loads"]
+    # the loads overlapped the saves (not a rate: a loaded machine reads less often)
+    assert len(got["sizes"]) >= 3, (got["loads"], sorted(got["sizes"]))
     assert len(got["sizes"]) >= 10, sorted(got["sizes"])     # the loads overlapped the saves
     assert len(GalleryIndex.load(path)) == 3 * (saves + 1)
 
