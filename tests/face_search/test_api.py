@@ -51,10 +51,19 @@ def test_export_and_run_folder_encode_alike(model):
     from_run = CodeEncoder.from_path(str(model / "run"))
     assert (from_export.kind, from_run.kind, from_export.num_bits) == ("export", "run", 12)
     packed = from_export.encode_faces(faces)
-    served = load_encoder(str(model / "export"))(faces)["codes"]
-    np.testing.assert_array_equal(packed, np.packbits(served > 0, axis=1, bitorder="little"))
-    np.testing.assert_array_equal(from_run.encode_faces(faces), packed)
-    assert from_export.fingerprint == from_run.fingerprint
+    served = load_encoder(str(model / "export"))(faces)
+    np.testing.assert_array_equal(packed, np.packbits(served["codes"] > 0, axis=1,
+                                                      bitorder="little"))
+    # the run's Keras model and the export's graph may run other kernels: their outputs
+    # agree within float error, their codes wherever an output is away from 0, where a bit
+    # flips; and each recognises the other as the index's model
+    from_run_bits = np.unpackbits(from_run.encode_faces(faces), axis=1,
+                                  bitorder="little")[:, :12]
+    far = np.abs(served["relaxed"]) > 1e-3
+    np.testing.assert_array_equal(from_run_bits[far], (served["codes"] > 0)[far])
+    np.testing.assert_allclose(from_run.probe_relaxed, from_export.probe_relaxed, atol=1e-5)
+    from_run.check_matches(from_export.describe(), "idx")
+    from_export.check_matches(from_run.describe(), "idx")
     with pytest.raises(ValueError, match="uint8"):
         from_export.encode_faces(faces.astype(np.float32))
 
@@ -121,7 +130,8 @@ def test_label_names_bad_files_add_and_remove(model, tmp_path):
     index = GalleryIndex.load(str(tmp_path / "idx"))
     assert len(index) == 31 and "person 5" not in index.identity_counts()
 
-    index.model = dict(index.model, fingerprint="0" * 64)  # as if built by another model
+    index.model = dict(index.model, probe_relaxed=(  # as if built by another model
+        np.asarray(index.model["probe_relaxed"]) + 0.01).tolist())
     index.save(str(tmp_path / "idx"))
     with pytest.raises(ModelPathError, match="not the model the index"):
         api.add_to_index(str(tmp_path / "idx"), [str(named / "faces")],
