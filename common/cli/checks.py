@@ -13,6 +13,7 @@ import os
 from absl import flags
 
 from common.cli.runner import fail
+from common.io.names import printable
 
 # Upper bounds of the flags that size memory or work, checked while flags are parsed.
 MAX_BITS = 1024               # the methods are meant for 12..48 bits
@@ -74,8 +75,7 @@ def check_utf8_name(flag: str, path: str | None, use: str = "read") -> None:
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:  # bytes that are not UTF-8, kept as surrogates by Python
-        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-        fail(f"--{flag} {shown}: the folder's name is not valid UTF-8, which TensorFlow "
+        fail(f"--{flag} {printable(path)}: the folder's name is not valid UTF-8, which TensorFlow "
              f"cannot {use}; rename it")
 
 

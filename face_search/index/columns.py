@@ -11,6 +11,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from common.io.names import printable
+
 
 def utf8(values: Iterable[str], what: str) -> list[bytes]:
     """Each value as UTF-8 bytes; ValueError naming the first value that has no UTF-8 form
@@ -21,8 +23,7 @@ def utf8(values: Iterable[str], what: str) -> list[bytes]:
         try:
             encoded.append(value.encode("utf-8"))
         except UnicodeEncodeError:
-            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            raise ValueError(f"{what} is not valid UTF-8 text: {shown}") from None
+            raise ValueError(f"{what} is not valid UTF-8 text: {printable(value)}") from None
     return encoded
 
 
