@@ -332,8 +332,8 @@ def _source_record(root: str, config: FaceHashPicklesConfig) -> dict:
     def folder_record(name: str) -> dict:
         folder = os.path.abspath(os.path.join(root, name))
         try:
-            files = [[os.path.basename(f), os.stat(f).st_size, os.stat(f).st_mtime_ns]
-                     for f in list_data_files(folder)]
+            files = [[os.path.basename(f), info.st_size, info.st_mtime_ns]
+                     for f in list_data_files(folder) for info in [os.stat(f)]]
         except DataFormatError:
             files = None  # the prepare itself says what is wrong
         return {"folder": folder, "files": files}
