@@ -42,7 +42,9 @@ FORMAT = flags.DEFINE_enum("format", "table", ["table", "json"], "query: output 
 PROGRESS = flags.DEFINE_boolean("progress", True, "build/add/query: a progress line on "
                                 "stderr every few seconds.")
 HOST = flags.DEFINE_string("host", "127.0.0.1", "serve: address to listen on (anyone who can "
-                           "reach it can search the gallery).")
+                           "reach it can search the gallery; on a loopback address only "
+                           "requests for localhost, 127.x.y.z or [::1] are answered, so a "
+                           "proxy in front must keep such a Host).")
 PORT = flags.DEFINE_integer("port", 8080, "serve: port (0: any free port).", lower_bound=0,
                             upper_bound=65535)
 MAX_UPLOAD_MB = flags.DEFINE_float("max_upload_mb", 10.0, "serve: largest photo upload, MB.",

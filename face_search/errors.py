@@ -12,7 +12,8 @@ class IndexFolderError(SearchInputError):
 
 
 class IndexBusyError(IndexFolderError):
-    """Another process is writing the same index folder."""
+    """Another writer (a process, or another thread of this one) is changing the same
+    index folder."""
 
 
 class ModelPathError(SearchInputError):

@@ -16,11 +16,12 @@ LFW data did). Animated GIF and WebP give their first frame.
 
 Memory (a search service sizes its concurrency by it): a decode holds Pillow's decoded
 image (4 bytes a pixel in colour, 2 in 16-bit grey) and the uint8 result (3 bytes a pixel),
-and nothing else of the whole image's size: EXIF orientation is applied in place, and the
+and nothing else of the whole image's size, except a photo its EXIF turns (Pillow builds
+the turned image before it replaces the decoded one, so two are held for an instant); the
 conversion to RGB works a block of rows at a time (:data:`BLOCK_PIXELS`). Measured as a
-process's peak resident size (bench/decode_memory.py, docs/BENCHMARKS.md): 7.2 bytes a pixel
-for a JPEG, 8.1 when its EXIF turns it, 5.1 for 16-bit grey; at most about 400 MB for 50
-megapixels.
+process's peak resident size (bench/decode_memory.py, docs/BENCHMARKS.md): 7.2-7.6 bytes a
+pixel for a JPEG, 8.1 when its EXIF turns it, 5.1 for 16-bit grey; at most about 400 MB for
+50 megapixels.
 """
 
 from __future__ import annotations

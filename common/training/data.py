@@ -239,8 +239,9 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
 
     Raises:
         DataFormatError: a folder is missing or malformed, a split is empty or
-            constant (all pixels equal), the train labels are too sparse, or a label
-            does not fit the class count (the message names the folder).
+            constant (all pixels equal), the train labels are too sparse, a label does
+            not fit the class count (the message names the folder), or a
+            ``validation_fraction`` > 0 holds out no image.
         ValueError: unknown dataset, or "folder" without both folders.
 
     Test labels that never occur in the train split only warn (``DataFormatWarning``).

@@ -73,7 +73,8 @@ class SearchService:
     Args:
         searcher: the index and its model (and the face preparer photos go through).
         top_k: hits per search unless a request asks for another number.
-        max_upload_bytes: the largest request body accepted (the web app enforces it).
+        max_upload_bytes: the largest photo accepted (the web app enforces it; a form may
+            add ``FORM_FRAMING_BYTES`` of framing).
         preparer: a ``common.faces.FacePreparer`` for uploads (default the searcher's).
 
     How many searches run at once is the web app's business (``face_search.service.search_gate``):
