@@ -62,11 +62,12 @@ def declared_length(headers: Mapping[str, str], limit: int) -> int:
     if declared is None:
         raise ApiError(411, "length_required", "a POST needs a Content-Length header")
     length = int(declared)
-    if is_form(headers.get("content-type")) and length > limit + FORM_FRAMING_BYTES:
+    form = is_form(headers.get("content-type"))
+    if form and length > limit + FORM_FRAMING_BYTES:
         raise ApiError(413, "too_large", f"the form is {length:,} bytes, more than this "
                        f"service's limit of {limit:,} bytes ({limit / 2**20:g} MB) for the "
                        f"photo and {FORM_FRAMING_BYTES:,} for the rest of the form")
-    if not is_form(headers.get("content-type")) and length > limit:
+    if not form and length > limit:
         raise ApiError(413, "too_large", f"the upload is {length:,} bytes, more than this "
                        f"service's limit of {limit:,} bytes ({limit / 2**20:g} MB)")
     return length
