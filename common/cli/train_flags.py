@@ -37,6 +37,10 @@ DATA_DIR = flags.DEFINE_string(
     "data/synthetic for --dataset synthetic).")
 TRAIN_DIR = flags.DEFINE_string("train_dir", None, "Train split folder (overrides the default).")
 TEST_DIR = flags.DEFINE_string("test_dir", None, "Test split folder (overrides the default).")
+EXTRA_TRAIN_DIR = flags.DEFINE_string(
+    "extra_train_dir", None, "A folder of further training rows (generated variants: python -m "
+    "dfh_tf.gan.augment --variants_only): trained on beside the train split, but neither "
+    "retrieval database items nor drawn into the validation split.")
 SYNTHETIC_IDENTITIES = flags.DEFINE_integer(
     "synthetic_identities", None, "Synthetic set: identities (default 100).", lower_bound=2)
 SYNTHETIC_TRAIN = flags.DEFINE_integer(
@@ -160,7 +164,8 @@ def load_data_from_flags():
         return load_split_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value,
                                synthetic_kwargs=synthetic_kwargs(),
                                validation_fraction=VALIDATION_FRACTION.value,
-                               validation_seed=VALIDATION_SEED.value)
+                               validation_seed=VALIDATION_SEED.value,
+                               extra_train_dir=EXTRA_TRAIN_DIR.value)
     except DataFormatError as exc:
         fail(f"bad data: {exc}")
     except (ValueError, OSError) as exc:
@@ -248,6 +253,8 @@ def run_training(method: MethodOrFactory) -> dict:
         fail(str(exc))
     held = (f", {len(data.validation_labels)} held out for validation" if data.has_validation
             else "")
+    if len(data.extra_train_labels):
+        held += f", {len(data.extra_train_labels)} extra training rows"
     print(f"training {method.name} on {DATASET.value} ({data.num_classes} classes, "
           f"{len(data.train_labels)} train{held} / {len(data.test_labels)} test images) into "
           f"{model_dir}", flush=True)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.data.errors import DataFormatError
+
 DEFAULT_SEED = 0
 
 
@@ -49,3 +51,34 @@ def validation_indices(labels: np.ndarray, fraction: float,
     validation = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
     train = np.setdiff1d(everything, validation, assume_unique=True)
     return train.astype(np.int64), validation.astype(np.int64)
+
+
+def nothing_held_out(labels: np.ndarray, fraction: float, without: str) -> str:
+    """Why ``fraction`` holds out no image of ``labels``, and what would; ``without``
+    says what 0 means to the caller (e.g. "chosen on the test split")."""
+    most = int(np.unique(labels, return_counts=True)[1].max()) if len(labels) else 0
+    if most < 2:
+        return (f"validation_fraction {fraction:g} holds out no image: no identity has two "
+                f"train images (one must stay in the train split); use 0 ({without})")
+    return (f"validation_fraction {fraction:g} holds out no image: an identity gives "
+            f"round({fraction:g} x its train images), and the largest has {most}; use at "
+            f"least {np.ceil(500 / most) / 1000:g}, or 0 ({without})")
+
+
+def checked_validation_indices(labels: np.ndarray, fraction: float, seed: int, folder: str,
+                               without: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`validation_indices`, refusing a ``fraction`` > 0 that holds out nothing.
+
+    Why refuse: the user asked for a validation split; going on without one would choose
+    states on the test split (a hashing run) or let validation faces into training (the
+    GAN, its variants), the opposite of what was asked.
+
+    Raises:
+        DataFormatError: ``fraction`` > 0 holds out no image (names ``folder``; ``without``:
+            what 0 would mean, see :func:`nothing_held_out`).
+        ValueError: ``fraction`` outside [0, 1).
+    """
+    kept, held = validation_indices(labels, fraction, seed)
+    if fraction > 0 and not len(held):
+        raise DataFormatError(folder, nothing_held_out(labels, fraction, without))
+    return kept, held

@@ -24,6 +24,10 @@ DATASET = flags.DEFINE_enum("dataset", "synthetic",
 DATA_DIR = flags.DEFINE_string("data_dir", None, "Parent folder of the split folders.")
 TRAIN_DIR = flags.DEFINE_string("train_dir", None, "Train split folder (--dataset folder).")
 TEST_DIR = flags.DEFINE_string("test_dir", None, "Test split folder (--dataset folder).")
+EXTRA_TRAIN_DIR = flags.DEFINE_string(
+    "extra_train_dir", None, "Further training rows for every deep cell (generated variants: "
+    "python -m dfh_tf.gan.augment --variants_only): trained on, never database items, never "
+    "drawn into the validation split.")
 METHODS = flags.DEFINE_list("methods", ["dcbh", "ddch", "ddh", "itq", "lsh"],
                             "Methods (rows of the table): every registered method and its "
                             "extra rows (ablations), itq and lsh; "
@@ -122,7 +126,8 @@ def main(argv: list[str]) -> None:
                              finished_only=FINISHED_ONLY.value)
     try:
         config.validate()
-        data = load_split_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value)
+        data = load_split_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value,
+                               extra_train_dir=EXTRA_TRAIN_DIR.value)
         reproduce(config, data)
     except (DataFormatError, CellSettingsError, ValueError, OSError) as exc:
         known = runner.user_error(exc)

@@ -34,7 +34,7 @@ HAMMINGS = ("exact", "legacy")
 
 # Settings added after cells were first written, with the value a cell made before them had.
 LATER_SETTINGS = {"deterministic": False, "sparse_adam": "keras", "validation_fraction": 0.0,
-                  "validation_seed": 0}
+                  "validation_seed": 0, "extra_train_images": 0}
 
 
 class CellSettingsError(ProjectError, ValueError):

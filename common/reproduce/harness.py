@@ -104,6 +104,7 @@ def cell_settings(config: ReproduceConfig, data, row: str | None = None,
     settings.update(dataset=data.description.get("dataset"),
                     train_images=int(len(data.train_labels)),
                     test_images=int(len(data.test_labels)), num_classes=int(data.num_classes),
+                    extra_train_images=int(len(data.extra_train_labels)),
                     train_mean=round(float(data.normalization.mean), 6),
                     train_std=round(float(data.normalization.std), 6))
     return settings

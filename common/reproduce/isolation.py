@@ -74,7 +74,10 @@ def data_flags(description: dict[str, Any]) -> list[str]:
         flags.append(_flag("data_dir", os.path.dirname(train_dir)))
         synthetic = description.get("synthetic", {})
         flags += [_flag(f"synthetic_{k}", synthetic[k]) for k in SYNTHETIC_FLAGS if k in synthetic]
-    return flags + [_flag("train_dir", train_dir), _flag("test_dir", test_dir)]
+    flags += [_flag("train_dir", train_dir), _flag("test_dir", test_dir)]
+    if description.get("extra_train_dir"):
+        flags.append(_flag("extra_train_dir", description["extra_train_dir"]))
+    return flags
 
 
 def cell_argv(config, method: str, bits: int, description: dict[str, Any],

@@ -208,8 +208,10 @@ def results_markdown(cells, methods, bits, seeds, settings: dict[str, Any],
     widths = sorted({w for m in methods if (w := row_width(m, settings["width_multiplier"]))
                      is not None})
     out.write(f"Data: **{settings['dataset']}** ({settings['train_images']} database / train "
-              f"images{', validation rows held out of them' if held else ''}, "
-              f"{settings['test_images']} queries / test images, "
+              f"images{', validation rows held out of them' if held else ''}"
+              + (f", and {settings['extra_train_images']} extra training rows that are neither "
+                 "database nor validation items" if settings.get("extra_train_images") else "")
+              + f", {settings['test_images']} queries / test images, "
               f"{settings['num_classes']} identities). Queries: the test split; database: the "
               "train split; relevant: same identity. Deep methods: "
               f"{settings['epochs']} epochs, batch {settings['batch_size']}, "

@@ -34,6 +34,8 @@ DATASET = flags.DEFINE_enum("dataset", "synthetic",
 DATA_DIR = flags.DEFINE_string("data_dir", None, "Parent folder of the split folders.")
 TRAIN_DIR = flags.DEFINE_string("train_dir", None, "Train split folder.")
 TEST_DIR = flags.DEFINE_string("test_dir", None, "Test split folder.")
+EXTRA_TRAIN_DIR = flags.DEFINE_string("extra_train_dir", None, "Further training rows (not "
+                                      "database, not validation; common.training.data).")
 SYNTHETIC = {key: flags.DEFINE_integer(f"synthetic_{key}", None,
                                        f"Synthetic set: generator's {key} (checked against "
                                        "an existing set; generates it where absent).")
@@ -94,7 +96,8 @@ def main(argv: list[str]) -> None:
         data = load_split_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value,
                                synthetic_kwargs=synthetic or None,
                                validation_fraction=flags.FLAGS.validation_fraction,
-                               validation_seed=flags.FLAGS.validation_seed)
+                               validation_seed=flags.FLAGS.validation_seed,
+                               extra_train_dir=EXTRA_TRAIN_DIR.value)
     except ValueError as exc:  # "folder" without its folders, or the data's own errors
         known = runner.user_error(exc)
         runner.fail(known[0] if known else str(exc))

@@ -8,6 +8,7 @@ the command line can reject bad data in a fraction of a second).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -20,7 +21,7 @@ from absl import logging
 from common.io import json_files
 from common.io.atomic import make_temp_dir
 from common.data.validation_split import DEFAULT_SEED as DEFAULT_VALIDATION_SEED
-from common.data.validation_split import validation_indices
+from common.data.validation_split import checked_validation_indices
 
 from common.data import (
     DataFormatError,
@@ -73,6 +74,11 @@ class SplitData:
             (common.data.validation_split), normalised as the train split; empty when
             there is no validation split.
         validation_labels: (v,) int64.
+        extra_train_images: (e, 32, 32, 3) float32 rows that training sees beside the train
+            split but that are neither the retrieval database nor drawn into the validation
+            split (generated variants: ``--extra_train_dir``), normalised as the train
+            split; empty without them.
+        extra_train_labels: (e,) int64.
     """
 
     train_images: np.ndarray
@@ -85,17 +91,34 @@ class SplitData:
     # None when built: no validation split (empty arrays from __post_init__ on).
     validation_images: np.ndarray = None  # type: ignore[assignment]
     validation_labels: np.ndarray = None  # type: ignore[assignment]
+    extra_train_images: np.ndarray = None  # type: ignore[assignment]
+    extra_train_labels: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self):
         if self.validation_images is None:
             self.validation_images = self.train_images[:0]
         if self.validation_labels is None:
             self.validation_labels = self.train_labels[:0]
+        if self.extra_train_images is None:
+            self.extra_train_images = self.train_images[:0]
+        if self.extra_train_labels is None:
+            self.extra_train_labels = self.train_labels[:0]
 
     @property
     def has_validation(self) -> bool:
         """Whether states are selected on a validation split (else on the test split)."""
         return len(self.validation_labels) > 0
+
+    def training_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(images, labels) training steps through: the train split, then the extra rows.
+
+        Without extra rows these are the train split's own arrays (no copy), so a run
+        without them sees exactly what it saw before they existed.
+        """
+        if not len(self.extra_train_labels):
+            return self.train_images, self.train_labels
+        return (np.concatenate([self.train_images, self.extra_train_images]),
+                np.concatenate([self.train_labels, self.extra_train_labels]))
 
     def queries(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(images, labels) of the query split "validation" or "test"."""
@@ -220,7 +243,8 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
                     test_dir: str | None = None,
                     synthetic_kwargs: dict[str, Any] | None = None,
                     validation_fraction: float = 0.0,
-                    validation_seed: int = DEFAULT_VALIDATION_SEED) -> SplitData:
+                    validation_seed: int = DEFAULT_VALIDATION_SEED,
+                    extra_train_dir: str | None = None) -> SplitData:
     """Load and preprocess the train and test splits of ``dataset``.
 
     Args:
@@ -236,6 +260,8 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
             validation split (common.data.validation_split; 0: none, states are then
             selected on the test split as the original did).
         validation_seed: seed of that draw.
+        extra_train_dir: a folder of further training rows (see :func:`add_extra_train_rows`):
+            trained on, never the database, never held out for validation.
 
     Raises:
         DataFormatError: a folder is missing or malformed, a split is empty or
@@ -268,6 +294,8 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
     train_dir, test_dir = os.path.abspath(train_dir), os.path.abspath(test_dir)
     list_data_files(train_dir)  # fail on a missing test folder before loading the big train split
     list_data_files(test_dir)
+    if extra_train_dir:
+        list_data_files(extra_train_dir)
 
     train_images, train_labels, train_norm = _load_split(train_dir, "train")
     if num_classes is None:
@@ -288,19 +316,38 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
     }
     data = SplitData(train_images, train_labels, test_images, test_labels, int(num_classes),
                      train_norm, description)
-    return hold_out_validation(data, validation_fraction, validation_seed)
+    data = hold_out_validation(data, validation_fraction, validation_seed)
+    return add_extra_train_rows(data, extra_train_dir) if extra_train_dir else data
 
 
-def _nothing_held_out(labels: np.ndarray, fraction: float) -> str:
-    """Why ``fraction`` holds out no image of ``labels``, and what would."""
-    most = int(np.unique(labels, return_counts=True)[1].max()) if len(labels) else 0
-    if most < 2:
-        return (f"validation_fraction {fraction:g} holds out no image: no identity has two "
-                "train images (one must stay in the database); use 0 (chosen on the test "
-                "split)")
-    return (f"validation_fraction {fraction:g} holds out no image: an identity gives "
-            f"round({fraction:g} x its train images), and the largest has {most}; use at "
-            f"least {np.ceil(500 / most) / 1000:g}, or 0 (chosen on the test split)")
+def add_extra_train_rows(data: SplitData, folder: str) -> SplitData:
+    """``data`` with the rows of ``folder`` as extra training rows.
+
+    Why: an augmented split (``python -m dfh_tf.gan.augment --variants_only``) adds
+    generated variants to what a method trains on; put into the train folder they would
+    become retrieval database items (a query would then find variants of its own
+    identity twice as often) and could be drawn into the validation split. Kept apart,
+    the database and the validation split stay the train folder's, and only training
+    sees the variants. They are normalised with the train folder's constants (a
+    variant is an image of the same kind), and must fit its class count.
+
+    Raises:
+        DataFormatError: ``folder`` is missing, malformed or empty, or a label is out of
+            the train split's class range (the message names the folder).
+        ValueError: ``data`` already holds extra rows.
+    """
+    if len(data.extra_train_labels):
+        raise ValueError("the data already holds extra training rows")
+    folder = os.path.abspath(folder)
+    rows, labels = load_pickle_folder(folder)
+    if len(labels) == 0:
+        raise DataFormatError(folder, "the extra train split holds no images")
+    _check_label_range(labels, data.num_classes, folder, "the train split")
+    images = to_nhwc(data.normalization.apply(rows, out=rows))
+    description = dict(data.description, extra_train_dir=folder,
+                       extra_train_images=int(len(labels)))
+    return dataclasses.replace(data, description=description, extra_train_images=images,
+                               extra_train_labels=labels)
 
 
 def _identities_without_validation(labels: np.ndarray, held: np.ndarray) -> int:
@@ -323,10 +370,9 @@ def hold_out_validation(data: SplitData, fraction: float,
     """
     if data.has_validation:
         raise ValueError("the data already holds a validation split")
-    kept, held = validation_indices(data.train_labels, fraction, seed)
-    if fraction > 0 and not len(held):
-        raise DataFormatError(data.description.get("train_dir") or "the train split",
-                              _nothing_held_out(data.train_labels, fraction))
+    kept, held = checked_validation_indices(
+        data.train_labels, fraction, seed, data.description.get("train_dir") or "the train split",
+        without="chosen on the test split")
     if not len(held):
         return data
     none_held = _identities_without_validation(data.train_labels, held)
@@ -339,4 +385,5 @@ def hold_out_validation(data: SplitData, fraction: float,
                                    "images": int(len(held))})
     return SplitData(data.train_images[kept], data.train_labels[kept], data.test_images,
                      data.test_labels, data.num_classes, data.normalization, description,
-                     data.train_images[held], data.train_labels[held])
+                     data.train_images[held], data.train_labels[held],
+                     data.extra_train_images, data.extra_train_labels)

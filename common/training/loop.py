@@ -103,7 +103,7 @@ class _Trainer:
         store = CheckpointStore if self.chief else WorkerCheckpointStore
         self.store = store(config.model_dir, model=self.model,
                            **optimizer_trackables(self.groups, self.optimizers), epoch=self.epoch)
-        self.pipeline = ArrayPipeline(data.train_images, data.train_labels, config.batch_size,
+        self.pipeline = ArrayPipeline(*data.training_rows(), config.batch_size,
                                       shuffle=config.shuffle, seed=config.seed)
         self.steps = make_steps(self.model, method, self.optimizers, config.jit_compile,
                                 config.sparse_adam, strategy, self.batch_spec())

@@ -52,6 +52,13 @@ BAD_INPUT = {
                              "--data_dir is not read with --dataset folder"),
     "validation_seed_without_split": (["--validation_seed", "3"],
                                       "--validation_seed needs --validation_fraction > 0"),
+    "extra_rows_beyond_the_classes": (["--dataset", "folder", "--train_dir", "{root}/good",
+                                       "--test_dir", "{root}/good", "--extra_train_dir",
+                                       "{root}/train_folder_facescrub"],
+                                      "train_folder_facescrub: label 700 is out of range"),
+    "missing_extra_folder": (["--dataset", "folder", "--train_dir", "{root}/good", "--test_dir",
+                              "{root}/good", "--extra_train_dir", "{root}/nowhere"],
+                             "nowhere: folder does not exist"),
 }
 
 

@@ -213,3 +213,33 @@ def test_original_folder_names_work_unchanged(tmp_path, dataset, folders, method
     assert f"Data: **{dataset}** (25 database / train images, validation rows held out of " \
            f"them, 10 queries / test images, {530 if dataset == 'facescrub' else 1595} " \
            "identities)" in text
+
+
+def test_a_table_with_extra_training_rows_passes_them_to_every_cell(tmp_path):
+    """--extra_train_dir reaches each cell's own process, its settings and the page."""
+    import json
+
+    from common.data import write_pickle_folder
+    from common.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(str(tmp_path / "data"), num_identities=5, train_per_identity=6,
+                            test_per_identity=2, seed=1)
+    pixels = np.random.default_rng(0).integers(0, 256, (7, 3072)).astype(np.float32)
+    write_pickle_folder(tmp_path / "variants", pixels, np.array([0, 1, 2, 3, 4, 0, 1]))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "common.reproduce", "--dataset", "folder", "--train_dir",
+         str(tmp_path / "data" / "train"), "--test_dir", str(tmp_path / "data" / "test"),
+         "--extra_train_dir", str(tmp_path / "variants"), "--methods", "ddh", "--bits", "8",
+         "--epochs", "1", "--batch_size", "16", "--eval_every", "0", "--out",
+         str(tmp_path / "out")], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(os.path.join(cell_dir(str(tmp_path / "out"), "ddh", 8), CELL_FILE)) as f:
+        cell = json.load(f)
+    assert f"--extra_train_dir={tmp_path / 'variants'}" in cell["command"]["argv"]
+    assert cell["settings"]["extra_train_images"] == 7
+    assert cell["settings"]["train_images"] == 25  # the database: the train folder less validation
+    text = (tmp_path / "out" / RESULTS_MD).read_text()
+    assert ("(25 database / train images, validation rows held out of them, and 7 extra "
+            "training rows that are neither database nor validation items, 10 queries") in text

@@ -220,3 +220,15 @@ def test_cell_command_names_the_data_folders_and_every_setting(tmp_path):
     assert len(argv) == 7 + 3 + len(isolation.CONFIG_FLAGS)
     with pytest.raises(ValueError, match="description must name"):
         isolation.cell_argv(config, "ddch", 24, {"dataset": "folder"})
+
+
+def test_a_cell_command_passes_the_extra_training_rows_on(tmp_path):
+    config = _config(tmp_path / "out")
+    description = {"dataset": "folder", "train_dir": "/d/train", "test_dir": "/d/test",
+                   "extra_train_dir": "/d/variants"}
+    argv = isolation.cell_argv(config, "ddch", 24, description, python="python")
+    assert "--extra_train_dir=/d/variants" in argv
+    assert len(argv) == 7 + 4 + len(isolation.CONFIG_FLAGS)
+    del description["extra_train_dir"]
+    assert not any(a.startswith("--extra_train_dir") for a in
+                   isolation.cell_argv(config, "ddch", 24, description, python="python"))

@@ -1,0 +1,155 @@
+"""Extra training rows (``--extra_train_dir``): trained on, never database, never validation.
+
+Why they exist: GAN variants put into the train folder would become database items and
+could be drawn into the validation split (common.training.data.add_extra_train_rows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from common.data import DataFormatError, write_pickle_folder
+from common.reproduce.cells import CellSettingsError, finished_cell
+from common.reproduce.harness import ReproduceConfig, cell_settings
+from common.reproduce.layout import CELL_FILE, cell_dir
+from common.runs.run_config import RunConfigMismatchError, check_resumable
+from common.training.data import add_extra_train_rows, hold_out_validation, load_split_data
+
+SYNTHETIC = dict(num_identities=5, train_per_identity=10, test_per_identity=2)
+
+
+def _extra_folder(folder, labels, seed=0) -> np.ndarray:
+    """Random 0..255 rows with ``labels`` written as a pickle folder; returns the rows."""
+    x = np.random.default_rng(seed).integers(0, 256, (len(labels), 3072)).astype(np.float32)
+    write_pickle_folder(folder, x, np.asarray(labels, np.int64), rows_per_file=4)
+    return x
+
+
+def _normalised_nhwc(rows: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """The original preprocessing, written out in float64 (independent of Normalization)."""
+    x = np.clip((rows.astype(np.float64) - mean) / (std + 1e-5) * 0.1, -1.0, 1.0)
+    return x.reshape(len(rows), 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+@pytest.fixture
+def folders(tmp_path):
+    labels = np.array([0, 1, 2, 3, 4, 4, 3, 0, 1])
+    rows = _extra_folder(tmp_path / "variants", labels)
+    return tmp_path, rows, labels
+
+
+def test_extra_rows_are_trained_on_but_are_neither_database_nor_validation(folders):
+    root, rows, labels = folders
+    plain = load_split_data("synthetic", str(root / "data"), synthetic_kwargs=SYNTHETIC,
+                            validation_fraction=0.2, validation_seed=1)
+    data = load_split_data("synthetic", str(root / "data"), synthetic_kwargs=SYNTHETIC,
+                           validation_fraction=0.2, validation_seed=1,
+                           extra_train_dir=str(root / "variants"))
+    # the database, the validation split, the test split and the normalisation: unchanged
+    for name in ("train_images", "train_labels", "validation_images", "validation_labels",
+                 "test_images", "test_labels"):
+        np.testing.assert_array_equal(getattr(data, name), getattr(plain, name))
+    assert data.normalization == plain.normalization and data.num_classes == 5
+    # the extra rows, normalised with the train folder's constants
+    want = _normalised_nhwc(rows, data.normalization.mean, data.normalization.std)
+    np.testing.assert_allclose(data.extra_train_images, want, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(data.extra_train_labels, labels)
+    assert data.description["extra_train_dir"] == str(root / "variants")
+    assert data.description["extra_train_images"] == 9
+    assert data.description["train_images"] == 40  # the database's count
+    assert "extra_train_dir" not in plain.description
+    # training steps through the train split, then the extra rows
+    images, seen = data.training_rows()
+    np.testing.assert_array_equal(images[:40], data.train_images)
+    np.testing.assert_array_equal(images[40:], data.extra_train_images)
+    np.testing.assert_array_equal(seen, np.concatenate([data.train_labels, labels]))
+    assert len(images) == 49
+    # without extra rows, training sees the train split's own arrays (what it saw before)
+    plain_images, plain_labels = plain.training_rows()
+    assert plain_images is plain.train_images and plain_labels is plain.train_labels
+    # and a harness cell's settings record them (a finished cell made without is not reused)
+    config = ReproduceConfig(out=str(root / "table"), methods=["ddh"], bits=[12], seeds=[0])
+    assert cell_settings(config, data)["extra_train_images"] == 9
+    assert cell_settings(config, plain)["extra_train_images"] == 0
+
+
+def test_the_validation_split_drawn_later_keeps_the_extra_rows(folders):
+    # the harness loads without a split and holds it out afterwards (harness.table_data)
+    root, _, labels = folders
+    first = load_split_data("synthetic", str(root / "data"), synthetic_kwargs=SYNTHETIC,
+                            extra_train_dir=str(root / "variants"))
+    later = hold_out_validation(first, 0.2, 1)
+    direct = load_split_data("synthetic", str(root / "data"), synthetic_kwargs=SYNTHETIC,
+                             validation_fraction=0.2, validation_seed=1,
+                             extra_train_dir=str(root / "variants"))
+    np.testing.assert_array_equal(later.extra_train_images, direct.extra_train_images)
+    np.testing.assert_array_equal(later.extra_train_labels, labels)
+    np.testing.assert_array_equal(later.validation_labels, direct.validation_labels)
+    assert later.description == direct.description
+
+
+def test_extra_rows_beyond_the_class_count_are_refused_naming_the_folder(tmp_path):
+    data = load_split_data("synthetic", str(tmp_path / "data"), synthetic_kwargs=SYNTHETIC)
+    _extra_folder(tmp_path / "other_identities", [0, 5, 1])
+    with pytest.raises(DataFormatError, match=r"other_identities: label 5 is out of range: "
+                                              r"the train split has 5 classes"):
+        add_extra_train_rows(data, str(tmp_path / "other_identities"))
+    with pytest.raises(DataFormatError, match="nowhere: folder does not exist"):
+        load_split_data("synthetic", str(tmp_path / "data"), synthetic_kwargs=SYNTHETIC,
+                        extra_train_dir=str(tmp_path / "nowhere"))
+    _extra_folder(tmp_path / "fine", [0, 1])
+    once = add_extra_train_rows(data, str(tmp_path / "fine"))
+    with pytest.raises(ValueError, match="already holds extra training rows"):
+        add_extra_train_rows(once, str(tmp_path / "fine"))
+
+
+def _run_config(extra: int | None) -> dict:
+    dataset = {"dataset": "folder", "train_images": 40, "test_images": 10}
+    if extra is not None:
+        dataset["extra_train_images"] = extra
+    return {"method": "ddh", "num_classes": 5, "dataset": dataset,
+            "normalization": {"mean": 100.0, "std": 50.0}}
+
+
+def test_a_run_resumes_only_with_the_extra_rows_it_started_with(tmp_path):
+    check_resumable(_run_config(None), _run_config(None), str(tmp_path))  # a run made before
+    check_resumable(_run_config(9), _run_config(9), str(tmp_path))
+    for old, new in ((None, 9), (9, None), (9, 18)):
+        with pytest.raises(RunConfigMismatchError, match="cannot be resumed"):
+            check_resumable(_run_config(old), _run_config(new), str(tmp_path))
+
+
+def test_a_cell_finished_before_extra_rows_existed_is_reused_without_them(tmp_path):
+    config = ReproduceConfig(out=str(tmp_path), methods=["ddh"], bits=[12])
+    settings = {"epochs": 2, "seed": 0, "train_images": 40}  # what such a cell recorded
+    folder = cell_dir(str(tmp_path), "ddh", 12, 0)
+    os.makedirs(folder)
+    with open(os.path.join(folder, CELL_FILE), "w") as f:
+        json.dump({"settings": settings, "figures": {}}, f)
+    assert finished_cell(config.out, "ddh", 12, {**settings, "extra_train_images": 0})
+    with pytest.raises(CellSettingsError, match="extra_train_images"):
+        finished_cell(config.out, "ddh", 12, {**settings, "extra_train_images": 9})
+
+
+@pytest.mark.slow
+def test_training_steps_through_the_extra_rows_and_scores_without_them(folders):
+    from common.training.loop import TrainConfig, train
+    from common.training.saved_run import evaluate_run
+    from ddh_tf.method import DDH
+
+    root, _, _ = folders
+    data = load_split_data("synthetic", str(root / "data"), synthetic_kwargs=SYNTHETIC,
+                           validation_fraction=0.2, validation_seed=1,
+                           extra_train_dir=str(root / "variants"))
+    config = TrainConfig(epochs=1, model_dir=str(root / "run"), batch_size=16, eval_every=1,
+                         log_every_steps=0)
+    report = train(DDH(num_bits=12), data, config)
+    assert report["train_images_total"] == 40 + 9  # one epoch: the train rows and the extra
+    with open(root / "run" / "run_config.json") as f:
+        assert json.load(f)["dataset"]["extra_train_images"] == 9
+    scored = evaluate_run(DDH, str(root / "run"), "last")
+    assert scored["database"] == 40 and scored["queries"] == 10
