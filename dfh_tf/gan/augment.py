@@ -13,6 +13,21 @@ replaces it, only once the new one is complete).
 1 + --variants_per_image times and nothing generated, so a method trained on it takes
 as many steps per epoch as on the augmented split and the two differ only in what the
 extra rows are (no --gan_dir needed).
+
+--variants_only writes the generated variants alone (no originals): the extra training
+rows a hashing method reads with --extra_train_dir beside its unchanged --train_dir, so
+its retrieval database and validation split stay the original rows:
+
+    python -m dfh_tf.gan.augment --gan_dir runs/dfh_gan --variants_only --out /tmp/variants
+    python -m dcbh_tf.train --dataset folder --train_dir T --extra_train_dir \
+        /tmp/variants/train --test_dir V --validation_fraction 0.1 ...
+
+Validation split: only the rows that common.data.validation_split keeps get variants
+(and, without --variants_only, are copied), so no variant of a held-out face is trained
+on. By default that is the split the GAN run recorded (python -m dfh_tf.gan.train
+--validation_fraction), when the source is the GAN run's own train split; otherwise no
+split, unless --validation_fraction (and --validation_seed) name one. --copies_only
+skips the same rows. augment.json records the split ("validation").
 """
 
 from __future__ import annotations
@@ -24,16 +39,18 @@ from typing import Iterator
 
 import numpy as np
 
-from absl import flags
+from absl import flags, logging
 
 from common.cli import checks, runner
 from common.cli.tf_startup import import_tensorflow
 from common.data import DataFormatError, load_pickle_folder
 from common.cli.checks import check_no_arguments
 from common.cli.runner import EXIT_INTERRUPTED, fail
+from common.data.validation_split import DEFAULT_SEED as DEFAULT_VALIDATION_SEED
 from dfh_tf.gan.augmentation import (INFO_FILE, TRAIN_SUBDIR, augment_rows, output_problem,
                                      write_augmented)
-from dfh_tf.gan.data import DATASETS, resolve_folders
+from common.data.validation_split import checked_validation_indices
+from dfh_tf.gan.data import DATASETS, NO_VALIDATION, resolve_folders
 from dfh_tf.gan.run_folder import GanRunError, check_gan_run, latest_checkpoint_prefix
 
 GAN_DIR = flags.DEFINE_string("gan_dir", None, "Run folder of python -m dfh_tf.gan.train.")
@@ -51,12 +68,26 @@ OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing OUT/train
 COPIES_ONLY = flags.DEFINE_bool(
     "copies_only", False, "Write the augmentation ablation's control: every original "
     "repeated 1 + --variants_per_image times, nothing generated (no --gan_dir needed).")
+VARIANTS_ONLY = flags.DEFINE_bool(
+    "variants_only", False, "Write only the generated variants, no originals: the extra "
+    "training split of a hashing run's --extra_train_dir.")
+VALIDATION_FRACTION = flags.DEFINE_float(
+    "validation_fraction", None, "Make variants (and copy originals) only of the rows a "
+    "validation split of this share of each identity's images keeps (common.data."
+    "validation_split, seeded by --validation_seed; 0: every row). Default: the split the "
+    "GAN run recorded when the source is its own train split, else every row.",
+    lower_bound=0.0, upper_bound=0.9)
+VALIDATION_SEED = flags.DEFINE_integer(
+    "validation_seed", None, "Seed of that validation split (with --validation_fraction; "
+    f"default {DEFAULT_VALIDATION_SEED}, the hashing runs' default).", lower_bound=0)
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per generator call.",
                                   lower_bound=1)
 ROWS_PER_FILE = flags.DEFINE_integer("rows_per_file", 1000, "Rows per .pkl file.",
                                      lower_bound=1)
 checks.bound_flag("seed", checks.MAX_SEED, "numpy's seed range")
 checks.bound_flag("batch_size", checks.MAX_BATCH_SIZE, "a larger batch exhausts memory")
+checks.bound_flag("validation_seed", checks.MAX_SEED, "numpy's seed range")
+checks.finite_flag("validation_fraction")
 
 
 @contextlib.contextmanager
@@ -88,6 +119,69 @@ def source_folder(run_config: dict) -> str:
     return folder
 
 
+def _recorded_split(run_config: dict) -> dict | None:
+    """The validation split the GAN run's config records (None: trained on every row)."""
+    data = run_config.get("data")
+    record = data.get("validation") if isinstance(data, dict) else None
+    if record is None:
+        return None
+    try:
+        assert isinstance(data, dict)
+        return {"fraction": float(record["fraction"]), "seed": int(record["seed"]),
+                "images": int(record["images"]), "train_images": int(data["train_images"])}
+    except (KeyError, TypeError, ValueError):
+        fail(f"--gan_dir {GAN_DIR.value}: its config's validation split is damaged "
+             f"({record!r}); pass --validation_fraction and --validation_seed")
+
+
+def validation_split(source: str, labels: np.ndarray, run_config: dict
+                     ) -> tuple[np.ndarray, dict | None]:
+    """The source rows to augment (sorted indices) and augment.json's ``"validation"``
+    record (None without a split), from the flags or the GAN run's recorded split.
+
+    Why the GAN's split by default: a GAN trained without the validation faces must not
+    have them brought back as variants (or copies) of the rows it augments.
+    """
+    fraction, seed = VALIDATION_FRACTION.value, VALIDATION_SEED.value
+    data = run_config.get("data")
+    gan_train = data.get("train_dir") if isinstance(data, dict) else None
+    gans_own = isinstance(gan_train, str) and (
+        os.path.realpath(source) == os.path.realpath(gan_train))
+    recorded = _recorded_split(run_config) if gans_own else None
+    origin = "flags"
+    if fraction is None:
+        if recorded is None:
+            return np.arange(len(labels), dtype=np.int64), None
+        fraction, seed, origin = recorded["fraction"], recorded["seed"], "gan_run"
+    seed = DEFAULT_VALIDATION_SEED if seed is None else seed
+    if gans_own and origin == "flags" and (
+            (recorded or {}).get("fraction", 0.0), (recorded or {}).get("seed", seed)) != (
+            fraction, seed):
+        shown = (f"fraction {recorded['fraction']:g}, seed {recorded['seed']}" if recorded
+                 else "nothing")
+        logging.warning("the GAN run %s held out %s, this augmentation --validation_fraction "
+                        "%g --validation_seed %d: a hashing run selected on either split may "
+                        "find faces of its validation split in the GAN or in this split",
+                        GAN_DIR.value, shown, fraction, seed)
+    try:
+        kept, held = checked_validation_indices(labels, fraction, seed, source,
+                                                without=NO_VALIDATION)
+    except DataFormatError as exc:
+        fail(f"bad data: {exc}")
+    except ValueError as exc:
+        fail(str(exc))
+    if recorded is not None and origin == "gan_run" and (
+            len(held), len(kept)) != (recorded["images"], recorded["train_images"]):
+        fail(f"{source}: the GAN run {GAN_DIR.value} held out {recorded['images']} of "
+             f"{recorded['images'] + recorded['train_images']} rows, the folder now gives "
+             f"{len(held)} of {len(labels)}: it changed since; pass --validation_fraction and "
+             "--validation_seed explicitly (0: every row)")
+    if not len(held):
+        return kept, None
+    return kept, {"fraction": float(fraction), "seed": int(seed), "images": int(len(held)),
+                  "source_images": int(len(labels)), "from": origin}
+
+
 def main(argv: list[str]) -> None:
     """Check everything that needs no TensorFlow, then generate and write."""
     check_no_arguments(argv)
@@ -95,6 +189,9 @@ def main(argv: list[str]) -> None:
         fail("--gan_dir is required (the run folder of python -m dfh_tf.gan.train)")
     if not OUT.value:
         fail("--out is required (the folder to write train/ and augment.json into)")
+    if VALIDATION_SEED.value is not None and not VALIDATION_FRACTION.value:
+        fail("--validation_seed needs --validation_fraction > 0: without it no validation "
+             "split is drawn")
     for flag in (GAN_DIR, OUT, DATA_DIR, TRAIN_DIR):
         checks.check_folder_flag(flag.name, flag.value)
     run_config: dict = {}
@@ -113,15 +210,22 @@ def main(argv: list[str]) -> None:
         fail(f"bad data: {exc}")
     except (ValueError, OSError) as exc:
         fail(str(exc))
-    total = len(labels) * (1 + VARIANTS.value)
-    too_big = checks.image_memory_error(total + len(labels))
+    kept, validation = validation_split(source, labels, run_config)
+    if validation:
+        rows, labels = rows[kept], labels[kept]
+    n = len(labels)
+    total = n * ((0 if VARIANTS_ONLY.value else 1) + VARIANTS.value)
+    too_big = checks.image_memory_error(total + n)
     if too_big:
         fail(f"--variants_per_image {VARIANTS.value}: {total:,} output rows: {too_big}")
     if COPIES_ONLY.value:
-        write_copies(source, rows, labels)
+        write_copies(source, rows, labels, validation)
         return
-    print(f"augmenting {source} ({len(labels)} images) with {VARIANTS.value} variant(s) per "
-          f"image from {GAN_DIR.value} into {os.path.join(OUT.value, TRAIN_SUBDIR)}", flush=True)
+    held = (f", without the {validation['images']} rows of the validation split (fraction "
+            f"{validation['fraction']:g}, seed {validation['seed']})" if validation else "")
+    print(f"augmenting {source} ({n} images{held}) with {VARIANTS.value} variant(s) per "
+          f"image from {GAN_DIR.value} into {os.path.join(OUT.value, TRAIN_SUBDIR)}"
+          + (" (variants only)" if VARIANTS_ONLY.value else ""), flush=True)
     start = time.perf_counter()
     import_tensorflow()  # once, its start-up notices filtered: TensorFlow from here on
     from dfh_tf.gan.run_folder import load_generator
@@ -134,39 +238,61 @@ def main(argv: list[str]) -> None:
         fail(f"--gan_dir {exc}")
     noise_dim = config["settings"]["noise_dim"]
     with _one_error_line():
+        originals = not VARIANTS_ONLY.value
         x, y = augment_rows(generator, rows, labels, noise_dim, VARIANTS.value, SEED.value,
-                            BATCH_SIZE.value)
+                            BATCH_SIZE.value, originals=originals)
         info = {
             "source_train_dir": source, "gan_dir": os.path.abspath(gan_dir),
             "gan_checkpoint": os.path.basename(latest_checkpoint_prefix(gan_dir) or ""),
-            "original_images": int(len(labels)), "variants_per_image": VARIANTS.value,
-            "generated_images": int(len(labels) * VARIANTS.value), "total_images": int(len(y)),
+            "original_images": n if originals else 0, "variants_per_image": VARIANTS.value,
+            "generated_images": n * VARIANTS.value, "total_images": int(len(y)),
             "identities": int(len(set(labels.tolist()))), "seed": SEED.value,
             "row_order": "originals first, then variant 1 of every image, variant 2, ...",
         }
+        if not originals:
+            info.update(variants_only=True, source_images=n,
+                        row_order="variant 1 of every source image, then variant 2, ... "
+                                  "(no originals)")
+        if validation:
+            info["validation"] = validation
         train = write_augmented(OUT.value, x, y, info, OVERWRITE.value, ROWS_PER_FILE.value)
-    print(f"wrote {len(y)} images ({len(labels)} originals + {len(labels) * VARIANTS.value} "
-          f"generated) to {train} and {os.path.join(OUT.value, INFO_FILE)} in "
-          f"{time.perf_counter() - start:.1f}s", flush=True)
+    what = (f"{n} originals + {n * VARIANTS.value} generated" if originals
+            else f"generated only, {VARIANTS.value} of each of {n} images")
+    print(f"wrote {len(y)} images ({what}) to {train} and {os.path.join(OUT.value, INFO_FILE)} "
+          f"in {time.perf_counter() - start:.1f}s", flush=True)
 
 
-def write_copies(source: str, rows: np.ndarray, labels: np.ndarray) -> None:
-    """The control split: the originals 1 + --variants_per_image times, in that order."""
+def write_copies(source: str, rows: np.ndarray, labels: np.ndarray,
+                 validation: dict | None = None) -> None:
+    """The control split: the originals 1 + --variants_per_image times, in that order
+    (``rows`` already without a validation split's rows, recorded as ``validation``).
+    With --variants_only, the --variants_per_image copies alone: the control of a
+    ``--variants_only`` split given as ``--extra_train_dir``."""
     out = OUT.value
     assert out  # checked by main()
-    repeats = 1 + VARIANTS.value
+    copies_alone = VARIANTS_ONLY.value
+    repeats = VARIANTS.value if copies_alone else 1 + VARIANTS.value
     x, y = np.tile(rows, (repeats, 1)), np.tile(labels, repeats)
     info = {
         "source_train_dir": source, "control": "copies_only",
-        "original_images": int(len(labels)), "copies_per_image": VARIANTS.value,
+        "original_images": 0 if copies_alone else int(len(labels)),
+        "copies_per_image": VARIANTS.value,
         "generated_images": 0, "total_images": int(len(y)),
         "identities": int(len(set(labels.tolist()))),
         "row_order": "the originals, then the same originals again, copy after copy",
     }
+    if copies_alone:
+        info.update(variants_only=True, source_images=int(len(labels)),
+                    row_order="copy 1 of every source image, then copy 2, ... (no originals: "
+                              "the control of a --variants_only split)")
+    if validation:
+        info["validation"] = validation
     with _one_error_line():
         train = write_augmented(out, x, y, info, OVERWRITE.value, ROWS_PER_FILE.value)
-    print(f"wrote {len(y)} images ({len(labels)} originals x {repeats}, nothing generated) "
-          f"to {train} and {os.path.join(out, INFO_FILE)}", flush=True)
+    what = (f"{VARIANTS.value} copies of each of {len(labels)} originals, without them"
+            if copies_alone else f"{len(labels)} originals x {repeats}")
+    print(f"wrote {len(y)} images ({what}, nothing generated) to {train} and "
+          f"{os.path.join(out, INFO_FILE)}", flush=True)
 
 
 def run() -> None:

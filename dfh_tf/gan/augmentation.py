@@ -8,6 +8,11 @@ hidden temporary folder and renamed into place at the end, so a failure or a kil
 never leaves a partial ``train/`` (an old one is replaced only after the new one is
 complete). Any method then trains on it with ``--dataset folder --train_dir
 FOLDER/train --test_dir ORIGINAL_TEST``.
+
+Without the originals (``originals=False``, augment's ``--variants_only``) the split
+holds the variants alone, variant 1 of every image first: the extra training rows a
+hashing method reads with ``--extra_train_dir`` beside its own, unchanged train folder
+(whose validation split and retrieval database then stay the original rows).
 """
 
 from __future__ import annotations
@@ -43,9 +48,10 @@ def output_problem(out_dir: str, overwrite: bool) -> str | None:
 
 
 def augment_rows(generator, rows: np.ndarray, labels: np.ndarray, noise_dim: int, variants: int,
-                 seed: int, batch_size: int = 256,
-                 stream: TextIO | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The original rows followed by ``variants`` generated variants of each.
+                 seed: int, batch_size: int = 256, stream: TextIO | None = None,
+                 originals: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The original rows followed by ``variants`` generated variants of each (the variants
+    alone when not ``originals``).
 
     Args:
         generator: the trained G.
@@ -56,17 +62,22 @@ def augment_rows(generator, rows: np.ndarray, labels: np.ndarray, noise_dim: int
         seed: variant v's noise comes from ``(seed, 6, v)``.
         batch_size: images per generator call.
         stream: progress lines (default stdout).
+        originals: put the original rows first; False: only the variants (the same
+            variants, noise for noise, as with the originals).
 
     Returns:
-        ``(x (n * (1 + variants), 3072) float32, y (n * (1 + variants),) int64)``.
+        ``(x (n * (1 + variants), 3072) float32, y (n * (1 + variants),) int64)``; without
+        the originals ``n * variants`` rows.
     """
     if variants < 1:
         raise ValueError(f"variants must be >= 1, got {variants}")
     stream = stream if stream is not None else sys.stdout
     n = len(labels)
     images = to_gan_pixels(to_nhwc(rows))
-    x = np.empty((n * (1 + variants), rows.shape[1]), dtype=np.float32)
-    x[:n] = rows
+    first = n if originals else 0  # row of variant 1 of image 0
+    x = np.empty((first + n * variants, rows.shape[1]), dtype=np.float32)
+    if originals:
+        x[:n] = rows
     start = last = time.perf_counter()
     for v in range(variants):
         def progress(done: int, v: int = v) -> None:
@@ -80,8 +91,8 @@ def augment_rows(generator, rows: np.ndarray, labels: np.ndarray, noise_dim: int
 
         rng = np.random.default_rng([seed, NOISE_STREAM, v])
         fakes = generate(generator, images, draw_noise(rng, n, noise_dim), batch_size, progress)
-        x[n * (1 + v):n * (2 + v)] = to_rows(to_stored_pixels(fakes))
-    y = np.tile(np.asarray(labels, dtype=np.int64), 1 + variants)
+        x[first + n * v:first + n * (v + 1)] = to_rows(to_stored_pixels(fakes))
+    y = np.tile(np.asarray(labels, dtype=np.int64), (1 if originals else 0) + variants)
     return x, y
 
 

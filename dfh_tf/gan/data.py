@@ -6,6 +6,12 @@ scale (x / 127.5 - 1, tanh's range) so that generated images can be written back
 0..255 pixels. Folders, the synthetic set and the label checks are the project's
 (``common.training.data``, ``common.data``). No TensorFlow here: the command lines check
 their data before TensorFlow loads.
+
+Validation split: with ``validation_fraction`` > 0 the GAN's train split is the train
+folder without the rows ``common.data.validation_split.validation_indices`` holds out,
+the same rows a hashing method run with the same fraction and seed holds out, so no
+face of that validation split is seen by the GAN (or, through ``augment``, by the
+variants a method trains on). The test split is left whole.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ import numpy as np
 from absl import logging
 
 from common.data import DataFormatError, list_data_files, load_pickle_folder, to_nhwc
+from common.data.validation_split import DEFAULT_SEED as DEFAULT_VALIDATION_SEED
+from common.data.validation_split import checked_validation_indices
 from common.training.data import (DEFAULT_SYNTHETIC_DIR, KNOWN_DATASETS, class_count_from_labels,
                                   ensure_synthetic)
 
 DATASETS = ("synthetic", "folder", "youtube_faces", "facescrub")
+NO_VALIDATION = "no validation split"  # what a fraction of 0 means here
 
 
 @dataclass
@@ -29,12 +38,14 @@ class GanData:
     """Both splits as NHWC float32 images in [-1, 1] (the test split may be absent).
 
     Attributes:
-        train_images: (n, 32, 32, 3) float32 in [-1, 1].
+        train_images: (n, 32, 32, 3) float32 in [-1, 1]. With a validation split, the
+            train folder's rows without the held-out ones: all the GAN sees.
         train_labels: (n,) int64.
         test_images, test_labels: the same for the test split, or None without one.
         num_classes: identity count (the original sets' fixed count, else largest
             train label + 1).
-        description: JSON-able facts (data set, folders, sizes, classes).
+        description: JSON-able facts (data set, folders, sizes, classes, and with a
+            validation split ``"validation": {"fraction", "seed", "images"}``).
     """
 
     train_images: np.ndarray
@@ -95,13 +106,22 @@ def resolve_folders(dataset: str, data_dir: str | None = None, train_dir: str | 
 
 
 def load_gan_data(dataset: str, data_dir: str | None = None, train_dir: str | None = None,
-                  test_dir: str | None = None) -> GanData:
+                  test_dir: str | None = None, validation_fraction: float = 0.0,
+                  validation_seed: int = DEFAULT_VALIDATION_SEED) -> GanData:
     """Load a data set's splits for the GAN (see :func:`resolve_folders`).
+
+    Args:
+        dataset, data_dir, train_dir, test_dir: see :func:`resolve_folders`.
+        validation_fraction: share of each identity's train images held out of the GAN's
+            training (``common.data.validation_split``; 0: none). The class count stays
+            the whole train folder's.
+        validation_seed: seed of that draw (use the hashing run's ``--validation_seed``).
 
     Raises:
         DataFormatError: malformed folders, too sparse labels, labels beyond the fixed
-            class count of an original data set.
-        ValueError: see :func:`resolve_folders`.
+            class count of an original data set, a ``validation_fraction`` > 0 that holds
+            out no image.
+        ValueError: see :func:`resolve_folders`; ``validation_fraction`` outside [0, 1).
     """
     train_dir, test_dir = resolve_folders(dataset, data_dir, train_dir, test_dir)
     rows, train_labels = load_pickle_folder(train_dir)
@@ -114,19 +134,26 @@ def load_gan_data(dataset: str, data_dir: str | None = None, train_dir: str | No
                                              f"for {dataset} ({num_classes} classes)")
     else:
         num_classes = class_count_from_labels(train_labels, train_dir)
+    kept, held = checked_validation_indices(train_labels, validation_fraction, validation_seed,
+                                            train_dir, without=NO_VALIDATION)
+    if len(held):
+        rows, train_labels = rows[kept], train_labels[kept]
     train_images = to_gan_pixels(to_nhwc(rows))
     del rows
     test_images = test_labels = None
     if test_dir:
         test_rows, test_labels = load_pickle_folder(test_dir)
         test_images = to_gan_pixels(to_nhwc(test_rows))
-    description = {
+    description: dict[str, Any] = {
         "dataset": dataset, "train_dir": train_dir, "test_dir": test_dir,
         "train_images": int(len(train_labels)),
         "test_images": int(len(test_labels)) if test_labels is not None else 0,
         "num_classes": int(num_classes),
         "train_identities": int(np.unique(train_labels).size),
     }
+    if len(held):
+        description["validation"] = {"fraction": float(validation_fraction),
+                                     "seed": int(validation_seed), "images": int(len(held))}
     logging.info("GAN data: %s", description)
     return GanData(train_images, train_labels, test_images, test_labels, int(num_classes),
                    description)

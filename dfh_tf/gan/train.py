@@ -4,9 +4,14 @@ r"""Train the DFH-GANs augmentation GAN (DAGAN-style G, pair D, identity C).
         --epochs 12 --model_dir runs/dfh_gan
     python -m dfh_tf.gan.train --dataset facescrub --data_dir data --model_dir runs/gan_fs
 
-Re-running with the same --model_dir resumes after the last saved epoch (refused when
---noise_dim, --width or the data differ). At the end (unless --noreport): samples.png
-and identity_report.json in --model_dir. Design and numbers: dfh_tf/gan/README.md.
+--validation_fraction F (--validation_seed S) trains the GAN without the rows that a
+hashing run with the same fraction and seed holds out as its validation split
+(common.data.validation_split), so no validation face is seen by the GAN; config.json
+records the split. Re-running with the same --model_dir resumes after the last saved
+epoch (refused when --noise_dim, --width, the data or the validation split differ). At
+the end (unless --noreport): samples.png and identity_report.json in --model_dir, made
+from the rows the GAN trained on (and the test split, left whole). Design and numbers:
+dfh_tf/gan/README.md.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from common.cli.tf_startup import import_tensorflow
 from common.data import DataFormatError
 from common.cli.checks import check_no_arguments
 from common.cli.runner import EXIT_FAILED, EXIT_INTERRUPTED, fail
+from common.data.validation_split import DEFAULT_SEED as DEFAULT_VALIDATION_SEED
 from dfh_tf.gan.data import DATASETS, load_gan_data
 from dfh_tf.gan.run_folder import CONFIG_FILE, GanRunError, read_run_config
 
@@ -32,6 +38,14 @@ DATA_DIR = flags.DEFINE_string("data_dir", None, "Parent folder of the split fol
 TRAIN_DIR = flags.DEFINE_string("train_dir", None, "Train split folder (overrides the default).")
 TEST_DIR = flags.DEFINE_string("test_dir", None, "Test split folder (only for the identity "
                                "check; default: the data set's, when present).")
+VALIDATION_FRACTION = flags.DEFINE_float(
+    "validation_fraction", 0.0, "Share of each identity's train images held out of the GAN's "
+    "training (seeded by --validation_seed): the validation split a hashing run with the same "
+    "--validation_fraction and --validation_seed holds out, so the GAN never sees it. 0: the "
+    "GAN trains on the whole train split.", lower_bound=0.0, upper_bound=0.9)
+VALIDATION_SEED = flags.DEFINE_integer(
+    "validation_seed", DEFAULT_VALIDATION_SEED, "Seed of the validation split's draw (the "
+    "hashing run's --validation_seed; independent of --seed).", lower_bound=0)
 MODEL_DIR = flags.DEFINE_string("model_dir", os.path.join("runs", "dfh_gan"),
                                 "Run folder; re-running with the same folder resumes.")
 EPOCHS = flags.DEFINE_integer("epochs", 12, "Total epochs (12: the measured synthetic run).",
@@ -65,12 +79,19 @@ checks.bound_flag("epochs", checks.MAX_EPOCHS, "a run that long never ends")
 checks.bound_flag("evaluator_epochs", checks.MAX_EPOCHS, "a run that long never ends")
 checks.bound_flag("batch_size", checks.MAX_BATCH_SIZE, "a larger batch exhausts memory")
 checks.bound_flag("seed", checks.MAX_SEED, "numpy's seed range")
+checks.bound_flag("validation_seed", checks.MAX_SEED, "numpy's seed range")
+checks.finite_flag("validation_fraction")
 
 
 def load_data():
     """The data the flags name, or one ``error:`` line (before TensorFlow loads)."""
+    if VALIDATION_FRACTION.value == 0.0 and VALIDATION_SEED.present:
+        fail("--validation_seed needs --validation_fraction > 0: without it no validation "
+             "split is drawn")
     try:
-        return load_gan_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value)
+        return load_gan_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value,
+                             validation_fraction=VALIDATION_FRACTION.value,
+                             validation_seed=VALIDATION_SEED.value)
     except DataFormatError as exc:
         fail(f"bad data: {exc}")
     except (ValueError, OSError) as exc:
@@ -98,9 +119,12 @@ def main(argv: list[str]) -> None:
         noise_dim=NOISE_DIM.value, width=WIDTH.value, identity_weight=IDENTITY_WEIGHT.value,
         mode_seeking_weight=MODE_SEEKING_WEIGHT.value, learning_rate=LEARNING_RATE.value,
         max_steps_per_epoch=MAX_STEPS_PER_EPOCH.value, log_every_steps=LOG_EVERY_STEPS.value)
+    validation = data.description.get("validation")
+    held = (f", {validation['images']} held out as the validation split (fraction "
+            f"{validation['fraction']:g}, seed {validation['seed']})" if validation else "")
     print(f"training the GAN on {DATASET.value} ({data.description['train_identities']} "
           f"identities, {len(data.train_labels)} train / {data.description['test_images']} test "
-          f"images) into {model_dir}", flush=True)
+          f"images{held}) into {model_dir}", flush=True)
     try:
         models, history = train_gan(data, config, model_dir)
     except GanRunError as exc:

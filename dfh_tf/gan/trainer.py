@@ -54,8 +54,9 @@ CONFIG_FORMAT = 1
 CHECKPOINTS_KEPT = 2
 # Settings that change the networks (and the checkpoint layout): a resume must match them.
 MODEL_SETTINGS = ("noise_dim", "width")
-# Facts of the data that the networks depend on.
-MODEL_DATA = ("dataset", "num_classes", "train_images")
+# Facts of the data that the networks depend on; "validation" (the held-out rows' fraction,
+# seed, count): a resume with another split would train on faces the first part held out.
+MODEL_DATA = ("dataset", "num_classes", "train_images", "validation")
 
 
 @dataclass
@@ -257,7 +258,8 @@ def check_resumable(old: dict[str, Any], new: dict[str, Any], model_dir: str) ->
     """Refuse a resume whose networks or data differ; return the other settings changed.
 
     Raises:
-        GanRunError: noise_dim, width, the data set, its class count or train size differ.
+        GanRunError: noise_dim, width, the data set, its class count, train size or
+            validation split differ.
     """
     old_s, new_s = old.get("settings", {}), new["settings"]
     old_d, new_d = old.get("data", {}), new["data"]

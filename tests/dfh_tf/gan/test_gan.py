@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -62,6 +63,39 @@ def trained_run(gan_data, tmp_path_factory):
     return folder, models, history, out.getvalue()
 
 
+VALIDATION_FRACTION, VALIDATION_SEED = 0.25, 5  # holds out 1 of each identity's 4 images
+
+
+@pytest.fixture(scope="module")
+def validation_run(data_dir, tmp_path_factory):
+    """A 2-step GAN run of the command line with a validation split; returns its folder."""
+    folder = str(tmp_path_factory.mktemp("gan_validation_run") / "run")
+    result = _cli("dfh_tf.gan.train", "--dataset", "synthetic", "--data_dir", data_dir,
+                  "--model_dir", folder, "--validation_fraction", str(VALIDATION_FRACTION),
+                  "--validation_seed", str(VALIDATION_SEED), "--epochs", "1",
+                  "--max_steps_per_epoch", "2", "--batch_size", "8", "--noise_dim", "8",
+                  "--width", "0.25", "--log_every_steps", "0", "--noreport")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "6 held out as the validation split" in result.stdout, result.stdout
+    return folder
+
+
+def _split_rows(data_dir: str, fraction: float = VALIDATION_FRACTION,
+                seed: int = VALIDATION_SEED):
+    """(rows, labels, kept, held) of the test set's train folder, drawn independently."""
+    from common.data import load_pickle_folder
+    from common.data.validation_split import validation_indices
+
+    rows, labels = load_pickle_folder(os.path.join(data_dir, "train"))
+    kept, held = validation_indices(labels, fraction, seed)
+    return rows, labels, kept, held
+
+
+def _read_info(out) -> dict:
+    with open(os.path.join(str(out), "augment.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
 def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=120)
@@ -69,7 +103,8 @@ def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
 
 def _one_error(result: subprocess.CompletedProcess, code: int, fragment: str) -> None:
     lines = [line for line in result.stderr.splitlines()
-             if line.strip() and not line.startswith(("I0", "W0", "E0", "WARNING", "I1"))]
+             if line.strip() and not line.startswith(("I0", "W0", "E0", "WARNING", "I1",
+                                                      "loaded "))]
     assert result.returncode == code, result.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
     assert fragment in lines[0], lines[0]
@@ -107,6 +142,38 @@ def test_pixel_scale_round_trips():
     assert scaled.min() == -1.0 and scaled.max() == 1.0
     assert np.array_equal(to_stored_pixels(scaled), pixels)
     assert np.array_equal(to_stored_pixels(np.array([-3.0, 3.0])), [0.0, 255.0])
+
+
+def test_gan_data_leaves_out_exactly_the_validation_rows(data_dir):
+    from common.data import DataFormatError, to_nhwc
+    from dfh_tf.gan.data import load_gan_data, to_gan_pixels
+
+    rows, labels, kept, held = _split_rows(data_dir)
+    assert len(held) == IDENTITIES and len(kept) == IDENTITIES * (PER_ID - 1)
+    data = load_gan_data("synthetic", data_dir, validation_fraction=VALIDATION_FRACTION,
+                         validation_seed=VALIDATION_SEED)
+    whole = load_gan_data("synthetic", data_dir)
+    assert np.array_equal(data.train_labels, labels[kept])
+    assert np.array_equal(data.train_images, to_gan_pixels(to_nhwc(rows[kept])))
+    assert np.array_equal(whole.train_images, to_gan_pixels(to_nhwc(rows)))
+    held_images = to_gan_pixels(to_nhwc(rows[held]))
+    assert not any(np.array_equal(h, t) for h in held_images for t in data.train_images)
+    # the test split and the class count are the whole data set's
+    assert np.array_equal(data.test_images, whole.test_images)
+    assert data.num_classes == whole.num_classes == IDENTITIES
+    assert data.description["validation"] == {"fraction": VALIDATION_FRACTION,
+                                              "seed": VALIDATION_SEED, "images": IDENTITIES}
+    assert data.description["train_images"] == len(kept)
+    assert data.description["train_identities"] == IDENTITIES
+    assert "validation" not in whole.description
+    assert whole.description["train_images"] == IDENTITIES * PER_ID
+    other = load_gan_data("synthetic", data_dir, validation_fraction=VALIDATION_FRACTION,
+                          validation_seed=VALIDATION_SEED + 1)
+    assert np.array_equal(other.train_labels, labels[_split_rows(data_dir,
+                                                                 seed=VALIDATION_SEED + 1)[2]])
+    with pytest.raises(DataFormatError, match="validation_fraction 0.1 holds out no image") as e:
+        load_gan_data("synthetic", data_dir, validation_fraction=0.1)  # round(0.4) = 0
+    assert e.value.path == os.path.abspath(os.path.join(data_dir, "train"))
 
 
 # ------------------------------------------------------------------ TensorFlow parts
@@ -295,6 +362,130 @@ def test_copies_only_writes_the_control_split_without_a_gan(data_dir, tmp_path):
                "--copies_only needs the source split")
 
 
+def test_train_records_the_validation_split_and_refuses_resuming_with_another(
+        data_dir, validation_run):
+    from dfh_tf.gan.data import load_gan_data
+    from dfh_tf.gan.run_folder import GanRunError, read_history, read_run_config
+    from dfh_tf.gan.trainer import train_gan
+
+    data = read_run_config(validation_run)["data"]
+    assert data["validation"] == {"fraction": VALIDATION_FRACTION, "seed": VALIDATION_SEED,
+                                  "images": IDENTITIES}
+    assert data["train_images"] == IDENTITIES * (PER_ID - 1)
+    assert [h["epoch"] for h in read_history(validation_run)] == [1]
+    other = load_gan_data("synthetic", data_dir, validation_fraction=VALIDATION_FRACTION,
+                          validation_seed=VALIDATION_SEED + 1)  # same sizes, other rows
+    with pytest.raises(GanRunError, match="validation: "):
+        train_gan(other, _tiny_config(epochs=2, seed=0), validation_run, stream=io.StringIO())
+
+
+def test_augment_skips_the_validation_rows_of_the_gan_run(data_dir, validation_run, tmp_path):
+    from common.data import load_pickle_folder
+    from dfh_tf.gan.augmentation import augment_rows
+    from dfh_tf.gan.run_folder import load_generator
+
+    rows, labels, kept, held = _split_rows(data_dir)
+    n = len(kept)
+    full, only = tmp_path / "full", tmp_path / "only"
+    # the source and the split default to the GAN run's train split and recorded split
+    for out, extra in ((full, ()), (only, ("--variants_only",))):
+        result = _cli("dfh_tf.gan.augment", "--gan_dir", validation_run, "--out", str(out),
+                      "--variants_per_image", "2", "--seed", "1", *extra)
+        assert result.returncode == 0, result.stderr[-2000:]
+    full_x, full_y = load_pickle_folder(str(full / "train"))
+    only_x, only_y = load_pickle_folder(str(only / "train"))
+    assert full_x.shape == (3 * n, 3072) and only_x.shape == (2 * n, 3072)
+    assert np.array_equal(full_x[:n], rows[kept])  # the originals: the kept rows only
+    assert np.array_equal(full_y, np.tile(labels[kept], 3))
+    assert np.array_equal(only_y, np.tile(labels[kept], 2))
+    assert np.max(np.abs(only_x - full_x[n:])) <= 1.0  # the same variants, noise for noise
+    generator, config = load_generator(validation_run)
+    expected, _ = augment_rows(generator, rows[kept], labels[kept],
+                               config["settings"]["noise_dim"], 2, seed=1,
+                               stream=io.StringIO(), originals=False)
+    assert np.max(np.abs(only_x - expected)) <= 1.0  # variants of the kept rows
+    record = {"fraction": VALIDATION_FRACTION, "seed": VALIDATION_SEED, "images": len(held),
+              "source_images": IDENTITIES * PER_ID, "from": "gan_run"}
+    info = _read_info(full)
+    assert (info["original_images"], info["generated_images"], info["total_images"]) == (
+        n, 2 * n, 3 * n)
+    assert info["validation"] == record and "variants_only" not in info
+    info = _read_info(only)
+    assert (info["original_images"], info["generated_images"], info["total_images"],
+            info["source_images"], info["variants_only"]) == (0, 2 * n, 2 * n, n, True)
+    assert info["validation"] == record and "no originals" in info["row_order"]
+
+
+def test_copies_only_skips_the_same_validation_rows(data_dir, validation_run, tmp_path):
+    from common.data import load_pickle_folder
+
+    rows, labels, kept, held = _split_rows(data_dir)
+    source = os.path.join(data_dir, "train")
+    # the GAN run's recorded split, its train split named explicitly
+    result = _cli("dfh_tf.gan.augment", "--copies_only", "--gan_dir", validation_run,
+                  "--train_dir", source, "--out", str(tmp_path / "a"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    back_x, back_y = load_pickle_folder(str(tmp_path / "a" / "train"))
+    assert np.array_equal(back_x, np.concatenate([rows[kept], rows[kept]]))
+    assert np.array_equal(back_y, np.tile(labels[kept], 2))
+    assert _read_info(tmp_path / "a")["validation"] == {
+        "fraction": VALIDATION_FRACTION, "seed": VALIDATION_SEED, "images": len(held),
+        "source_images": len(labels), "from": "gan_run"}
+    # explicit flags win over the recorded split
+    _, _, kept_b, held_b = _split_rows(data_dir, 0.5, 7)
+    assert len(held_b) == 2 * IDENTITIES
+    result = _cli("dfh_tf.gan.augment", "--copies_only", "--gan_dir", validation_run,
+                  "--out", str(tmp_path / "b"), "--validation_fraction", "0.5",
+                  "--validation_seed", "7", "--variants_per_image", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    back_x, back_y = load_pickle_folder(str(tmp_path / "b" / "train"))
+    assert np.array_equal(back_x, np.tile(rows[kept_b], (3, 1)))
+    assert np.array_equal(back_y, np.tile(labels[kept_b], 3))
+    info = _read_info(tmp_path / "b")
+    assert info["validation"] == {"fraction": 0.5, "seed": 7, "images": len(held_b),
+                                  "source_images": len(labels), "from": "flags"}
+    assert (info["original_images"], info["total_images"]) == (len(kept_b), 3 * len(kept_b))
+    # the control of a --variants_only split: the copies alone, without the originals
+    result = _cli("dfh_tf.gan.augment", "--copies_only", "--variants_only", "--gan_dir",
+                  validation_run, "--out", str(tmp_path / "d"), "--variants_per_image", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    back_x, back_y = load_pickle_folder(str(tmp_path / "d" / "train"))
+    assert np.array_equal(back_x, np.tile(rows[kept], (2, 1)))
+    assert np.array_equal(back_y, np.tile(labels[kept], 2))
+    info = _read_info(tmp_path / "d")
+    assert (info["original_images"], info["total_images"], info["source_images"],
+            info["variants_only"]) == (0, 2 * len(kept), len(kept), True)
+    # --validation_fraction 0: every row, nothing recorded
+    result = _cli("dfh_tf.gan.augment", "--copies_only", "--gan_dir", validation_run,
+                  "--out", str(tmp_path / "c"), "--validation_fraction", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert np.array_equal(load_pickle_folder(str(tmp_path / "c" / "train"))[0],
+                          np.concatenate([rows, rows]))
+    assert "validation" not in _read_info(tmp_path / "c")
+
+
+def test_augment_refuses_bad_validation_settings(data_dir, validation_run, tmp_path):
+    source = os.path.join(data_dir, "train")
+    out = str(tmp_path / "out")
+    _one_error(_cli("dfh_tf.gan.augment", "--copies_only", "--train_dir", source, "--out", out,
+                    "--validation_fraction", "0.1"), 2,
+               f"bad data: {os.path.abspath(source)}: validation_fraction 0.1 holds out no image")
+    _one_error(_cli("dfh_tf.gan.augment", "--copies_only", "--train_dir", source, "--out", out,
+                    "--validation_seed", "3"), 2, "--validation_seed needs --validation_fraction")
+    _one_error(_cli("dfh_tf.gan.augment", "--copies_only", "--train_dir", source, "--out", out,
+                    "--validation_fraction", "nan"), 2, "must be a finite number")
+    # the GAN's recorded split no longer matches its train folder
+    changed = tmp_path / "changed_run"
+    shutil.copytree(validation_run, changed)
+    with open(changed / "config.json", encoding="utf-8") as f:
+        config = json.load(f)
+    config["data"]["validation"]["images"] += 1
+    (changed / "config.json").write_text(json.dumps(config))
+    _one_error(_cli("dfh_tf.gan.augment", "--copies_only", "--gan_dir", str(changed),
+                    "--out", out), 2, "it changed since")
+    assert not os.path.exists(out)
+
+
 # ------------------------------------------------------------------ command lines
 def test_augment_command_line_refusals(trained_run, tmp_path):
     (tmp_path / "not_a_run").mkdir()
@@ -319,3 +510,19 @@ def test_train_command_line_refusals(tmp_path):
     foreign.mkdir()
     (foreign / "config.json").write_text('{"kind": "something_else"}')
     _one_error(_cli("dfh_tf.gan.train", "--model_dir", str(foreign)), 2, "not a GAN run")
+
+
+
+def test_train_refuses_bad_validation_settings(data_dir, tmp_path):
+    model_dir = str(tmp_path / "m")
+    data = ("--dataset", "synthetic", "--data_dir", data_dir, "--model_dir", model_dir)
+    _one_error(_cli("dfh_tf.gan.train", *data, "--validation_seed", "3"), 2,
+               "--validation_seed needs --validation_fraction")
+    _one_error(_cli("dfh_tf.gan.train", *data, "--validation_fraction", "0.1"), 2,
+               f"bad data: {os.path.join(data_dir, 'train')}: validation_fraction 0.1 holds "
+               "out no image")
+    _one_error(_cli("dfh_tf.gan.train", *data, "--validation_fraction", "nan"), 2,
+               "--validation_fraction must be a finite number")
+    _one_error(_cli("dfh_tf.gan.train", *data, "--validation_fraction", "1"), 2,
+               "not a number in the range [0.0, 0.9]")
+    assert not os.path.exists(model_dir)
