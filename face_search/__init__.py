@@ -24,6 +24,11 @@ Python::
     searcher = FaceSearcher("indexes/mine")  # index + the model it records, loaded once
     result = searcher.search_photo(photo_bytes, top_k=10)   # QueryResult(source, hits, error, ...)
 
+Photos are cut into faces by ``common.faces.FacePreparer``; an index records how its photos
+were cut (``index.faces``, ``"faces"`` in ``index.json``), adding photos cut otherwise is
+refused (``PreparationError``) and queries are cut as recorded unless a detector or
+preparer is named (then with a logged warning): codes of faces cut two ways do not compare.
+
 Results are exact and ordered as the project's evaluator ranks (``common.metrics``,
 ``ties="index"``): by Hamming distance, equal distances by gallery id. Modules, from
 the bottom: ``errors``; ``index/`` (the gallery index: packed codes, faiss flat scan,
@@ -49,6 +54,7 @@ _EXPORTS = {
     "SearchInputError": "face_search.errors", "IndexFolderError": "face_search.errors",
     "IndexBusyError": "face_search.errors", "ModelPathError": "face_search.errors",
     "GalleryInputError": "face_search.errors", "UnknownIdError": "face_search.errors",
+    "PreparationError": "face_search.errors",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,16 +1,23 @@
 """The face search command line: build a gallery index, add, remove, query, info.
 
     python -m face_search build --model exports/dcbh --gallery data/synthetic/train --index IDX
-    python -m face_search add --index IDX --gallery more_photos/
+        [--detector auto|mtcnn|center]
+    python -m face_search add --index IDX --gallery more_photos/ [--detector ...]
     python -m face_search remove --index IDX --ids 17,18 [--identities "Jane Doe"]
-    python -m face_search query --index IDX --top_k 5 [--radius 3] [--format json] PHOTOS...
+    python -m face_search query --index IDX --top_k 5 [--radius 3] [--format json]
+        [--detector ...] PHOTOS...
     python -m face_search info --index IDX
     python -m face_search serve --index IDX [--host 127.0.0.1] [--port 8080] [--max_upload_mb 10]
-        [--max_concurrent_searches 8]
+        [--max_concurrent_searches 8] [--detector ...]
 
 Bad input stops with one ``error:`` line and exit code 2 (``common.cli.runner``); a bad photo
 among many is reported and skipped, and a flag of another command (``--host`` to ``query``)
 is refused rather than ignored. The work is in :mod:`face_search.api`.
+
+``--detector`` left out means the preparation the index records for its photos (``faces``
+in ``index.json``; "auto" for a new index or one without the record): ``add`` refuses
+photos prepared otherwise, ``query`` and ``serve`` use a detector named otherwise with a
+``warning:`` line on stderr (logged by ``face_search.searcher``).
 """
 
 from __future__ import annotations
@@ -54,16 +61,20 @@ MAX_CONCURRENT_SEARCHES = flags.DEFINE_integer(
     "50-megapixel one takes up to 400 MB, measured); as many more are admitted (uploading, "
     "or waiting up to 10 s for a turn), the rest are answered 503 at once, before their "
     "bodies are read.", lower_bound=1, upper_bound=256)
-DETECTOR = flags.DEFINE_enum("detector", "auto", ["auto", "mtcnn", "center"], "serve: face "
-                             "detector for uploads (auto: mtcnn when installed).")
+DETECTOR = flags.DEFINE_enum(
+    "detector", None, ["auto", "mtcnn", "center"], "build/add/query/serve: face detector for "
+    "photos (auto: mtcnn when installed). Default: the one the index recorded for its photos, "
+    "with its crop settings (auto for a new index or one without the record); add refuses "
+    "another, query and serve use it with a warning (faces cut two ways compare worse).")
 # The settings each command reads: any other of this module's flags given on the command line
 # is refused, so a setting meant for another command (--host to query, --ids to build) is not
 # silently ignored.
 COMMAND_FLAGS = {
-    "build": ("index", "model", "checkpoint", "gallery", "kind", "progress"),
-    "add": ("index", "model", "checkpoint", "gallery", "progress"),
+    "build": ("index", "model", "checkpoint", "gallery", "kind", "progress", "detector"),
+    "add": ("index", "model", "checkpoint", "gallery", "progress", "detector"),
     "remove": ("index", "ids", "identities"),
-    "query": ("index", "model", "checkpoint", "top_k", "radius", "format", "progress"),
+    "query": ("index", "model", "checkpoint", "top_k", "radius", "format", "progress",
+              "detector"),
     "info": ("index",),
     "serve": ("index", "model", "checkpoint", "top_k", "host", "port", "max_upload_mb",
               "max_concurrent_searches", "detector"),
@@ -103,7 +114,7 @@ def build() -> None:
     result = _guarded(lambda: api.build_index(
         _need(MODEL, "model"), GALLERY.value or fail("--gallery is required"),
         _need(INDEX, "index"), KIND.value, CHECKPOINT.value or "best_map",
-        progress=PROGRESS.value))
+        progress=PROGRESS.value, preparer=DETECTOR.value))
     print("\n".join(report.gallery_lines(result, "indexed")))
 
 
@@ -111,7 +122,7 @@ def add() -> None:
     from face_search import api, report
     result = _guarded(lambda: api.add_to_index(
         _need(INDEX, "index"), GALLERY.value or fail("--gallery is required"), MODEL.value,
-        CHECKPOINT.value, progress=PROGRESS.value))
+        CHECKPOINT.value, progress=PROGRESS.value, preparer=DETECTOR.value))
     print("\n".join(report.gallery_lines(result, "added")))
 
 
@@ -139,7 +150,8 @@ def query(inputs: list[str]) -> None:
     _guarded(lambda: plan(inputs, gallery=False))  # a wrong path fails before the model loads
 
     def work():
-        searcher = api.FaceSearcher(index_dir, MODEL.value, CHECKPOINT.value)
+        searcher = api.FaceSearcher(index_dir, MODEL.value, CHECKPOINT.value,
+                                    preparer=DETECTOR.value)
         return searcher, searcher.search_paths(inputs, TOP_K.value, RADIUS.value,
                                                progress=PROGRESS.value)
 

@@ -2,6 +2,12 @@
 
 Each function takes folders and paths, does the whole job and returns a report; the
 command line only parses flags and prints. See the package docstring for examples.
+
+Photos: ``preparer`` is a ``common.faces.FacePreparer`` or a detector name (``"auto"``,
+``"mtcnn"``, ``"center"``). The index records how its photos were cut (``faces`` in
+``index.json``); adding photos uses that preparation and refuses another one
+(:class:`PreparationError`, nothing written), and searches use it unless a detector is
+named (``face_search.inputs``).
 """
 
 from __future__ import annotations
@@ -42,22 +48,28 @@ class GalleryReport:
 
 def _add_galleries(index: GalleryIndex, encoder: CodeEncoder, galleries: Sequence[str],
                    report: inputs.InputReport, progress: Progress | None,
-                   preparer: Any = None) -> np.ndarray:
+                   preparer: Any, where: str) -> np.ndarray:
     """Encode every usable face of ``galleries`` into ``index``; returns the new ids.
 
     Labels: pickle rows keep theirs; a photo gets its identity's label in the index, or
-    for a new identity one more than the largest label so far.
+    for a new identity one more than the largest label so far. Photos are cut as the
+    index records (PreparationError for another preparation, before any is read); the
+    first photos record their preparation in ``index.faces``.
     """
     units, skipped = inputs.plan(list(galleries), gallery=True)
+    if any(unit.kind == "photo" for unit in units):
+        preparer = inputs.gallery_preparer(preparer, index.faces, where)
     report.skipped += skipped
     if progress is not None:
         progress.set_total(len(units))
     book = index.identity_labels()
     next_label = int(index.labels.max()) + 1 if len(index) else 0
     codes, identities, labels, sources = [], [], [], []
+    photos_added = False
     with interrupts.deferred():  # Ctrl-C between batches, never inside TensorFlow
         for batch in inputs.read_batches(units, report, preparer, progress):
             interrupts.check()
+            photos_added = photos_added or any(label is None for label in batch.labels)
             codes.append(encoder.encode_faces(batch.faces))
             for identity, label in zip(batch.identities, batch.labels):
                 if label is None:
@@ -74,7 +86,10 @@ def _add_galleries(index: GalleryIndex, encoder: CodeEncoder, galleries: Sequenc
         interrupts.check()
     if not codes:
         return np.zeros(0, np.int64)
-    return index.add_columns(np.concatenate(codes), identities, labels, sources)
+    ids = index.add_columns(np.concatenate(codes), identities, labels, sources)
+    if photos_added and index.faces is None:  # saved with the index, or not at all
+        index.faces = inputs.preparation_record(preparer)
+    return ids
 
 
 def _add_and_save(index: GalleryIndex, encoder: CodeEncoder, galleries: Sequence[str],
@@ -85,7 +100,7 @@ def _add_and_save(index: GalleryIndex, encoder: CodeEncoder, galleries: Sequence
     report = inputs.InputReport()
     meter = (Progress(progress_label, None, sys.stderr, every_seconds=PROGRESS_SECONDS)
              if progress_label else None)
-    ids = _add_galleries(index, encoder, galleries, report, meter, preparer)
+    ids = _add_galleries(index, encoder, galleries, report, meter, preparer, path)
     if meter is not None:
         meter.finish(done_line(meter))
     index.save(path)
@@ -106,7 +121,8 @@ def build_index(model: str | CodeEncoder, galleries: Sequence[str], index_dir: s
         kind: "exact" (flat scan) or "mih" (multi-index hashing; exact too).
         checkpoint: the slot of a run folder.
         progress: print a progress line to stderr every few seconds.
-        preparer: a ``common.faces.FacePreparer`` to reuse (photos only).
+        preparer: photos only: a ``common.faces.FacePreparer`` or a detector name
+            (default ``"auto"``); the index records its preparation.
     """
     start = time.perf_counter()
     index_dir = store.check_index_dir(index_dir)  # refuse before minutes of encoding
@@ -120,7 +136,18 @@ def build_index(model: str | CodeEncoder, galleries: Sequence[str], index_dir: s
 def add_to_index(index_dir: str, galleries: Sequence[str], model: str | CodeEncoder | None = None,
                  checkpoint: str | None = None, progress: bool = False,
                  preparer: Any = None) -> GalleryReport:
-    """Add the faces of ``galleries`` to the index in ``index_dir`` (same model checked)."""
+    """Add the faces of ``galleries`` to the index in ``index_dir`` (same model checked).
+
+    Photos are cut as the index's photos were (its recorded preparation) unless
+    ``preparer`` (a ``FacePreparer`` or a detector name) is given; one that cuts otherwise
+    is refused before any photo is read.
+
+    Raises:
+        PreparationError: ``preparer`` cuts faces otherwise than the index records, or
+            the recorded preparation cannot be made here (mtcnn not installed); the index
+            is left as it was.
+        ModelPathError: ``model`` is not the index's model.
+    """
     start = time.perf_counter()
     with store.locked(index_dir) as path:
         index = GalleryIndex.load(path)
@@ -155,7 +182,9 @@ def search(queries: str | Sequence[str] | np.ndarray, index: str | GalleryIndex,
            model: str | CodeEncoder | None = None, top_k: int = 10,
            radius: int | None = None, preparer: Any = None) -> list[QueryResult]:
     """Search ``queries`` (paths, or uint8 (N, 32, 32, 3) faces) in ``index`` (a folder or a
-    :class:`GalleryIndex`) with ``model`` (default: the model the index records)."""
+    :class:`GalleryIndex`) with ``model`` (default: the model the index records); photos
+    are cut as the index records unless ``preparer`` (a ``FacePreparer`` or a detector
+    name) is given, with a warning logged when it cuts otherwise (:class:`FaceSearcher`)."""
     searcher = FaceSearcher(index, model, preparer=preparer)
     if isinstance(queries, np.ndarray):
         return searcher.search_faces(queries, top_k, radius)
@@ -164,12 +193,13 @@ def search(queries: str | Sequence[str] | np.ndarray, index: str | GalleryIndex,
 
 
 def index_summary(index_dir: str) -> dict[str, Any]:
-    """What an index folder holds (count, bits, kind, identities, model) without loading
-    the model."""
+    """What an index folder holds (count, bits, kind, identities, model, how its photos
+    were prepared) without loading the model."""
     index, manifest = GalleryIndex.load_saved(index_dir)  # IndexFolderError when missing or damaged
     counts = index.identity_counts()
     return {"index_dir": os.path.abspath(index_dir), "count": len(index),
             "num_bits": index.num_bits, "kind": index.kind, "next_id": index.next_id,
             "identities": len(counts), "saved_at": manifest.get("saved_at"),
+            "faces": index.faces,  # how its photos were prepared (None: not recorded)
             "model": None if index.model is None else {  # the check's data is not for reading
                 k: v for k, v in index.model.items() if k != "probe_relaxed"}}

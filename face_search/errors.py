@@ -26,3 +26,9 @@ class GalleryInputError(SearchInputError):
 
 class UnknownIdError(SearchInputError):
     """Gallery ids asked for that the index does not hold."""
+
+
+class PreparationError(SearchInputError):
+    """Photos would be cut into faces otherwise than the index's photos were (adding them
+    would mix two preparations in one index), or the index's recorded preparation cannot
+    be used here (its detector is not installed)."""

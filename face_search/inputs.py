@@ -15,18 +15,25 @@ Layouts, told apart by what a folder holds:
 Photos go through ``common.faces`` (detection and cropping to 32x32). A photo that cannot
 be read or holds no face, or a damaged pickle file, is counted, reported and skipped:
 one bad file never stops a build.
+
+Which preparation photos get: an index records how its photos were cut (``GalleryIndex.faces``,
+a ``FacePreparer.preparation()`` record), because codes of faces cut two different ways
+are not comparable. :func:`gallery_preparer` (photos added to an index) uses the recorded
+preparation and refuses another one; :func:`query_preparer` (query photos) uses it unless
+the caller names a detector, and then warns when the faces are cut otherwise.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from types import ModuleType
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from common.io import json_files
-from face_search.errors import GalleryInputError
+from face_search.errors import GalleryInputError, PreparationError
 
 PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm",
                               ".pgm", ".tif", ".tiff"})
@@ -181,17 +188,143 @@ def _with_utf8_names(units: list[_Unit]) -> tuple[list[_Unit], list[Skipped]]:
     return kept, skipped
 
 
-def photo_preparer(preparer: Any) -> Any:
-    """``preparer``, or a new ``common.faces.FacePreparer`` (GalleryInputError without it)."""
-    if preparer is not None:
-        return preparer
+INSTALL_FACES = "pip install 'face-hashing-tf[faces]'"
+QUERY_FIX = ("or name a detector (--detector, or a detector or preparer in Python) to search "
+             "with it anyway, comparing faces cut two different ways")
+ADD_FIX = "or build a new index for photos prepared another way"
+
+
+def _faces() -> ModuleType:
+    """``common.faces`` (GalleryInputError where it cannot be imported)."""
     try:
-        from common.faces import FacePreparer
+        import common.faces as faces
     except ImportError as exc:
         raise GalleryInputError(f"photos need common.faces (face detection and cropping), "
                                 f"which cannot be imported here ({exc}); use pickle folders "
                                 "or 32x32 faces") from None
-    return FacePreparer(detector="auto")
+    return faces
+
+
+def photo_preparer(preparer: Any) -> Any:
+    """``preparer`` if it is a preparer, else a new ``common.faces.FacePreparer`` with the
+    detector it names (None: ``"auto"``); GalleryInputError without common.faces."""
+    if preparer is not None and not isinstance(preparer, str):
+        return preparer
+    return _faces().FacePreparer(detector=preparer or "auto")
+
+
+def preparation_record(preparer: Any) -> dict[str, Any] | None:
+    """What an index records of ``preparer``: its ``preparation()`` and the libraries'
+    ``versions`` (information, never compared); None for a preparer that does not
+    describe how it cuts faces."""
+    describe = getattr(preparer, "preparation", None)
+    if describe is None:
+        return None
+    record = dict(describe())
+    versions = getattr(preparer, "versions", None)
+    if versions is not None:
+        record["versions"] = dict(versions())
+    return record
+
+
+def describe_preparation(record: Mapping[str, Any] | None) -> str:
+    """A preparation record in words (``center (center_fraction 0.5)``)."""
+    if record is None:
+        return "a preparer that does not describe itself"
+    return str(_faces().describe_preparation(record))
+
+
+def recorded_preparer(record: Mapping[str, Any], where: str, fix: str = QUERY_FIX) -> Any:
+    """A preparer that cuts faces as the index ``where`` records (``record``).
+
+    Raises:
+        PreparationError: it cannot be made here (the recorded detector mtcnn is not
+            installed, or a record this code does not know), naming the index's
+            preparation, the install command and ``fix`` (the other way out).
+    """
+    faces = _faces()
+    if record.get("detector") == "mtcnn" and not faces.preparer.mtcnn_importable():
+        raise PreparationError(
+            f"{where}: the index's photos were prepared with detector "
+            f"{describe_preparation(record)}, and the mtcnn package is not installed here: "
+            f"install the faces extra ({INSTALL_FACES}), {fix}")
+    try:
+        return faces.FacePreparer.from_preparation(record)
+    except ValueError as exc:
+        raise PreparationError(
+            f"{where}: the index records how its photos were prepared in a way this code "
+            f"cannot use ({exc}); {fix}") from None
+
+
+def _named(detector: str, record: Mapping[str, Any], where: str, fix: str) -> Any:
+    """A preparer for a detector name: the recorded preparation (crop settings included)
+    when the name resolves to the recorded detector, else that detector's defaults."""
+    if _faces().preparer.resolve_detector(detector) == record.get("detector"):
+        return recorded_preparer(record, where, fix)
+    return photo_preparer(detector)
+
+
+def query_preparer(given: Any, record: Mapping[str, Any] | None,
+                   where: str) -> tuple[Any, str | None]:
+    """The preparer for query photos of the index ``where`` whose photos were prepared as
+    ``record`` says (None: not recorded), and a warning when it cuts faces otherwise.
+
+    ``given`` None: the recorded preparation (no record: detector ``"auto"``); a detector
+    name: that detector (with the recorded crop settings when it is the recorded one); a
+    preparer: used as it is. Why a warning, not a refusal: a query is read-only, and a
+    caller may knowingly search with another detector (the recorded one not installed).
+
+    Raises:
+        PreparationError: ``given`` is None and the recorded preparation cannot be made
+            here (:func:`recorded_preparer`).
+    """
+    if record is None:
+        return photo_preparer(given), None
+    if given is None:
+        return recorded_preparer(record, where, QUERY_FIX), None
+    preparer = _named(given, record, where, QUERY_FIX) if isinstance(given, str) else given
+    mine = preparation_record(preparer)
+    if mine is not None and _faces().same_preparation(mine, record):
+        return preparer, None
+    return preparer, (f"{where}: the index's photos were prepared with detector "
+                      f"{describe_preparation(record)}, query photos are prepared with "
+                      f"detector {describe_preparation(mine)}: their codes are compared "
+                      "across two different preparations, which makes retrieval worse "
+                      "(leave out --detector, or the preparer in Python, to use the "
+                      "index's preparation)")
+
+
+def gallery_preparer(given: Any, record: Mapping[str, Any] | None, where: str) -> Any:
+    """The preparer for photos added to the index ``where`` whose photos were prepared as
+    ``record`` says (None: not recorded yet): the recorded preparation, or ``given``
+    (a detector name or a preparer, as in :func:`query_preparer`) when it cuts faces the
+    same way. Called before any photo is read, so a refusal changes nothing.
+
+    Raises:
+        PreparationError: ``given`` cuts faces otherwise than the index's photos were cut
+            (or does not say how it cuts them), or the recorded preparation cannot be made
+            here.
+    """
+    if record is None:
+        return photo_preparer(given)
+    if given is None:
+        return recorded_preparer(record, where, ADD_FIX)
+    if isinstance(given, str):  # compared before it is made: no MTCNN loaded to refuse it
+        mine = _faces().preparer.default_preparation(given)
+        if mine["detector"] == record.get("detector"):
+            return recorded_preparer(record, where, ADD_FIX)
+        preparer = None
+    else:
+        preparer, mine = given, preparation_record(given)
+    if preparer is not None and mine is not None and _faces().same_preparation(mine, record):
+        return preparer
+    raise PreparationError(
+        f"{where}: the index's photos were prepared with detector "
+        f"{describe_preparation(record)}, these photos would be prepared with detector "
+        f"{describe_preparation(mine)}; codes of faces cut two different ways cannot be "
+        "compared, so nothing was added. Add them with the index's preparation (leave out "
+        "--detector, or the preparer in Python), or build a new index for photos prepared "
+        "this way")
 
 
 def photo_errors() -> tuple[type[BaseException], ...]:

@@ -4,20 +4,29 @@ Why a class: a service loads the index and the model once and answers many queri
 :class:`FaceSearcher` holds both (and the face preparer) and returns one
 :class:`QueryResult` per query face, with ``error`` set instead of raising for a photo
 that cannot be used.
+
+Query photos are cut as the index records its photos were (``GalleryIndex.faces``), since
+codes of faces cut two different ways are not comparable; a caller who names a detector
+or gives a preparer that cuts otherwise gets it, and a warning (logged, and kept in
+``preparation_warning``). An index without the record (pickle rows only, or saved before
+it existed) takes detector ``"auto"`` as before.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+from absl import logging
 
 from common.io import interrupts
 from face_search import inputs
 from face_search.encoder import CodeEncoder, encoder_for_index
+from face_search.errors import PreparationError
 from face_search.index import GalleryIndex, Hit
 from common.io.progress import Progress
 from face_search.inputs import PROGRESS_SECONDS, done_line
@@ -48,19 +57,57 @@ class FaceSearcher:
     def __init__(self, index: str | GalleryIndex, model: str | CodeEncoder | None = None,
                  checkpoint: str | None = None, preparer: Any = None) -> None:
         """``index``: a folder or a GalleryIndex; ``model``: default the one it records;
-        ``preparer``: a ``common.faces.FacePreparer`` (default: detector "auto")."""
+        ``preparer``: a ``common.faces.FacePreparer`` or a detector name (default: the
+        preparation the index records, else detector "auto"; see the module docstring).
+        The preparer is made when the first photo needs it (:attr:`preparer`)."""
         self.index_dir = os.path.abspath(index) if isinstance(index, str) else None
         self.index = GalleryIndex.load(index) if isinstance(index, str) else index
         self.encoder = encoder_for_index(self.index, model, self.index_dir or "the index",
                                          checkpoint)
-        self._preparer = preparer
+        self._given = preparer
+        self._preparer: Any = None
+        self._index_preparer: Any = None
+        self._lock = threading.Lock()
+        self.preparation_warning: str | None = None  # set when photos are cut otherwise
 
     @property
     def preparer(self) -> Any:
-        """The face preparer photos go through (detector "auto" unless one was given)."""
-        if self._preparer is None:
-            self._preparer = inputs.photo_preparer(None)
-        return self._preparer
+        """The face preparer query photos go through (module docstring), made on first use.
+
+        Raises:
+            PreparationError: no detector was named and the index's recorded one cannot
+                be made here (mtcnn not installed).
+        """
+        with self._lock:
+            if self._preparer is None:
+                where = self.index_dir or "the index"
+                preparer, warning = inputs.query_preparer(self._given, self.index.faces, where)
+                if warning:
+                    logging.warning(warning)
+                self._preparer, self.preparation_warning = preparer, warning
+            return self._preparer
+
+    @property
+    def index_preparer(self) -> Any:
+        """A preparer that cuts faces as the index's photos were cut, to show a gallery
+        photo's face as it was coded: the query preparer when it cuts the same way, else
+        one made from the record; None when the index records none, or its preparation
+        cannot be made here (logged once)."""
+        record = self.index.faces
+        if record is None:
+            return None
+        with self._lock:
+            if self._preparer is not None and self.preparation_warning is None:
+                return self._preparer  # it cuts as recorded
+            if self._index_preparer is None:
+                try:
+                    self._index_preparer = inputs.recorded_preparer(
+                        record, self.index_dir or "the index")
+                except PreparationError as exc:
+                    logging.warning(f"gallery faces are shown as the query preparer cuts "
+                                    f"them: {exc}")
+                    self._index_preparer = False
+            return self._index_preparer or None
 
     def search_faces(self, faces: np.ndarray, top_k: int = 10, radius: int | None = None,
                      sources: Sequence[str] | None = None,
@@ -81,11 +128,10 @@ class FaceSearcher:
                      source: str | None = None) -> QueryResult:
         """Hits of the face in one photo (a path or the file's bytes); an unusable photo
         gives a result with ``error`` set and no hits."""
-        if self._preparer is None:
-            self._preparer = inputs.photo_preparer(None)
+        preparer = self.preparer
         name = source or (photo if isinstance(photo, str) else "uploaded photo")
         try:
-            prepared = self._preparer.prepare_file(photo)
+            prepared = preparer.prepare_file(photo)
         except inputs.photo_errors() as exc:
             return QueryResult(name, None, [], error=str(exc) or type(exc).__name__)
         result = self.search_faces(np.asarray(prepared.face)[None], top_k, radius, [name])[0]
@@ -102,14 +148,13 @@ class FaceSearcher:
         """Hits of every face in photo files, photo folders and pickle folders; each
         unusable input gives a result with ``error`` set."""
         units, skipped = inputs.plan(list(paths), gallery=False)
-        if self._preparer is None and any(u.kind == "photo" for u in units):
-            self._preparer = inputs.photo_preparer(None)
+        preparer = self.preparer if any(u.kind == "photo" for u in units) else None
         report = inputs.InputReport()
         meter = (Progress("query", len(units), sys.stderr, every_seconds=PROGRESS_SECONDS)
                  if progress else None)
         results = [QueryResult(s.source, None, [], error=s.reason) for s in skipped]
         with interrupts.deferred():
-            for batch in inputs.read_batches(units, report, self._preparer, meter):
+            for batch in inputs.read_batches(units, report, preparer, meter):
                 interrupts.check()
                 results += self.search_faces(batch.faces, top_k, radius, batch.sources,
                                              batch.identities)

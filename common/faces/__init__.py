@@ -22,12 +22,18 @@ The preparation, exactly:
 
 :mod:`common.faces.crops` says why these numbers: they lay a detected face out in the
 32x32 frame as the LFW deep-funneled training faces are laid out.
+
+``FacePreparer.preparation()`` is the method and crop settings above (what decides the
+face); a face search index records it, ``FacePreparer.from_preparation(record)`` cuts as a
+record says, and :func:`same_preparation` / :func:`describe_preparation` compare and name
+records.
 """
 
 from common.faces.crops import CENTER_FRACTION, FACE_SCALE, FACE_SIZE
 from common.faces.errors import FaceNotFoundError, ImageReadError
 from common.faces.image_io import ACCEPTED_FORMATS, MAX_PIXELS, read_image
-from common.faces.preparer import DETECTORS, FacePreparer, PreparedFace
+from common.faces.preparer import (DETECTORS, FacePreparer, PreparedFace, describe_preparation,
+                                   same_preparation)
 
 __all__ = [
     "ACCEPTED_FORMATS",
@@ -40,5 +46,7 @@ __all__ = [
     "FacePreparer",
     "ImageReadError",
     "PreparedFace",
+    "describe_preparation",
     "read_image",
+    "same_preparation",
 ]

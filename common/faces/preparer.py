@@ -9,12 +9,19 @@ Detectors: ``"mtcnn"`` (the ``mtcnn`` package; the largest face is kept when the
 several, :class:`FaceNotFoundError` when there is none), ``"center"`` (the centre crop of
 :mod:`common.faces.crops`, no detection: every image gives a face), ``"auto"`` (mtcnn when
 the package is installed, else center; which one is logged once per process).
+
+A preparation (:meth:`FacePreparer.preparation`) is what decides the face: the method and
+its crop settings, not the library versions or the pixel limit. A gallery index records
+the preparation of its photos, because codes of faces cut two different ways are not
+comparable: :meth:`FacePreparer.from_preparation` makes a preparer that cuts as a record
+says, :func:`same_preparation` compares two and :func:`describe_preparation` names one.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 import PIL
@@ -26,6 +33,10 @@ from common.faces.errors import FaceNotFoundError, source_name
 from common.faces.image_io import MAX_PIXELS, read_image
 
 DETECTORS = ("auto", "mtcnn", "center")
+# The settings that decide each method's face (a preparation record's keys besides
+# "detector"); anything else in a record (e.g. "versions") is information, not compared.
+PREPARATION_SETTINGS = {"mtcnn": ("face_size", "face_scale", "level_eyes"),
+                        "center": ("face_size", "center_fraction")}
 _announced: set[str] = set()
 
 
@@ -127,6 +138,53 @@ class FacePreparer:
             out.update(center_fraction=self.center_fraction)
         return out
 
+    def preparation(self) -> dict[str, Any]:
+        """What decides the faces this preparer cuts (the method actually used, not
+        ``auto``, and its crop settings): two preparers with equal preparations give the
+        same face of a photo, so their faces' codes can be compared. No versions, no pixel
+        limit: they do not change the face."""
+        out: dict[str, Any] = {"detector": self.method, "face_size": crops.FACE_SIZE}
+        if self.method == "mtcnn":
+            out.update(face_scale=self.face_scale, level_eyes=self.level_eyes)
+        else:
+            out.update(center_fraction=self.center_fraction)
+        return out
+
+    def versions(self) -> dict[str, str]:
+        """The libraries that cut the faces (information for a record, never compared)."""
+        out = {"pillow": str(PIL.__version__)}
+        if self._detector is not None:
+            out["mtcnn"] = str(self._detector.version)
+        return out
+
+    @classmethod
+    def from_preparation(cls, record: Mapping[str, Any],
+                         max_pixels: int = MAX_PIXELS) -> "FacePreparer":
+        """A preparer that cuts faces as ``record`` (a :meth:`preparation`, as an index
+        stores it) says, so that new faces are cut as the recorded ones were.
+
+        Raises:
+            ValueError: not a preparation record (an unknown detector, a setting missing or
+                of the wrong type, another face size), or mtcnn recorded but not installed
+                (the message of :func:`resolve_detector`).
+        """
+        detector = record.get("detector") if isinstance(record, Mapping) else None
+        if detector not in PREPARATION_SETTINGS:
+            raise ValueError(f"not a face preparation record: {record!r}")
+        settings: dict[str, Any] = {key: record.get(key) for key in PREPARATION_SETTINGS[detector]}
+        for key, value in settings.items():
+            wanted = bool if key == "level_eyes" else (int, float)
+            if isinstance(value, bool) != (wanted is bool) or not isinstance(value, wanted):
+                raise ValueError(f"face preparation record: {key} is {value!r}")
+        if settings["face_size"] != crops.FACE_SIZE:
+            raise ValueError(f"face preparation record: faces of {settings['face_size']} "
+                             f"pixels, this code cuts {crops.FACE_SIZE}")
+        if detector == "mtcnn":
+            return cls("mtcnn", level_eyes=settings["level_eyes"],
+                       face_scale=settings["face_scale"], max_pixels=max_pixels)
+        return cls("center", center_fraction=settings["center_fraction"],
+                   max_pixels=max_pixels)
+
     def prepare(self, image: np.ndarray, name: str = "image") -> PreparedFace:
         """The 32x32 face of ``image`` (uint8 (H, W, 3) RGB); ``name`` names it in errors.
 
@@ -163,3 +221,46 @@ class FacePreparer:
         """
         image = read_image(path_or_bytes, self.max_pixels)
         return self.prepare(image, source_name(path_or_bytes))
+
+
+def default_preparation(detector: str) -> dict[str, Any]:
+    """The :meth:`FacePreparer.preparation` of ``FacePreparer(detector)``, without making
+    it (no MTCNN loaded): to compare or name it before paying for it.
+
+    Raises:
+        ValueError: as :func:`resolve_detector`.
+    """
+    method = resolve_detector(detector)
+    out: dict[str, Any] = {"detector": method, "face_size": crops.FACE_SIZE}
+    if method == "mtcnn":
+        out.update(face_scale=float(crops.FACE_SCALE), level_eyes=True)
+    else:
+        out.update(center_fraction=float(crops.CENTER_FRACTION))
+    return out
+
+
+def comparable(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a preparation record that decides the face (no ``versions``)."""
+    keys = ("detector", *PREPARATION_SETTINGS.get(str(record.get("detector")), ()))
+    return {key: record.get(key) for key in keys}
+
+
+def same_preparation(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two preparation records cut the same face of a photo (versions ignored)."""
+    return comparable(a) == comparable(b)
+
+
+def describe_preparation(record: Mapping[str, Any]) -> str:
+    """A preparation record in words, for messages: ``center (center_fraction 0.5)``,
+    ``mtcnn (face_scale 1.2, eyes levelled)``."""
+    detector = record.get("detector")
+    if detector == "mtcnn":
+        eyes = "eyes levelled" if record.get("level_eyes") else "eyes not levelled"
+        details = [f"face_scale {record.get('face_scale')!r}", eyes]
+    elif detector == "center":
+        details = [f"center_fraction {record.get('center_fraction')!r}"]
+    else:
+        details = []
+    if record.get("face_size", crops.FACE_SIZE) != crops.FACE_SIZE:
+        details.append(f"face_size {record.get('face_size')!r}")
+    return f"{detector}" + (f" ({', '.join(details)})" if details else "")

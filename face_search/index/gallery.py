@@ -85,6 +85,9 @@ class GalleryIndex:
         self.num_bits = check_num_bits(num_bits)
         self.kind = kind
         self.model: dict[str, Any] | None = None  # the encoder that made the codes
+        # how its photos were cut into faces (common.faces FacePreparer.preparation() and
+        # "versions"); None: no photo recorded (pickle rows only, or saved before the record)
+        self.faces: dict[str, Any] | None = None
         self.next_id = 0
         self._wide = np.zeros((0, 8 * (-(-self.num_bits // 64))), np.uint8)
         self._ids = np.zeros(0, np.int64)
@@ -258,8 +261,13 @@ class GalleryIndex:
 
     @classmethod
     def from_arrays(cls, num_bits: int, kind: str, next_id: int, model: dict | None,
-                    arrays: Mapping[str, Any]) -> "GalleryIndex":
-        """The index :meth:`arrays` described (ValueError naming what does not fit)."""
+                    arrays: Mapping[str, Any],
+                    faces: dict[str, Any] | None = None) -> "GalleryIndex":
+        """The index :meth:`arrays` described (ValueError naming what does not fit);
+        ``faces``: how its photos were prepared (the manifest's optional record)."""
+        if faces is not None and (not isinstance(faces, dict)
+                                  or not isinstance(faces.get("detector"), str)):
+            raise ValueError(f"faces: not a face preparation record: {faces!r}")
         index = cls(num_bits, kind)
         codes = check_packed(arrays["codes"], index.num_bits, "codes.npy")
         ids, labels = arrays["ids"], arrays["labels"]
@@ -279,7 +287,7 @@ class GalleryIndex:
         index._wide = widen(codes, index.num_bits)
         index._ids, index._labels = ids, labels
         index._identities, index._sources = identities, sources
-        index.next_id, index.model = int(next_id), model
+        index.next_id, index.model, index.faces = int(next_id), model, faces
         index._changed()
         return index
 
@@ -291,6 +299,8 @@ class GalleryIndex:
         header = {"num_bits": self.num_bits, "kind": self.kind, "count": len(self),
                   "next_id": int(self.next_id), "model": self.model,
                   "identities": len(self.identity_counts())}
+        if self.faces is not None:  # optional: an index of pickle rows has none
+            header["faces"] = self.faces
         return store.save_folder(folder, self.arrays(), header)
 
     @classmethod
@@ -309,7 +319,8 @@ class GalleryIndex:
         manifest, arrays = store.load_folder(folder)
         try:
             index = cls.from_arrays(manifest["num_bits"], manifest["kind"],
-                                    manifest["next_id"], manifest["model"], arrays)
+                                    manifest["next_id"], manifest["model"], arrays,
+                                    manifest.get("faces"))
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexFolderError(f"{os.path.abspath(folder)}: damaged index ({exc})") from None
         return index, manifest

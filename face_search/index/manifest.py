@@ -8,6 +8,11 @@ So a save adds ``manifest_sha256``, the SHA-256 of the manifest's canonical JSON
 content does not hash to it, or whose keys are not a manifest's. Manifests saved before
 the field existed (the same format) load as before, unchecked; the next save of the
 index (any add or remove) writes it.
+
+Optional keys (:data:`OPTIONAL_KEYS`) may be absent, so that manifests saved before they
+existed load unchanged, in the same format: ``faces``, how the index's photos were cut
+into faces (``common.faces`` ``FacePreparer.preparation()`` plus the library
+``versions``), written once the index holds photos.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ FORMAT = "face-search-index/1"
 CHECKSUM = "manifest_sha256"
 KEYS = frozenset({"format", "num_bits", "kind", "count", "next_id", "model", "identities",
                   "saved_at", "files"})
+OPTIONAL_KEYS = frozenset({"faces"})
 
 
 def _digest(content: dict[str, Any]) -> str:
@@ -31,9 +37,11 @@ def _digest(content: dict[str, Any]) -> str:
 
 
 def encode(content: dict[str, Any]) -> bytes:
-    """The bytes of ``index.json`` for ``content`` (the keys in :data:`KEYS`), checksum added."""
-    if set(content) != KEYS:
-        raise ValueError(f"a manifest has the keys {sorted(KEYS)}, got {sorted(content)}")
+    """The bytes of ``index.json`` for ``content`` (the keys in :data:`KEYS`, and any of
+    :data:`OPTIONAL_KEYS`), checksum added."""
+    if not KEYS <= set(content) <= KEYS | OPTIONAL_KEYS:
+        raise ValueError(f"a manifest has the keys {sorted(KEYS)} (and optionally "
+                         f"{sorted(OPTIONAL_KEYS)}), got {sorted(content)}")
     sealed = dict(content, **{CHECKSUM: _digest(content)})
     return (json.dumps(sealed, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
@@ -59,7 +67,7 @@ def checked(raw: bytes, where: str) -> dict[str, Any] | None:
     manifest = marked(raw)
     if manifest is None:
         return None
-    differ = (set(manifest) - {CHECKSUM}) ^ KEYS
+    differ = ((set(manifest) - {CHECKSUM}) ^ KEYS) - OPTIONAL_KEYS
     if differ:
         shown = ", ".join(sorted(differ)[:5])
         raise IndexFolderError(f"{where}: damaged (keys differ from a manifest's: {shown}); "

@@ -1,8 +1,9 @@
 """An index folder on disk: written whole or not at all, never losing the previous one.
 
 Layout (format ``face-search-index/1``): ``index.json`` (the marker, bit count, kind,
-next gallery id, the model that made the codes, the size and SHA-256 of every other
-file, and a checksum of itself: ``face_search.index.manifest``), ``codes.npy``, ``ids.npy``,
+next gallery id, the model that made the codes, how its photos were cut into faces when it
+holds photos (optional ``faces``), the size and SHA-256 of every other file, and a checksum
+of itself: ``face_search.index.manifest``), ``codes.npy``, ``ids.npy``,
 ``labels.npy``, ``identity_codes.npy``, ``identity_names.json``, ``sources.npy`` (UTF-8
 bytes) and ``source_ends.npy``.
 
@@ -190,7 +191,8 @@ def _put_in_place(tmp: str, path: str) -> None:
 def save_folder(folder: str, arrays: dict[str, Any], header: dict[str, Any]) -> str:
     """Write an index's ``arrays`` (:data:`ARRAY_FILES` and ``identity_names``) and its
     manifest ``header`` (``num_bits``, ``kind``, ``count``, ``next_id``, ``model``,
-    ``identities``) to ``folder`` atomically (module docstring). Returns the absolute path.
+    ``identities``, optionally ``faces``) to ``folder`` atomically (module docstring).
+    Returns the absolute path.
 
     Raises:
         IndexFolderError: ``folder`` is something an index may not replace.

@@ -3,7 +3,9 @@
 Why: a search page shows the faces it found, but an index holds codes, not pictures.
 Each item's ``source`` says where its face came from: ``FILE#ROW`` (a row of a pickle
 file in the original layout) or a photo's path. Both are read again on demand, as the
-index was built: the pickle row rounded to uint8, the photo through the face preparer.
+index was built: the pickle row rounded to uint8, the photo through the face preparer the
+caller gives, which the service makes from the preparation the index records
+(``SearchService.gallery_preparer``), so that the face shown is the face that was coded.
 Items whose source is gone, or was never a file, have no face (:meth:`png` gives None).
 
 Only sources recorded in the index are ever opened (the caller names a gallery id, never
@@ -73,8 +75,9 @@ class GalleryFaces:
 
     Args:
         index: the gallery index whose sources are read.
-        preparer: called with no argument the first time a photo must be prepared; returns
-            a ``common.faces.FacePreparer`` (so a pickle-only gallery never loads one).
+        preparer: called with no argument each time a photo must be prepared; returns
+            a ``common.faces.FacePreparer`` that cuts faces as the index's photos were cut
+            (so a pickle-only gallery never loads one).
     """
 
     def __init__(self, index: GalleryIndex, preparer: Callable[[], Any]) -> None:

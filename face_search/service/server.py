@@ -145,17 +145,19 @@ def _log_requests_to_stderr() -> None:
 
 
 def serve(index_dir: str, model: str | None = None, checkpoint: str | None = None,
-          detector: str = "auto", host: str = "127.0.0.1", port: int = 8080,
+          detector: str | None = None, host: str = "127.0.0.1", port: int = 8080,
           max_upload_bytes: int = 10 * 2**20, top_k: int = 10,
           max_concurrent_searches: int = MAX_CONCURRENT_SEARCHES) -> None:
     """Load the index and its model, then answer requests until Ctrl-C or SIGTERM (a
-    normal stop: returns). ``python -m face_search serve`` calls this.
+    normal stop: returns). ``python -m face_search serve`` calls this. ``detector``: for
+    uploads; None: the preparation the index records (else "auto"); one that cuts faces
+    otherwise is used with a warning on stderr (``face_search.searcher``).
 
     Raises:
         SearchInputError: the address cannot be listened on (port taken, unknown host);
-            the index, model and detector errors of FaceSearcher and FacePreparer.
+            the index, model and detector errors of FaceSearcher and FacePreparer
+            (PreparationError: the index's detector is not installed and none was named).
     """
-    from common.faces import FacePreparer
     from face_search.searcher import FaceSearcher
 
     try:  # first, so that a taken port fails before the model loads
@@ -165,9 +167,8 @@ def serve(index_dir: str, model: str | None = None, checkpoint: str | None = Non
         raise SearchInputError(f"cannot listen on {host}:{port}: "
                                f"{exc.strerror or exc}") from None
     try:
-        searcher = FaceSearcher(index_dir, model, checkpoint)  # the index first: quick
-        service = SearchService(searcher, top_k, max_upload_bytes,
-                                preparer=FacePreparer(detector))
+        searcher = FaceSearcher(index_dir, model, checkpoint, preparer=detector)
+        service = SearchService(searcher, top_k, max_upload_bytes)  # makes the preparer
         server.service = service
     except BaseException:
         server.server_close()

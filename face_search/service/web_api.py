@@ -7,6 +7,11 @@ and the web layer (``face_search.service.web_app``) only reads requests and move
 answer holds everything the page shows: the photo (a small JPEG preview, its size), the
 detected face (box in the photo's pixels, the 32x32 crop as a PNG data URL), its code as a
 string of bits, and the top-k hits.
+
+Faces are cut as the index records its photos were (``face_search.searcher``): an upload
+unless the service was given another preparer (then with a warning, logged at start), and
+a gallery item's face (its thumbnail) always as the index records, so that it shows the
+face that was coded.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from absl import logging
+
+from face_search import inputs
 from face_search.errors import UnknownIdError
 from face_search.service.gallery_faces import GalleryFaces, png_bytes
 from face_search.searcher import FaceSearcher
@@ -75,7 +83,9 @@ class SearchService:
         top_k: hits per search unless a request asks for another number.
         max_upload_bytes: the largest photo accepted (the web app enforces it; a form may
             add ``FORM_FRAMING_BYTES`` of framing).
-        preparer: a ``common.faces.FacePreparer`` for uploads (default the searcher's).
+        preparer: a ``common.faces.FacePreparer`` or a detector name for uploads (default
+            the searcher's); one that cuts faces otherwise than the index records is used,
+            with a warning logged (``preparation_warning``).
 
     How many searches run at once is the web app's business (``face_search.service.search_gate``):
     a call here decodes, detects, encodes and searches, in the calling thread.
@@ -88,9 +98,24 @@ class SearchService:
         self.searcher = searcher
         self.top_k = int(top_k)
         self.max_upload_bytes = int(max_upload_bytes)
-        self.preparer = preparer or searcher.preparer  # now: a missing detector fails here
-        self.faces = GalleryFaces(searcher.index, lambda: self.preparer)
+        if preparer is None:
+            self.preparer = searcher.preparer  # now: a missing detector fails here
+            self.preparation_warning = searcher.preparation_warning
+        else:
+            self.preparer, self.preparation_warning = inputs.query_preparer(
+                preparer, searcher.index.faces, searcher.index_dir or "the index")
+            if self.preparation_warning:
+                logging.warning(self.preparation_warning)
+        self.faces = GalleryFaces(searcher.index, self.gallery_preparer)
         self._identities = len(searcher.index.identity_counts())
+
+    def gallery_preparer(self) -> Any:
+        """The preparer that cuts a gallery photo's face for its thumbnail: the index's
+        recorded preparation (the face that was coded), else the uploads' preparer (an
+        index without the record, or whose detector cannot be made here)."""
+        if self.preparation_warning is None:
+            return self.preparer  # it cuts as recorded, or nothing is recorded
+        return self.searcher.index_preparer or self.preparer
 
     def info(self) -> dict[str, Any]:
         """What the page shows about the index and the service's limits."""

@@ -222,3 +222,44 @@ def test_command_line_builds_queries_and_reports_errors(model, tmp_path):
         result = cli(*args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+
+
+@pytest.mark.skipif(not HAS_FACES, reason="common.faces is not available")
+def test_command_line_keeps_one_preparation_per_index(model, tmp_path):
+    """build records the detector; add refuses another one (the index unchanged); query
+    with another one searches, with one warning line. The index is made to record MTCNN
+    afterwards, so that no command here has to load MTCNN."""
+    from PIL import Image
+
+    faces, labels = raw_faces(model / "data" / "test")
+    gallery = tmp_path / "photos"
+    for i, (face, label) in enumerate(zip(faces[:6], labels[:6])):
+        (gallery / f"person_{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(face).resize((64, 64)).save(gallery / f"person_{label}" / f"{i}.png")
+    idx = str(tmp_path / "idx")
+    built = cli("build", "--model", str(model / "export"), "--gallery", str(gallery),
+                "--index", idx, "--detector", "center")
+    assert built.returncode == 0, built.stderr
+    info = json.loads(cli("info", "--index", idx).stdout)
+    assert (info["faces"]["detector"], info["faces"]["center_fraction"]) == ("center", 0.5)
+
+    index = GalleryIndex.load(idx)
+    index.faces = {"detector": "mtcnn", "face_size": 32, "face_scale": 1.2, "level_eyes": True}
+    index.save(idx)
+    with open(os.path.join(idx, "index.json"), "rb") as f:
+        manifest = f.read()
+    added = cli("add", "--index", idx, "--gallery", str(gallery), "--detector", "center")
+    assert added.returncode == 2 and added.stderr.count("\n") == 1, added.stderr
+    assert "prepared with detector mtcnn (face_scale 1.2, eyes levelled)" in added.stderr
+    assert "would be prepared with detector center (center_fraction 0.5)" in added.stderr
+    with open(os.path.join(idx, "index.json"), "rb") as f:
+        assert f.read() == manifest
+
+    photo = str(next(gallery.glob("*/*.png")))
+    queried = cli("query", "--index", idx, "--detector", "center", "--top_k", "1",
+                  "--progress=false", photo)
+    assert queried.returncode == 0, queried.stderr
+    warnings = [line for line in queried.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "two different preparations" in warnings[0], queried.stderr
+    assert "query photos are prepared with detector center" in warnings[0]
+    assert f"{photo}" in queried.stdout

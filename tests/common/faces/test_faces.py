@@ -221,6 +221,24 @@ def test_without_the_mtcnn_package_auto_is_the_centre_crop_and_mtcnn_is_refused(
         FacePreparer("mtcnn")
 
 
+def test_a_preparation_names_what_decides_the_face_and_remakes_the_preparer():
+    """What an index records: the method and crop settings, compared without versions."""
+    import common.faces.preparer as preparer
+    narrow = FacePreparer("center", center_fraction=0.75, max_pixels=1000)
+    record = narrow.preparation()
+    assert record == {"detector": "center", "face_size": 32, "center_fraction": 0.75}
+    remade = FacePreparer.from_preparation({**record, "versions": {"pillow": "0"}})
+    assert remade.preparation() == record and remade.max_pixels != 1000  # limit not recorded
+    photo = _pattern(90, 70)
+    np.testing.assert_array_equal(remade.prepare(photo).face, narrow.prepare(photo).face)
+    assert preparer.same_preparation({**record, "versions": {"pillow": "0"}}, record)
+    assert not preparer.same_preparation(FacePreparer("center").preparation(), record)
+    assert FacePreparer("center").preparation() == preparer.default_preparation("center")
+    assert preparer.describe_preparation(record) == "center (center_fraction 0.75)"
+    assert preparer.describe_preparation(preparer.default_preparation("mtcnn")) == \
+        "mtcnn (face_scale 1.2, eyes levelled)"
+
+
 # ------------------------------------------------------------------- detected squares
 def test_face_square_is_1_2_times_the_box_mean_side_and_levels_the_eyes():
     square = crops.face_square((10, 20, 30, 40), (12, 30), (32, 50))
@@ -281,6 +299,19 @@ def test_mtcnn_refuses_a_photo_without_a_face(tmp_path, mtcnn_preparer):
         mtcnn_preparer.prepare_file(wall)
     with pytest.raises(FaceNotFoundError, match=r"^tiny: no face found"):
         mtcnn_preparer.prepare(np.zeros((3, 500, 3), np.uint8), "tiny")
+
+
+@needs_mtcnn
+def test_an_mtcnn_preparation_is_its_settings_and_remakes_the_preparer(mtcnn_preparer):
+    record = mtcnn_preparer.preparation()
+    assert record == {"detector": "mtcnn", "face_size": 32, "face_scale": 1.2,
+                      "level_eyes": True}
+    import common.faces.preparer as preparer
+    assert record == preparer.default_preparation("mtcnn") == \
+        preparer.default_preparation("auto")
+    assert "mtcnn" in mtcnn_preparer.versions()
+    tilted = FacePreparer.from_preparation({**record, "level_eyes": False, "face_scale": 1.5})
+    assert (tilted.method, tilted.level_eyes, tilted.face_scale) == ("mtcnn", False, 1.5)
 
 
 @needs_mtcnn

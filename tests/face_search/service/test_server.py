@@ -686,3 +686,28 @@ def test_serve_command_runs_refuses_bad_flags_and_stops_on_sigterm(root):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_serve_cuts_uploads_as_the_index_records_unless_told_otherwise(root):
+    """The index's photos were cut by the centre crop (``tiny_index``): without --detector
+    the service uses it (where "auto" would pick MTCNN when installed); a detector named
+    otherwise is used with a warning on stderr."""
+    runs = [((), "detector center", False)]
+    if mtcnn_importable():
+        runs.append((("--detector", "mtcnn"), "detector mtcnn", True))
+    for args, started, warned in runs:
+        process = serve_command("--index", str(root / "index"), "--port", "0", *args)
+        try:
+            line = process.stdout.readline()
+            assert f"(12-bit codes, {started})" in line, (args, line)
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        warnings = [w for w in err.splitlines() if "two different preparations" in w]
+        assert len(warnings) == (1 if warned else 0), (args, err)
+        if warned:
+            assert warnings[0].startswith("warning: ")
+            assert "prepared with detector center (center_fraction 0.5)" in warnings[0]
