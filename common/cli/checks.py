@@ -28,6 +28,9 @@ BYTES_PER_IMAGE = 12 * 1024   # one float32 32x32x3 image in memory
 WHY_BITS = "the methods are meant for 12 to 48 bits; wider codes need layers that exhaust memory"
 WHY_UNITS = "a wider layer exhausts memory"
 WHY_WIDTH = "the original is 1.0; a wider backbone exhausts memory"
+# A validation seed without a fraction would be silently ignored (no split is drawn).
+SEED_WITHOUT_FRACTION = ("--validation_seed needs --validation_fraction > 0: without it no "
+                         "validation split is drawn")
 
 
 def check_no_arguments(argv: list[str]) -> None:

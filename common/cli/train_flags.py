@@ -158,8 +158,7 @@ def load_data_from_flags():
     if DATASET.value == "folder" and DATA_DIR.present:  # would be silently ignored
         fail("--data_dir is not read with --dataset folder (it reads --train_dir and --test_dir)")
     if VALIDATION_FRACTION.value == 0.0 and VALIDATION_SEED.present:
-        fail("--validation_seed needs --validation_fraction > 0: without it no validation "
-             "split is drawn")
+        fail(checks.SEED_WITHOUT_FRACTION)
     try:
         return load_split_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value,
                                synthetic_kwargs=synthetic_kwargs(),

@@ -34,7 +34,7 @@ HAMMINGS = ("exact", "legacy")
 
 # Settings added after cells were first written, with the value a cell made before them had.
 LATER_SETTINGS = {"deterministic": False, "sparse_adam": "keras", "validation_fraction": 0.0,
-                  "validation_seed": 0, "extra_train_images": 0}
+                  "validation_seed": 0, "extra_train_images": 0, "extra_train_sha256": None}
 
 
 class CellSettingsError(ProjectError, ValueError):
@@ -71,8 +71,9 @@ def finished_cell(out: str, method: str, bits: int,
         return None
     made_with = {**LATER_SETTINGS, **done["settings"]}
     settings = {**LATER_SETTINGS, **settings}
-    if made_with != settings:
-        changed = sorted(k for k in {*settings, *made_with} if made_with.get(k) != settings.get(k))
+    # a setting absent on one side counts as None there (as the message would show it)
+    changed = sorted(k for k in {*settings, *made_with} if made_with.get(k) != settings.get(k))
+    if changed:
         raise CellSettingsError(
             f"{cell_dir(out, method, bits, seed)} was made with other settings "
             f"({', '.join(changed)}); use a new --out, or the same settings to resume")

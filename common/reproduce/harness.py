@@ -105,6 +105,7 @@ def cell_settings(config: ReproduceConfig, data, row: str | None = None,
                     train_images=int(len(data.train_labels)),
                     test_images=int(len(data.test_labels)), num_classes=int(data.num_classes),
                     extra_train_images=int(len(data.extra_train_labels)),
+                    extra_train_sha256=data.description.get("extra_train_sha256"),
                     train_mean=round(float(data.normalization.mean), 6),
                     train_std=round(float(data.normalization.std), 6))
     return settings

@@ -209,8 +209,9 @@ def results_markdown(cells, methods, bits, seeds, settings: dict[str, Any],
                      is not None})
     out.write(f"Data: **{settings['dataset']}** ({settings['train_images']} database / train "
               f"images{', validation rows held out of them' if held else ''}"
-              + (f", and {settings['extra_train_images']} extra training rows that are neither "
-                 "database nor validation items" if settings.get("extra_train_images") else "")
+              + (f", and {settings['extra_train_images']} extra training rows of the deep "
+                 "rows that are neither database nor validation items"
+                 if settings.get("extra_train_images") else "")
               + f", {settings['test_images']} queries / test images, "
               f"{settings['num_classes']} identities). Queries: the test split; database: the "
               "train split; relevant: same identity. Deep methods: "

@@ -157,9 +157,9 @@ def identity(run_config: dict[str, Any]) -> dict[str, Any]:
     return {
         "method": run_config.get("method"),
         "num_classes": run_config.get("num_classes"),
-        # extra_train_images: absent (None) in runs without extra rows and in older runs
+        # extra rows' count and digest: absent (None) without extra rows and in older runs
         "dataset": {k: dataset.get(k) for k in ("dataset", "train_images", "test_images",
-                                                "extra_train_images")},
+                                                "extra_train_images", "extra_train_sha256")},
         # float16 adds a loss-scale optimizer: another checkpoint layout.
         "precision_policy": run_config.get("precision_policy", "float32"),
     }

@@ -21,6 +21,7 @@ from absl import logging
 from common.io import json_files
 from common.io.atomic import make_temp_dir
 from common.data.validation_split import DEFAULT_SEED as DEFAULT_VALIDATION_SEED
+from common.data.extra_rows import check_extra_rows, rows_digest
 from common.data.validation_split import checked_validation_indices
 
 from common.data import (
@@ -329,23 +330,30 @@ def add_extra_train_rows(data: SplitData, folder: str) -> SplitData:
     identity twice as often) and could be drawn into the validation split. Kept apart,
     the database and the validation split stay the train folder's, and only training
     sees the variants. They are normalised with the train folder's constants (a
-    variant is an image of the same kind), and must fit its class count.
+    variant is an image of the same kind), and must fit its class count. Rows that
+    would carry a held-out or test face into training are refused
+    (:func:`common.data.extra_rows.check_extra_rows`; checked again when a validation
+    split is drawn later, :func:`hold_out_validation`). The description records their
+    folder, count and digest (a resume, or a table cell's reuse, needs the same rows).
 
     Raises:
-        DataFormatError: ``folder`` is missing, malformed or empty, or a label is out of
-            the train split's class range (the message names the folder).
+        DataFormatError: ``folder`` is missing, malformed or empty, a label is out of the
+            train split's class range, or the rows could carry a held-out face (the
+            message names the folder).
         ValueError: ``data`` already holds extra rows.
     """
     if len(data.extra_train_labels):
         raise ValueError("the data already holds extra training rows")
     folder = os.path.abspath(folder)
+    check_extra_rows(folder, data.description)
     rows, labels = load_pickle_folder(folder)
     if len(labels) == 0:
         raise DataFormatError(folder, "the extra train split holds no images")
     _check_label_range(labels, data.num_classes, folder, "the train split")
+    digest = rows_digest(rows, labels)
     images = to_nhwc(data.normalization.apply(rows, out=rows))
     description = dict(data.description, extra_train_dir=folder,
-                       extra_train_images=int(len(labels)))
+                       extra_train_images=int(len(labels)), extra_train_sha256=digest)
     return dataclasses.replace(data, description=description, extra_train_images=images,
                                extra_train_labels=labels)
 
@@ -383,6 +391,8 @@ def hold_out_validation(data: SplitData, fraction: float,
     description = dict(data.description, train_images=int(len(kept)),
                        validation={"fraction": float(fraction), "seed": int(seed),
                                    "images": int(len(held))})
+    if len(data.extra_train_labels):  # rows added before the split: now it is known
+        check_extra_rows(description["extra_train_dir"], description)
     return SplitData(data.train_images[kept], data.train_labels[kept], data.test_images,
                      data.test_labels, data.num_classes, data.normalization, description,
                      data.train_images[held], data.train_labels[held],

@@ -151,6 +151,11 @@ def validation_split(source: str, labels: np.ndarray, run_config: dict
     origin = "flags"
     if fraction is None:
         if recorded is None:
+            if not gans_own and _recorded_split(run_config) is not None:
+                logging.warning("the GAN run %s held out a validation split of its own train "
+                                "folder, but %s is another folder: every row of it is "
+                                "augmented (--validation_fraction and --validation_seed hold "
+                                "rows out of it)", GAN_DIR.value, source)
             return np.arange(len(labels), dtype=np.int64), None
         fraction, seed, origin = recorded["fraction"], recorded["seed"], "gan_run"
     seed = DEFAULT_VALIDATION_SEED if seed is None else seed
@@ -190,8 +195,7 @@ def main(argv: list[str]) -> None:
     if not OUT.value:
         fail("--out is required (the folder to write train/ and augment.json into)")
     if VALIDATION_SEED.value is not None and not VALIDATION_FRACTION.value:
-        fail("--validation_seed needs --validation_fraction > 0: without it no validation "
-             "split is drawn")
+        fail(checks.SEED_WITHOUT_FRACTION)
     for flag in (GAN_DIR, OUT, DATA_DIR, TRAIN_DIR):
         checks.check_folder_flag(flag.name, flag.value)
     run_config: dict = {}
@@ -249,6 +253,9 @@ def main(argv: list[str]) -> None:
             "identities": int(len(set(labels.tolist()))), "seed": SEED.value,
             "row_order": "originals first, then variant 1 of every image, variant 2, ...",
         }
+        gan_split = _recorded_split(run_config)  # which faces the GAN itself trained without
+        info["gan_validation"] = ({"fraction": gan_split["fraction"], "seed": gan_split["seed"]}
+                                  if gan_split else None)
         if not originals:
             info.update(variants_only=True, source_images=n,
                         row_order="variant 1 of every source image, then variant 2, ... "

@@ -28,11 +28,12 @@ from common.io import folder_swap
 from common.io.locks import folder_lock
 from common.io.atomic import write_json_atomic
 from common.data import list_data_files, to_nhwc, to_rows, write_pickle_folder
+from common.data.extra_rows import RECORD_FILE
 from dfh_tf.gan.data import to_gan_pixels, to_stored_pixels
 from dfh_tf.gan.sampling import draw_noise, generate
 
 TRAIN_SUBDIR = "train"
-INFO_FILE = "augment.json"
+INFO_FILE = RECORD_FILE  # what common.data.extra_rows checks before a run trains on the rows
 NOISE_STREAM = 6
 
 

@@ -86,8 +86,7 @@ checks.finite_flag("validation_fraction")
 def load_data():
     """The data the flags name, or one ``error:`` line (before TensorFlow loads)."""
     if VALIDATION_FRACTION.value == 0.0 and VALIDATION_SEED.present:
-        fail("--validation_seed needs --validation_fraction > 0: without it no validation "
-             "split is drawn")
+        fail(checks.SEED_WITHOUT_FRACTION)
     try:
         return load_gan_data(DATASET.value, DATA_DIR.value, TRAIN_DIR.value, TEST_DIR.value,
                              validation_fraction=VALIDATION_FRACTION.value,

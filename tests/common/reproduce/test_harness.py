@@ -242,4 +242,5 @@ def test_a_table_with_extra_training_rows_passes_them_to_every_cell(tmp_path):
     assert cell["settings"]["train_images"] == 25  # the database: the train folder less validation
     text = (tmp_path / "out" / RESULTS_MD).read_text()
     assert ("(25 database / train images, validation rows held out of them, and 7 extra "
-            "training rows that are neither database nor validation items, 10 queries") in text
+            "training rows of the deep rows that are neither database nor validation items, "
+            "10 queries") in text

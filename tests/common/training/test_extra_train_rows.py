@@ -6,6 +6,7 @@ could be drawn into the validation split (common.training.data.add_extra_train_r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -60,6 +61,8 @@ def test_extra_rows_are_trained_on_but_are_neither_database_nor_validation(folde
     np.testing.assert_array_equal(data.extra_train_labels, labels)
     assert data.description["extra_train_dir"] == str(root / "variants")
     assert data.description["extra_train_images"] == 9
+    digest = hashlib.sha256(rows.astype("<f4").tobytes() + labels.astype("<i8").tobytes())
+    assert data.description["extra_train_sha256"] == digest.hexdigest()
     assert data.description["train_images"] == 40  # the database's count
     assert "extra_train_dir" not in plain.description
     # training steps through the train split, then the extra rows
@@ -74,7 +77,9 @@ def test_extra_rows_are_trained_on_but_are_neither_database_nor_validation(folde
     # and a harness cell's settings record them (a finished cell made without is not reused)
     config = ReproduceConfig(out=str(root / "table"), methods=["ddh"], bits=[12], seeds=[0])
     assert cell_settings(config, data)["extra_train_images"] == 9
+    assert cell_settings(config, data)["extra_train_sha256"] == digest.hexdigest()
     assert cell_settings(config, plain)["extra_train_images"] == 0
+    assert cell_settings(config, plain)["extra_train_sha256"] is None
 
 
 def test_the_validation_split_drawn_later_keeps_the_extra_rows(folders):
@@ -107,10 +112,10 @@ def test_extra_rows_beyond_the_class_count_are_refused_naming_the_folder(tmp_pat
         add_extra_train_rows(once, str(tmp_path / "fine"))
 
 
-def _run_config(extra: int | None) -> dict:
-    dataset = {"dataset": "folder", "train_images": 40, "test_images": 10}
+def _run_config(extra: int | None, digest: str = "a" * 64) -> dict:
+    dataset: dict = {"dataset": "folder", "train_images": 40, "test_images": 10}
     if extra is not None:
-        dataset["extra_train_images"] = extra
+        dataset.update(extra_train_images=extra, extra_train_sha256=digest)
     return {"method": "ddh", "num_classes": 5, "dataset": dataset,
             "normalization": {"mean": 100.0, "std": 50.0}}
 
@@ -121,6 +126,9 @@ def test_a_run_resumes_only_with_the_extra_rows_it_started_with(tmp_path):
     for old, new in ((None, 9), (9, None), (9, 18)):
         with pytest.raises(RunConfigMismatchError, match="cannot be resumed"):
             check_resumable(_run_config(old), _run_config(new), str(tmp_path))
+    # as many rows, other rows (the control's copies instead of the variants)
+    with pytest.raises(RunConfigMismatchError, match="extra_train_sha256"):
+        check_resumable(_run_config(9), _run_config(9, "b" * 64), str(tmp_path))
 
 
 def test_a_cell_finished_before_extra_rows_existed_is_reused_without_them(tmp_path):
@@ -153,3 +161,52 @@ def test_training_steps_through_the_extra_rows_and_scores_without_them(folders):
         assert json.load(f)["dataset"]["extra_train_images"] == 9
     scored = evaluate_run(DDH, str(root / "run"), "last")
     assert scored["database"] == 40 and scored["queries"] == 10
+
+
+def _record(folder, **fields) -> None:
+    """The making record augment writes beside a rows folder (OUT/train, OUT/augment.json)."""
+    with open(os.path.join(os.path.dirname(folder), "augment.json"), "w") as f:
+        json.dump(fields, f)
+
+
+def test_extra_rows_that_could_carry_a_held_out_face_are_refused(tmp_path):
+    kwargs = dict(synthetic_kwargs=SYNTHETIC, validation_fraction=0.2, validation_seed=1)
+    data_dir = tmp_path / "data"
+    load_split_data("synthetic", str(data_dir), synthetic_kwargs=SYNTHETIC)  # generate it
+    train, test = str(data_dir / "train"), str(data_dir / "test")
+    for folder, which in ((train, "train"), (test, "test")):
+        with pytest.raises(DataFormatError, match=f"is the run's {which} folder"):
+            load_split_data("synthetic", str(data_dir), extra_train_dir=folder, **kwargs)
+    rows_dir = str(tmp_path / "aug" / "train")
+    _extra_folder(rows_dir, [0, 1, 2])
+    split = {"fraction": 0.2, "seed": 1}
+    good = dict(variants_only=True, source_train_dir=train, validation=split,
+                gan_validation=split)
+    refusals = {
+        "holds the original rows as well": dict(good, variants_only=False),
+        "was made from .*other_train, not from this run's train folder":
+            dict(good, source_train_dir=str(tmp_path / "other_train")),
+        r"include this run's validation split \(fraction 0.2, seed 1\)":
+            dict(good, validation=None),
+        "include this run's validation split": dict(good, validation={"fraction": 0.2,
+                                                                      "seed": 2}),
+        "made by a GAN that trained on this run's validation split":
+            dict(good, gan_validation=None),
+    }
+    for message, record in refusals.items():
+        _record(rows_dir, **record)
+        with pytest.raises(DataFormatError, match=message):
+            load_split_data("synthetic", str(data_dir), extra_train_dir=rows_dir, **kwargs)
+    _record(rows_dir, **good)
+    data = load_split_data("synthetic", str(data_dir), extra_train_dir=rows_dir, **kwargs)
+    assert len(data.extra_train_labels) == 3
+    # the harness draws its split after adding the rows: checked then too
+    first = load_split_data("synthetic", str(data_dir), extra_train_dir=rows_dir)
+    assert len(hold_out_validation(first, 0.2, 1).extra_train_labels) == 3
+    with pytest.raises(DataFormatError, match="include this run's validation split"):
+        hold_out_validation(first, 0.2, 3)
+    # a damaged record is named, not ignored
+    with open(os.path.join(tmp_path / "aug", "augment.json"), "w") as f:
+        f.write("{not json")
+    with pytest.raises(DataFormatError, match="augment.json: damaged"):
+        load_split_data("synthetic", str(data_dir), extra_train_dir=rows_dir, **kwargs)

@@ -414,6 +414,22 @@ def test_augment_skips_the_validation_rows_of_the_gan_run(data_dir, validation_r
     assert (info["original_images"], info["generated_images"], info["total_images"],
             info["source_images"], info["variants_only"]) == (0, 2 * n, 2 * n, n, True)
     assert info["validation"] == record and "no originals" in info["row_order"]
+    gan_split = {"fraction": VALIDATION_FRACTION, "seed": VALIDATION_SEED}
+    assert info["gan_validation"] == gan_split == _read_info(full)["gan_validation"]
+    # a hashing run with the same split takes the variants as extra rows, and only them
+    from common.data import DataFormatError
+    from common.training.data import load_split_data
+
+    def hashing_data(extra, seed=VALIDATION_SEED):
+        return load_split_data("folder", train_dir=os.path.join(data_dir, "train"),
+                               test_dir=os.path.join(data_dir, "test"),
+                               validation_fraction=VALIDATION_FRACTION, validation_seed=seed,
+                               extra_train_dir=str(extra / "train"))
+    assert len(hashing_data(only).extra_train_labels) == 2 * n
+    with pytest.raises(DataFormatError, match="holds the original rows as well"):
+        hashing_data(full)
+    with pytest.raises(DataFormatError, match="include this run's validation split"):
+        hashing_data(only, seed=VALIDATION_SEED + 1)
 
 
 def test_copies_only_skips_the_same_validation_rows(data_dir, validation_run, tmp_path):
