@@ -24,7 +24,7 @@ from common.io import interrupts
 from face_search import inputs
 from face_search.index import store
 from face_search.encoder import CodeEncoder, encoder_for_index
-from face_search.errors import UnknownIdError
+from face_search.errors import PreparationError, UnknownIdError
 from face_search.index import GalleryIndex
 from common.io.progress import Progress
 from face_search.inputs import PROGRESS_SECONDS, done_line
@@ -58,6 +58,13 @@ def _add_galleries(index: GalleryIndex, encoder: CodeEncoder, galleries: Sequenc
     """
     units, skipped = inputs.plan(list(galleries), gallery=True)
     if any(unit.kind == "photo" for unit in units):
+        if index.faces is None and preparer is None and index.any_source_ends_with(
+                inputs.PHOTO_EXTENSIONS):
+            raise PreparationError(
+                f"{where}: holds photos added before indexes recorded how their photos were "
+                "cut, so new photos cannot be checked to be cut the same way: name the "
+                "detector they were cut with (--detector center or mtcnn, or a preparer in "
+                "Python), which the index then records; nothing was added")
         preparer = inputs.gallery_preparer(preparer, index.faces, where)
     report.skipped += skipped
     if progress is not None:

@@ -19,6 +19,7 @@ says, :func:`same_preparation` compares two and :func:`describe_preparation` nam
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -128,14 +129,10 @@ class FacePreparer:
 
     def settings(self) -> dict:
         """What decides the faces, for a data set's metadata."""
-        out = {"detector": self.method, "detector_requested": self.requested,
-               "face_size": crops.FACE_SIZE, "max_pixels": self.max_pixels,
-               "pillow_version": PIL.__version__}
+        out = {**self.preparation(), "detector_requested": self.requested,
+               "max_pixels": self.max_pixels, "pillow_version": PIL.__version__}
         if self._detector is not None:  # the method is mtcnn
-            out.update(face_scale=self.face_scale, level_eyes=self.level_eyes,
-                       mtcnn_version=self._detector.version)
-        else:
-            out.update(center_fraction=self.center_fraction)
+            out["mtcnn_version"] = self._detector.version
         return out
 
     def preparation(self) -> dict[str, Any]:
@@ -143,12 +140,8 @@ class FacePreparer:
         ``auto``, and its crop settings): two preparers with equal preparations give the
         same face of a photo, so their faces' codes can be compared. No versions, no pixel
         limit: they do not change the face."""
-        out: dict[str, Any] = {"detector": self.method, "face_size": crops.FACE_SIZE}
-        if self.method == "mtcnn":
-            out.update(face_scale=self.face_scale, level_eyes=self.level_eyes)
-        else:
-            out.update(center_fraction=self.center_fraction)
-        return out
+        return _preparation(self.method, self.face_scale, self.level_eyes,
+                            self.center_fraction)
 
     def versions(self) -> dict[str, str]:
         """The libraries that cut the faces (information for a record, never compared)."""
@@ -230,12 +223,22 @@ def default_preparation(detector: str) -> dict[str, Any]:
     Raises:
         ValueError: as :func:`resolve_detector`.
     """
-    method = resolve_detector(detector)
+    # a named detector is not resolved: naming mtcnn where it is not installed still
+    # describes what it would cut (to refuse it without loading it)
+    method = detector if detector in ("mtcnn", "center") else resolve_detector(detector)
+    defaults = inspect.signature(FacePreparer.__init__).parameters
+    return _preparation(method, defaults["face_scale"].default, defaults["level_eyes"].default,
+                        defaults["center_fraction"].default)
+
+
+def _preparation(method: str, face_scale: float, level_eyes: bool,
+                 center_fraction: float) -> dict[str, Any]:
+    """The one definition of a preparation record (see :meth:`FacePreparer.preparation`)."""
     out: dict[str, Any] = {"detector": method, "face_size": crops.FACE_SIZE}
     if method == "mtcnn":
-        out.update(face_scale=float(crops.FACE_SCALE), level_eyes=True)
+        out.update(face_scale=float(face_scale), level_eyes=bool(level_eyes))
     else:
-        out.update(center_fraction=float(crops.CENTER_FRACTION))
+        out.update(center_fraction=float(center_fraction))
     return out
 
 

@@ -53,6 +53,22 @@ class TextColumn:
         self.ends = np.concatenate([self.ends, offset + np.cumsum(lengths)])
         self.data = np.concatenate([self.data, np.frombuffer(b"".join(encoded), np.uint8)])
 
+    def any_ends_with(self, suffixes: Iterable[str]) -> bool:
+        """Whether an item ends with one of ``suffixes`` (ASCII, case-insensitive), without
+        decoding the items: a scan of millions of paths in one vectorised pass each."""
+        starts = np.concatenate([[0], self.ends[:-1]]).astype(np.int64)
+        lengths = self.ends - starts
+        lower = np.where((self.data >= 65) & (self.data <= 90), self.data + 32, self.data)
+        for suffix in suffixes:
+            wanted = np.frombuffer(suffix.lower().encode("ascii"), np.uint8)
+            long_enough = self.ends[lengths >= len(wanted)]
+            if not len(long_enough) or not len(wanted):
+                continue
+            tail = lower[long_enough[:, None] - len(wanted) + np.arange(len(wanted))]
+            if np.any(np.all(tail == wanted, axis=1)):
+                return True
+        return False
+
     def keep(self, mask: np.ndarray) -> "TextColumn":
         """The items where ``mask`` is True, in order."""
         starts = np.concatenate([[0], self.ends[:-1]]).astype(np.int64)

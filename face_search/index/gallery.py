@@ -194,6 +194,11 @@ class GalleryIndex:
         pos = self._position(gallery_id)
         return ItemMeta(self._identities[pos], int(self._labels[pos]), self._sources[pos])
 
+    def any_source_ends_with(self, suffixes: Iterable[str]) -> bool:
+        """Whether an item's source ends with one of ``suffixes`` (case-insensitive; e.g.
+        photo extensions), in one vectorised pass over the sources."""
+        return self._sources.any_ends_with(suffixes)
+
     def identity_counts(self) -> dict[str, int]:
         """Items per identity."""
         counts = np.bincount(self._identities.codes, minlength=len(self._identities.names))

@@ -132,8 +132,9 @@ def test_the_record_makes_a_preparer_that_cuts_the_same_faces(built):
 
 # ------------------------------------------------------------------ adding photos
 def test_photos_cut_otherwise_are_refused_and_the_index_is_unchanged(built, encoder,
-                                                                    tmp_path):
+                                                                    tmp_path, monkeypatch):
     index_dir, _ = built
+    hide_mtcnn(monkeypatch)  # refusing a named mtcnn needs no mtcnn package
     more = photo_gallery(tmp_path / "more", people=("cy",), seed=3)
     before = folder_bytes(index_dir)
     neighbours = sorted(os.listdir(tmp_path))
@@ -244,3 +245,33 @@ def test_an_old_index_without_the_record_loads_and_searches_photos(tmp_path, mon
 def test_a_query_preparer_for_an_index_without_a_record_is_the_one_asked_for():
     preparer, warning = inputs.query_preparer("center", None, "idx")
     assert preparer.method == "center" and warning is None
+
+
+def test_photos_added_before_the_record_need_their_detector_named(built, encoder, tmp_path):
+    """An index saved before the record that holds photos: how they were cut is unknown,
+    so new photos are refused until a detector is named (which the index then records)."""
+    index_dir, _ = built
+    index = GalleryIndex.load(index_dir)
+    index.faces = None  # as an index saved before the record
+    index.save(index_dir)
+    assert recorded(index_dir) is None
+    more = photo_gallery(tmp_path / "more", people=("cy",), per_person=1, seed=3)
+    before = folder_bytes(index_dir)
+    with pytest.raises(PreparationError, match="holds photos added before indexes recorded"):
+        api.add_to_index(index_dir, [more], encoder)
+    assert folder_bytes(index_dir) == before
+    api.add_to_index(index_dir, [more], encoder,
+                     preparer=FacePreparer("center", center_fraction=FRACTION))
+    assert recorded(index_dir)["center_fraction"] == FRACTION
+
+
+def test_a_source_scan_finds_photo_extensions_in_any_case_without_decoding():
+    from face_search.index.columns import TextColumn
+
+    column = TextColumn()
+    column.extend(["/d/part_000.pkl#12", "a", "", "/p/ann/0.JPEG"])
+    assert column.any_ends_with(inputs.PHOTO_EXTENSIONS)
+    assert not column.keep(np.array([True, True, True, False])).any_ends_with(
+        inputs.PHOTO_EXTENSIONS)  # rows, a one-letter and an empty source: no photo
+    assert not TextColumn().any_ends_with([".png"])
+    assert column.any_ends_with(["#12"]) and not column.any_ends_with([".pkl"])
