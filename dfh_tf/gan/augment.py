@@ -296,7 +296,8 @@ def write_copies(source: str, rows: np.ndarray, labels: np.ndarray,
         info["validation"] = validation
     with _one_error_line():
         train = write_augmented(out, x, y, info, OVERWRITE.value, ROWS_PER_FILE.value)
-    what = (f"{VARIANTS.value} copies of each of {len(labels)} originals, without them"
+    copies = f"{VARIANTS.value} cop{'y' if VARIANTS.value == 1 else 'ies'}"
+    what = (f"{copies} of each of {len(labels)} originals, without them"
             if copies_alone else f"{len(labels)} originals x {repeats}")
     print(f"wrote {len(y)} images ({what}, nothing generated) to {train} and "
           f"{os.path.join(out, INFO_FILE)}", flush=True)
