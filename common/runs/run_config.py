@@ -157,9 +157,12 @@ def identity(run_config: dict[str, Any]) -> dict[str, Any]:
     return {
         "method": run_config.get("method"),
         "num_classes": run_config.get("num_classes"),
-        # extra rows' count and digest: absent (None) without extra rows and in older runs
+        # extra rows' count and digest: absent (None) without extra rows and in older runs;
+        # the validation split (fraction, seed, images): absent without one. Another split
+        # of the same size would train on rows the kept states were chosen on.
         "dataset": {k: dataset.get(k) for k in ("dataset", "train_images", "test_images",
-                                                "extra_train_images", "extra_train_sha256")},
+                                                "validation", "extra_train_images",
+                                                "extra_train_sha256")},
         # float16 adds a loss-scale optimizer: another checkpoint layout.
         "precision_policy": run_config.get("precision_policy", "float32"),
     }
