@@ -21,7 +21,7 @@ from absl import logging
 from common.io import json_files
 from common.io.atomic import make_temp_dir
 from common.data.validation_split import DEFAULT_SEED as DEFAULT_VALIDATION_SEED
-from common.data.extra_rows import check_extra_rows, rows_digest
+from common.data.extra_rows import check_extra_rows, check_train_folder, read_record, rows_digest
 from common.data.validation_split import checked_validation_indices
 
 from common.data import (
@@ -130,17 +130,20 @@ class SplitData:
         raise ValueError(f"query split must be 'validation' or 'test', got {split!r}")
 
 
-def _load_split(folder: str, name: str) -> tuple[np.ndarray, np.ndarray, Normalization]:
-    """Load one folder, normalise it with its own statistics, return NHWC images.
+def _load_split(folder: str, name: str, digest: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, Normalization, str | None]:
+    """Load one folder, normalise it with its own statistics, return NHWC images (and,
+    if ``digest``, :func:`common.data.extra_rows.rows_digest` of the rows as read).
 
     A constant split (all pixels equal) is refused by ``preprocess_split``, naming the folder.
     """
     rows, labels = load_pickle_folder(folder)
     if len(labels) == 0:
         raise DataFormatError(folder, f"the {name} split holds no images")
+    sha256 = rows_digest(rows, labels) if digest else None
     # same scalars per pixel: order-free
     rows, norm = preprocess_split(rows, in_place=True, source=folder)
-    return to_nhwc(rows), labels, norm
+    return to_nhwc(rows), labels, norm, sha256
 
 
 def class_count_from_labels(labels: np.ndarray, folder: str) -> int:
@@ -267,8 +270,10 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
     Raises:
         DataFormatError: a folder is missing or malformed, a split is empty or
             constant (all pixels equal), the train labels are too sparse, a label does
-            not fit the class count (the message names the folder), or a
-            ``validation_fraction`` > 0 holds out no image.
+            not fit the class count (the message names the folder), a
+            ``validation_fraction`` > 0 holds out no image, or is asked of a train folder
+            that augment wrote with its originals (variants of the validation faces would
+            be trained on: :func:`common.data.extra_rows.check_train_folder`).
         ValueError: unknown dataset, or "folder" without both folders.
 
     Test labels that never occur in the train split only warn (``DataFormatWarning``).
@@ -297,15 +302,21 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
     list_data_files(test_dir)
     if extra_train_dir:
         list_data_files(extra_train_dir)
+    check_train_folder(train_dir, validation_fraction)
 
-    train_images, train_labels, train_norm = _load_split(train_dir, "train")
+    # the digest of the train rows as read, where the extra rows' record names the rows
+    # they were made from (compared in add_extra_train_rows)
+    source_named = bool(extra_train_dir and
+                        (read_record(extra_train_dir) or {}).get("source_sha256"))
+    train_images, train_labels, train_norm, train_sha256 = _load_split(
+        train_dir, "train", digest=source_named)
     if num_classes is None:
         num_classes = class_count_from_labels(train_labels, train_dir)
         why = "the train split"
     else:
         why = f"data set {dataset!r}"
         _check_label_range(train_labels, num_classes, train_dir, why)
-    test_images, test_labels, test_norm = _load_split(test_dir, "test")
+    test_images, test_labels, test_norm, _ = _load_split(test_dir, "test")
     _check_label_range(test_labels, num_classes, test_dir, why)
     check_test_labels(train_labels, test_labels, test_dir)
     description = {
@@ -318,10 +329,13 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
     data = SplitData(train_images, train_labels, test_images, test_labels, int(num_classes),
                      train_norm, description)
     data = hold_out_validation(data, validation_fraction, validation_seed)
-    return add_extra_train_rows(data, extra_train_dir) if extra_train_dir else data
+    if not extra_train_dir:
+        return data
+    return add_extra_train_rows(data, extra_train_dir, train_sha256=train_sha256)
 
 
-def add_extra_train_rows(data: SplitData, folder: str) -> SplitData:
+def add_extra_train_rows(data: SplitData, folder: str,
+                         train_sha256: str | None = None) -> SplitData:
     """``data`` with the rows of ``folder`` as extra training rows.
 
     Why: an augmented split (``python -m dfh_tf.gan.augment --variants_only``) adds
@@ -333,8 +347,14 @@ def add_extra_train_rows(data: SplitData, folder: str) -> SplitData:
     variant is an image of the same kind), and must fit its class count. Rows that
     would carry a held-out or test face into training are refused
     (:func:`common.data.extra_rows.check_extra_rows`; checked again when a validation
-    split is drawn later, :func:`hold_out_validation`). The description records their
-    folder, count and digest (a resume, or a table cell's reuse, needs the same rows).
+    split is drawn later, :func:`hold_out_validation`), and so are rows that differ from
+    what their record describes, or that were made from the train folder's rows of before.
+    The description records their folder, count and digest (a resume, or a table cell's
+    reuse, needs the same rows).
+
+    ``train_sha256``: :func:`common.data.extra_rows.rows_digest` of the train folder's rows
+    as read (all of them, held-out ones included), as :func:`load_split_data` computes it;
+    None: read again here when the rows' record names the digest of their source.
 
     Raises:
         DataFormatError: ``folder`` is missing, malformed or empty, a label is out of the
@@ -345,12 +365,15 @@ def add_extra_train_rows(data: SplitData, folder: str) -> SplitData:
     if len(data.extra_train_labels):
         raise ValueError("the data already holds extra training rows")
     folder = os.path.abspath(folder)
-    check_extra_rows(folder, data.description)
     rows, labels = load_pickle_folder(folder)
+    digest = rows_digest(rows, labels)
+    train_dir = data.description.get("train_dir")
+    if train_sha256 is None and train_dir and (read_record(folder) or {}).get("source_sha256"):
+        train_sha256 = rows_digest(*load_pickle_folder(train_dir))
+    check_extra_rows(folder, data.description, rows_sha256=digest, train_sha256=train_sha256)
     if len(labels) == 0:
         raise DataFormatError(folder, "the extra train split holds no images")
     _check_label_range(labels, data.num_classes, folder, "the train split")
-    digest = rows_digest(rows, labels)
     images = to_nhwc(data.normalization.apply(rows, out=rows))
     description = dict(data.description, extra_train_dir=folder,
                        extra_train_images=int(len(labels)), extra_train_sha256=digest)
@@ -378,6 +401,8 @@ def hold_out_validation(data: SplitData, fraction: float,
     """
     if data.has_validation:
         raise ValueError("the data already holds a validation split")
+    if data.description.get("train_dir"):  # data loaded without a split, held out now
+        check_train_folder(data.description["train_dir"], fraction)
     kept, held = checked_validation_indices(
         data.train_labels, fraction, seed, data.description.get("train_dir") or "the train split",
         without="chosen on the test split")

@@ -3,11 +3,20 @@ r"""Write an enlarged train split with a trained GAN: originals + N variants of 
     python -m dfh_tf.gan.augment --gan_dir runs/dfh_gan --out data/synthetic_gan \
         --variants_per_image 2
     python -m dcbh_tf.train --dataset folder --train_dir data/synthetic_gan/train \
-        --test_dir data/synthetic/test ...
+        --test_dir data/synthetic/test --validation_fraction 0 ...
+
+Such a split is a --train_dir only without a validation split (--validation_fraction 0,
+states chosen on the test split as the earlier measurements did): one drawn from it
+would hold faces whose variants stay in training, and is refused. With a validation
+split, write --variants_only and give it as --extra_train_dir (below).
 
 The source split is the GAN run's own train split unless --train_dir or --dataset
-names another. --out/train is refused when it exists and is not empty (--overwrite
-replaces it, only once the new one is complete).
+names another; variants are made only of the folder the GAN trained on, as it was then
+(another one, or one changed since, is refused: the GAN may have seen faces its runs hold
+out). --out/train is refused when it exists and is not empty (--overwrite replaces it,
+only once the new one is complete). Its record, --out/train/.augment.json, is written
+with the rows in one swap; it names the source folder, the GAN's, and the digests of the
+source's rows and of the rows written, which a hashing run checks.
 
 --copies_only writes the ablation's control instead: every original repeated
 1 + --variants_per_image times and nothing generated, so a method trained on it takes
@@ -27,7 +36,7 @@ Validation split: only the rows that common.data.validation_split keeps get vari
 on. By default that is the split the GAN run recorded (python -m dfh_tf.gan.train
 --validation_fraction), when the source is the GAN run's own train split; otherwise no
 split, unless --validation_fraction (and --validation_seed) name one. --copies_only
-skips the same rows. augment.json records the split ("validation").
+skips the same rows. The record holds the split ("validation").
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -44,6 +53,7 @@ from absl import flags, logging
 from common.cli import checks, runner
 from common.cli.tf_startup import import_tensorflow
 from common.data import DataFormatError, load_pickle_folder
+from common.data.extra_rows import rows_digest
 from common.cli.checks import check_no_arguments
 from common.cli.runner import EXIT_INTERRUPTED, fail
 from common.data.validation_split import DEFAULT_SEED as DEFAULT_VALIDATION_SEED
@@ -55,7 +65,7 @@ from dfh_tf.gan.run_folder import GanRunError, check_gan_run, latest_checkpoint_
 
 GAN_DIR = flags.DEFINE_string("gan_dir", None, "Run folder of python -m dfh_tf.gan.train.")
 OUT = flags.DEFINE_string("out", None, "Output folder: OUT/train/part_NNN.pkl and "
-                          "OUT/augment.json.")
+                          "OUT/train/.augment.json.")
 DATASET = flags.DEFINE_enum("dataset", None, list(DATASETS), "Source data set (default: the "
                             "GAN run's train split).")
 DATA_DIR = flags.DEFINE_string("data_dir", None, "Parent folder of the source data set.")
@@ -136,8 +146,8 @@ def _recorded_split(run_config: dict) -> dict | None:
 
 def validation_split(source: str, labels: np.ndarray, run_config: dict
                      ) -> tuple[np.ndarray, dict | None]:
-    """The source rows to augment (sorted indices) and augment.json's ``"validation"``
-    record (None without a split), from the flags or the GAN run's recorded split.
+    """The source rows to augment (sorted indices) and the record's ``"validation"``
+    entry (None without a split), from the flags or the GAN run's recorded split.
 
     Why the GAN's split by default: a GAN trained without the validation faces must not
     have them brought back as variants (or copies) of the rows it augments.
@@ -193,7 +203,7 @@ def main(argv: list[str]) -> None:
     if not GAN_DIR.value and not COPIES_ONLY.value:
         fail("--gan_dir is required (the run folder of python -m dfh_tf.gan.train)")
     if not OUT.value:
-        fail("--out is required (the folder to write train/ and augment.json into)")
+        fail("--out is required (the folder to write train/ and its record into)")
     if VALIDATION_SEED.value is not None and not VALIDATION_FRACTION.value:
         fail(checks.SEED_WITHOUT_FRACTION)
     for flag in (GAN_DIR, OUT, DATA_DIR, TRAIN_DIR):
@@ -214,6 +224,9 @@ def main(argv: list[str]) -> None:
         fail(f"bad data: {exc}")
     except (ValueError, OSError) as exc:
         fail(str(exc))
+    source_sha256 = rows_digest(rows, labels)  # all rows, as a hashing run reads its folder
+    if not COPIES_ONLY.value:
+        check_gan_source(source, source_sha256, run_config)
     kept, validation = validation_split(source, labels, run_config)
     if validation:
         rows, labels = rows[kept], labels[kept]
@@ -223,7 +236,7 @@ def main(argv: list[str]) -> None:
     if too_big:
         fail(f"--variants_per_image {VARIANTS.value}: {total:,} output rows: {too_big}")
     if COPIES_ONLY.value:
-        write_copies(source, rows, labels, validation)
+        write_copies(source, rows, labels, validation, source_sha256)
         return
     held = (f", without the {validation['images']} rows of the validation split (fraction "
             f"{validation['fraction']:g}, seed {validation['seed']})" if validation else "")
@@ -245,8 +258,9 @@ def main(argv: list[str]) -> None:
         originals = not VARIANTS_ONLY.value
         x, y = augment_rows(generator, rows, labels, noise_dim, VARIANTS.value, SEED.value,
                             BATCH_SIZE.value, originals=originals)
-        info = {
-            "source_train_dir": source, "gan_dir": os.path.abspath(gan_dir),
+        info: dict[str, Any] = {
+            "source_train_dir": source, "source_sha256": source_sha256,
+            "gan_dir": os.path.abspath(gan_dir), "gan_train_dir": gan_train_dir(run_config),
             "gan_checkpoint": os.path.basename(latest_checkpoint_prefix(gan_dir) or ""),
             "original_images": n if originals else 0, "variants_per_image": VARIANTS.value,
             "generated_images": n * VARIANTS.value, "total_images": int(len(y)),
@@ -265,12 +279,36 @@ def main(argv: list[str]) -> None:
         train = write_augmented(OUT.value, x, y, info, OVERWRITE.value, ROWS_PER_FILE.value)
     what = (f"{n} originals + {n * VARIANTS.value} generated" if originals
             else f"generated only, {VARIANTS.value} of each of {n} images")
-    print(f"wrote {len(y)} images ({what}) to {train} and {os.path.join(OUT.value, INFO_FILE)} "
+    print(f"wrote {len(y)} images ({what}) to {train} and {os.path.join(train, INFO_FILE)} "
           f"in {time.perf_counter() - start:.1f}s", flush=True)
 
 
+def gan_train_dir(run_config: dict) -> str | None:
+    """The folder the GAN run trained on (real path), None where its config names none."""
+    data = run_config.get("data")
+    folder = data.get("train_dir") if isinstance(data, dict) else None
+    return os.path.realpath(folder) if isinstance(folder, str) and folder else None
+
+
+def check_gan_source(source: str, source_sha256: str, run_config: dict) -> None:
+    """Refuse making variants of another folder than the GAN trained on, or of its rows
+    changed since: the GAN may have trained on faces that folder's runs hold out or test
+    on, which no record of this split could show."""
+    trained_on = gan_train_dir(run_config)
+    if trained_on and trained_on != os.path.realpath(source):
+        fail(f"{source}: the GAN run {GAN_DIR.value} trained on {trained_on}, not on this "
+             "folder: its variants could carry faces that this folder's runs hold out or test "
+             f"on; augment {trained_on}, or train a GAN on {source} (python -m "
+             "dfh_tf.gan.train --dataset folder --train_dir ...)")
+    data = run_config.get("data")
+    recorded = data.get("train_sha256") if isinstance(data, dict) else None
+    if recorded and recorded != source_sha256:
+        fail(f"{source}: its rows changed since the GAN run {GAN_DIR.value} trained on them "
+             "(another digest): train the GAN again on the folder as it is now")
+
+
 def write_copies(source: str, rows: np.ndarray, labels: np.ndarray,
-                 validation: dict | None = None) -> None:
+                 validation: dict | None = None, source_sha256: str | None = None) -> None:
     """The control split: the originals 1 + --variants_per_image times, in that order
     (``rows`` already without a validation split's rows, recorded as ``validation``).
     With --variants_only, the --variants_per_image copies alone: the control of a
@@ -280,8 +318,8 @@ def write_copies(source: str, rows: np.ndarray, labels: np.ndarray,
     copies_alone = VARIANTS_ONLY.value
     repeats = VARIANTS.value if copies_alone else 1 + VARIANTS.value
     x, y = np.tile(rows, (repeats, 1)), np.tile(labels, repeats)
-    info = {
-        "source_train_dir": source, "control": "copies_only",
+    info: dict[str, Any] = {
+        "source_train_dir": source, "source_sha256": source_sha256, "control": "copies_only",
         "original_images": 0 if copies_alone else int(len(labels)),
         "copies_per_image": VARIANTS.value,
         "generated_images": 0, "total_images": int(len(y)),
@@ -300,7 +338,7 @@ def write_copies(source: str, rows: np.ndarray, labels: np.ndarray,
     what = (f"{copies} of each of {len(labels)} originals, without them"
             if copies_alone else f"{len(labels)} originals x {repeats}")
     print(f"wrote {len(y)} images ({what}, nothing generated) to {train} and "
-          f"{os.path.join(out, INFO_FILE)}", flush=True)
+          f"{os.path.join(train, INFO_FILE)}", flush=True)
 
 
 def run() -> None:

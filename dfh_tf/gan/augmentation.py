@@ -3,11 +3,14 @@
 Output ``FOLDER/train/part_NNN.pkl``: the original rows first (byte-for-byte as read),
 then ``variants`` generated variants of every image (variant 1 of all images, then
 variant 2, ...), each with its source's label; float32 0..255 integers, channel-first
-rows. ``FOLDER/augment.json`` says where it came from. The split is written into a
-hidden temporary folder and renamed into place at the end, so a failure or a kill
-never leaves a partial ``train/`` (an old one is replaced only after the new one is
-complete). Any method then trains on it with ``--dataset folder --train_dir
-FOLDER/train --test_dir ORIGINAL_TEST``.
+rows. ``FOLDER/train/.augment.json`` says where they came from (hidden: never read as
+data) and carries their digest. Rows and record are written into a hidden temporary
+folder swapped into place at the end, so a failure or a kill never leaves a partial
+``train/``, nor rows beside a record that does not describe them (an old split is
+replaced only after the new one is complete). Any method then trains on it with
+``--dataset folder --train_dir FOLDER/train --test_dir ORIGINAL_TEST`` and
+``--validation_fraction 0``: a validation split drawn from it would hold faces whose
+variants stay in training (refused, common.data.extra_rows.check_train_folder).
 
 Without the originals (``originals=False``, augment's ``--variants_only``) the split
 holds the variants alone, variant 1 of every image first: the extra training rows a
@@ -23,17 +26,19 @@ import time
 from typing import Any, TextIO
 
 import numpy as np
+from absl import logging
 
 from common.io import folder_swap
 from common.io.locks import folder_lock
-from common.io.atomic import write_json_atomic
+from common.io.atomic import JSON_TMP_SUFFIX, write_json_atomic
 from common.data import list_data_files, to_nhwc, to_rows, write_pickle_folder
-from common.data.extra_rows import RECORD_FILE
+from common.data.extra_rows import RECORD_FILE, SPLIT_RECORD, rows_digest
 from dfh_tf.gan.data import to_gan_pixels, to_stored_pixels
 from dfh_tf.gan.sampling import draw_noise, generate
 
 TRAIN_SUBDIR = "train"
-INFO_FILE = RECORD_FILE  # what common.data.extra_rows checks before a run trains on the rows
+INFO_FILE = SPLIT_RECORD  # in train/: what common.data.extra_rows checks before a run trains on it
+OLD_INFO_FILE = RECORD_FILE  # beside train/, written by augment before: dropped on replacing it
 NOISE_STREAM = 6
 
 
@@ -98,35 +103,74 @@ def augment_rows(generator, rows: np.ndarray, labels: np.ndarray, noise_dim: int
 
 
 def owns_split(relative: str, is_dir: bool) -> bool:
-    """What a written split holds: its ``.pkl`` parts (all that replacing it may delete)."""
-    return not is_dir and os.sep not in relative and relative.endswith(".pkl")
+    """What a written split holds: its ``.pkl`` parts and its record, with the record's
+    temporary name (all that replacing it may delete)."""
+    if is_dir or os.sep in relative:
+        return False
+    return relative.endswith(".pkl") or relative == INFO_FILE or (
+        relative.startswith(f".{INFO_FILE}.") and relative.endswith(JSON_TMP_SUFFIX))
+
+
+def _naming(exc: OSError, path: str) -> OSError:
+    """``exc`` with ``path`` as its file where it names none (a full disk's write names
+    nothing), so that its ``error:`` line says which output failed."""
+    if exc.filename is not None:
+        return exc
+    return OSError(exc.errno, exc.strerror or str(exc), path)
+
+
+def _drop_old_record(out_dir: str) -> None:
+    """Remove an older augment's record beside train/: it describes the rows just replaced
+    (runs read the one inside train/ first; this keeps a reader of the folder from it)."""
+    path = os.path.join(out_dir, OLD_INFO_FILE)
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logging.warning("%s: could not remove it (%s); it describes the rows replaced, "
+                        "%s describes those written now", path, exc.strerror or exc,
+                        os.path.join(out_dir, TRAIN_SUBDIR, INFO_FILE))
 
 
 def write_augmented(out_dir: str, x: np.ndarray, y: np.ndarray, info: dict[str, Any],
                     overwrite: bool = False, rows_per_file: int = 1000) -> str:
-    """Write ``out_dir/train`` (all or nothing) and ``out_dir/augment.json``; return train's path.
+    """Write ``out_dir/train``: its rows and ``train/.augment.json`` (``info`` and the rows'
+    ``rows_sha256``) in one swap, so both or neither appear; return train's path.
 
     Raises:
         FileExistsError: ``out_dir/train`` exists, is not empty, and not ``overwrite``.
+        OSError: writing failed (a full disk, say; it names the file or folder);
+            ``out_dir/train`` is as it was.
     """
     problem = output_problem(out_dir, overwrite)
     if problem:
         raise FileExistsError(problem)
     os.makedirs(out_dir, exist_ok=True)
     train = os.path.join(out_dir, TRAIN_SUBDIR)
+    # the digest a run takes of the rows as it reads them: load_pickle_folder gives back
+    # these values as float32 and the labels as int64, which rows_digest hashes
+    record = dict(info, rows_sha256=rows_digest(x, y))
     with folder_lock(train, lambda lock: FileExistsError(
             f"{train}: another augmentation is writing it (it holds {lock})")):
         folder_swap.remove_stale(train, owns_split)
         tmp = folder_swap.sibling(train, "tmp")
         os.mkdir(tmp, 0o777)
         try:
-            write_pickle_folder(tmp, x, y, rows_per_file=rows_per_file)
+            try:
+                write_pickle_folder(tmp, x, y, rows_per_file=rows_per_file)
+            except OSError as exc:
+                raise _naming(exc, train) from exc
             list_data_files(tmp)
+            try:
+                write_json_atomic(os.path.join(tmp, INFO_FILE), record)
+            except OSError as exc:
+                raise _naming(exc, os.path.join(train, INFO_FILE)) from exc
             folder_swap.fsync_tree(tmp)
-            # Replacing deletes only the .pkl parts a split holds: a file someone else put
-            # into train/ meanwhile stops this, train/ left as it is (FolderChangedError).
+            # Replacing deletes only what a split holds: a file someone else put into
+            # train/ meanwhile stops this, train/ left as it is (FolderChangedError).
             folder_swap.swap_in_place(tmp, train, "augment", owns_split)
         finally:
             folder_swap.discard_or_keep(tmp, train, owns_split)
-    write_json_atomic(os.path.join(out_dir, INFO_FILE), info)
+        _drop_old_record(out_dir)
     return train

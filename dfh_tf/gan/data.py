@@ -24,6 +24,7 @@ import numpy as np
 from absl import logging
 
 from common.data import DataFormatError, list_data_files, load_pickle_folder, to_nhwc
+from common.data.extra_rows import rows_digest
 from common.data.validation_split import DEFAULT_SEED as DEFAULT_VALIDATION_SEED
 from common.data.validation_split import checked_validation_indices
 from common.training.data import (DEFAULT_SYNTHETIC_DIR, KNOWN_DATASETS, class_count_from_labels,
@@ -44,8 +45,9 @@ class GanData:
         test_images, test_labels: the same for the test split, or None without one.
         num_classes: identity count (the original sets' fixed count, else largest
             train label + 1).
-        description: JSON-able facts (data set, folders, sizes, classes, and with a
-            validation split ``"validation": {"fraction", "seed", "images"}``).
+        description: JSON-able facts (data set, folders, sizes, classes, ``train_sha256``:
+            the train folder's rows as read, all of them, and with a validation split
+            ``"validation": {"fraction", "seed", "images"}``).
     """
 
     train_images: np.ndarray
@@ -134,6 +136,9 @@ def load_gan_data(dataset: str, data_dir: str | None = None, train_dir: str | No
                                              f"for {dataset} ({num_classes} classes)")
     else:
         num_classes = class_count_from_labels(train_labels, train_dir)
+    # which rows these are (a resume, and augment, need the very same ones), taken as a
+    # hashing run's check of the variants takes its train folder's: all rows, as read
+    train_sha256 = rows_digest(rows, train_labels)
     kept, held = checked_validation_indices(train_labels, validation_fraction, validation_seed,
                                             train_dir, without=NO_VALIDATION)
     if len(held):
@@ -150,6 +155,7 @@ def load_gan_data(dataset: str, data_dir: str | None = None, train_dir: str | No
         "test_images": int(len(test_labels)) if test_labels is not None else 0,
         "num_classes": int(num_classes),
         "train_identities": int(np.unique(train_labels).size),
+        "train_sha256": train_sha256,
     }
     if len(held):
         description["validation"] = {"fraction": float(validation_fraction),

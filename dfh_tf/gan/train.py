@@ -7,8 +7,9 @@ r"""Train the DFH-GANs augmentation GAN (DAGAN-style G, pair D, identity C).
 --validation_fraction F (--validation_seed S) trains the GAN without the rows that a
 hashing run with the same fraction and seed holds out as its validation split
 (common.data.validation_split), so no validation face is seen by the GAN; config.json
-records the split. Re-running with the same --model_dir resumes after the last saved
-epoch (refused when --noise_dim, --width, the data or the validation split differ). At
+records the split, the train folder and its rows' digest. Re-running with the same
+--model_dir resumes after the last saved epoch (refused when --noise_dim, --width, the
+data, the train folder, its rows or the validation split differ). At
 the end (unless --noreport): samples.png and identity_report.json in --model_dir, made
 from the rows the GAN trained on (and the test split, left whole). Design and numbers:
 dfh_tf/gan/README.md.

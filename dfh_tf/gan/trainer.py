@@ -56,6 +56,7 @@ CHECKPOINTS_KEPT = 2
 MODEL_SETTINGS = ("noise_dim", "width")
 # Facts of the data that the networks depend on; "validation" (the held-out rows' fraction,
 # seed, count): a resume with another split would train on faces the first part held out.
+# The train folder and its rows' digest are compared too (_train_data_differences).
 MODEL_DATA = ("dataset", "num_classes", "train_images", "validation")
 
 
@@ -254,12 +255,26 @@ def make_run_config(data: GanData, config: GanConfig) -> dict[str, Any]:
     }))
 
 
+def _train_data_differences(old_d: dict[str, Any], new_d: dict[str, Any]) -> list[str]:
+    """Another train folder, or other rows in it (each compared where the old run recorded
+    it: a run made before the digest resumes as before)."""
+    old_dir, new_dir = old_d.get("train_dir"), new_d.get("train_dir")
+    if isinstance(old_dir, str) and isinstance(new_dir, str) and (
+            os.path.realpath(old_dir) != os.path.realpath(new_dir)):
+        return [f"train_dir: {old_dir!r} -> {new_dir!r}"]
+    old_sha, new_sha = old_d.get("train_sha256"), new_d.get("train_sha256")
+    if old_sha and old_sha != new_sha:
+        return [f"the rows of {new_dir} (train_sha256: {old_sha!r} -> {new_sha!r}; they "
+                "changed since)"]
+    return []
+
+
 def check_resumable(old: dict[str, Any], new: dict[str, Any], model_dir: str) -> list[str]:
     """Refuse a resume whose networks or data differ; return the other settings changed.
 
     Raises:
-        GanRunError: noise_dim, width, the data set, its class count, train size or
-            validation split differ.
+        GanRunError: noise_dim, width, the data set, its class count, train size,
+            validation split, train folder or its rows (``train_sha256``) differ.
     """
     old_s, new_s = old.get("settings", {}), new["settings"]
     old_d, new_d = old.get("data", {}), new["data"]
@@ -267,6 +282,7 @@ def check_resumable(old: dict[str, Any], new: dict[str, Any], model_dir: str) ->
                    if old_s.get(k) != new_s[k]]
     differences += [f"{k}: {old_d.get(k)!r} -> {new_d.get(k)!r}" for k in MODEL_DATA
                     if old_d.get(k) != new_d.get(k)]
+    differences += _train_data_differences(old_d, new_d)
     if differences:
         raise GanRunError(
             f"{model_dir} holds a GAN run with different settings ({'; '.join(differences)}); "

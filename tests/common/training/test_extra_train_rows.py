@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 
-from common.data import DataFormatError, write_pickle_folder
+from common.data import DataFormatError, load_pickle_folder, write_pickle_folder
+from common.data.extra_rows import rows_digest
 from common.reproduce.cells import CellSettingsError, finished_cell
 from common.reproduce.harness import ReproduceConfig, cell_settings
 from common.reproduce.layout import CELL_FILE, cell_dir
@@ -164,7 +166,7 @@ def test_training_steps_through_the_extra_rows_and_scores_without_them(folders):
 
 
 def _record(folder, **fields) -> None:
-    """The making record augment writes beside a rows folder (OUT/train, OUT/augment.json)."""
+    """The making record augment wrote beside a rows folder before (OUT/augment.json)."""
     with open(os.path.join(os.path.dirname(folder), "augment.json"), "w") as f:
         json.dump(fields, f)
 
@@ -210,3 +212,152 @@ def test_extra_rows_that_could_carry_a_held_out_face_are_refused(tmp_path):
         f.write("{not json")
     with pytest.raises(DataFormatError, match="augment.json: damaged"):
         load_split_data("synthetic", str(data_dir), extra_train_dir=rows_dir, **kwargs)
+
+
+# --- the making record: inside the folder, with the rows' digests -----------------------
+SPLIT = {"fraction": 0.2, "seed": 1}
+WITH_SPLIT = dict(synthetic_kwargs=SYNTHETIC, validation_fraction=0.2, validation_seed=1)
+
+
+def _inside(folder, **fields) -> str:
+    """The record augment writes now: inside the rows' folder, swapped in with them."""
+    path = os.path.join(str(folder), ".augment.json")
+    with open(path, "w") as f:
+        json.dump(fields, f)
+    return path
+
+
+def _digest(folder) -> str:
+    """The digest of a folder's rows as a run reads them."""
+    return rows_digest(*load_pickle_folder(str(folder)))
+
+
+@pytest.fixture
+def made(tmp_path):
+    """(data_dir, train folder, rows folder, a good record of those rows)."""
+    data_dir = tmp_path / "data"
+    load_split_data("synthetic", str(data_dir), synthetic_kwargs=SYNTHETIC)  # generate it
+    train = str(data_dir / "train")
+    rows_dir = tmp_path / "aug" / "train"
+    _extra_folder(rows_dir, [0, 1, 2, 3])
+    good = dict(variants_only=True, source_train_dir=train, validation=SPLIT,
+                gan_validation=SPLIT, gan_train_dir=train, rows_sha256=_digest(rows_dir),
+                source_sha256=_digest(train))
+    return data_dir, train, str(rows_dir), good
+
+
+def test_the_record_inside_the_rows_folder_wins_over_an_older_one_beside(made):
+    data_dir, _, rows_dir, good = made
+    _record(rows_dir, **dict(good, variants_only=False))  # an older augment's, stale
+    _inside(rows_dir, **good)
+    data = load_split_data("synthetic", str(data_dir), extra_train_dir=rows_dir, **WITH_SPLIT)
+    assert data.description["extra_train_sha256"] == good["rows_sha256"]
+    path = _inside(rows_dir, **dict(good, variants_only=False))
+    _record(rows_dir, **good)
+    with pytest.raises(DataFormatError, match=f"holds the original rows .*its {path}"):
+        load_split_data("synthetic", str(data_dir), extra_train_dir=rows_dir, **WITH_SPLIT)
+
+
+def test_rows_that_changed_since_augment_wrote_them_are_refused(made):
+    data_dir, _, rows_dir, good = made
+    _inside(rows_dir, **good)
+    assert len(load_split_data("synthetic", str(data_dir), extra_train_dir=rows_dir,
+                               **WITH_SPLIT).extra_train_labels) == 4
+    rows, labels = load_pickle_folder(rows_dir)
+    rows[0, 0] = 255.0 - rows[0, 0]  # one pixel of one row, under the same record
+    write_pickle_folder(rows_dir, rows, labels, overwrite=True)
+    with pytest.raises(DataFormatError, match=f"{rows_dir}: its rows changed since augment "
+                                              "wrote them"):
+        load_split_data("synthetic", str(data_dir), extra_train_dir=rows_dir, **WITH_SPLIT)
+    # a record of augment before the digest (no rows_sha256): taken as before
+    _inside(rows_dir, **{k: v for k, v in good.items() if k != "rows_sha256"})
+    load_split_data("synthetic", str(data_dir), extra_train_dir=rows_dir, **WITH_SPLIT)
+
+
+def test_rows_made_from_the_train_folder_of_before_are_refused(made, tmp_path):
+    data_dir, train, rows_dir, good = made
+    rows, labels = load_pickle_folder(train)
+    late = np.flatnonzero(labels == 0)[-2:]  # two photos of identity 0 arrive later
+    early = np.setdiff1d(np.arange(len(labels)), late)
+    folder = str(tmp_path / "T")
+    write_pickle_folder(folder, rows[early], labels[early])
+    test = str(data_dir / "test")
+    _inside(rows_dir, **dict(good, source_train_dir=folder, gan_train_dir=folder,
+                             source_sha256=_digest(folder)))
+
+    def load(fraction=0.2, extra=rows_dir):
+        return load_split_data("folder", train_dir=folder, test_dir=test,
+                               validation_fraction=fraction, validation_seed=1,
+                               extra_train_dir=extra)
+    data, plain = load(), load(extra=None)
+    for name in ("train_images", "train_labels", "validation_images", "validation_labels",
+                 "test_images", "test_labels"):  # what the run trains and selects on: as ever
+        np.testing.assert_array_equal(getattr(data, name), getattr(plain, name))
+    assert data.normalization == plain.normalization
+    os.replace(write_pickle_folder(str(tmp_path / "late"), rows[late], labels[late])[0],
+               os.path.join(folder, "part_001.pkl"))  # they join T
+    refused = f"{rows_dir}: was made from the rows {folder} held then, and they changed since"
+    for fraction in (0.2, 0.0):  # the harness draws its split after loading: checked then
+        with pytest.raises(DataFormatError, match=refused):
+            load(fraction)
+    with pytest.raises(DataFormatError, match=refused):  # the folder read again here
+        add_extra_train_rows(load(extra=None), rows_dir)
+    # a record of augment before the digest: taken as before
+    _inside(rows_dir, **dict(good, source_train_dir=folder, gan_train_dir=folder,
+                             source_sha256=None))
+    assert len(load().extra_train_labels) == 4
+
+
+def test_rows_made_by_a_gan_trained_on_another_folder_are_refused(made, tmp_path):
+    data_dir, train, rows_dir, good = made
+    other = str(tmp_path / "other_train")
+    _inside(rows_dir, **dict(good, gan_train_dir=other))
+    with pytest.raises(DataFormatError, match=f"{rows_dir}: was made by a GAN trained on "
+                                              f"{other}, not on this run's train folder"):
+        load_split_data("synthetic", str(data_dir), extra_train_dir=rows_dir, **WITH_SPLIT)
+    os.symlink(train, other)  # the same folder under another name
+    load_split_data("synthetic", str(data_dir), extra_train_dir=rows_dir, **WITH_SPLIT)
+    _inside(rows_dir, **dict(good, gan_train_dir=None))  # augment before it recorded it
+    load_split_data("synthetic", str(data_dir), extra_train_dir=rows_dir, **WITH_SPLIT)
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("validation", {"fraction": "abc", "seed": 1}, 'validation.fraction is "abc"'),
+    ("validation", {"fraction": "0.2 ", "seed": 1}, 'validation.fraction is "0.2 "'),
+    ("validation", {"fraction": 0.2, "seed": None}, "validation.seed is null"),
+    ("validation", {"fraction": 0.2}, "validation.seed is missing"),
+    ("gan_validation", {"fraction": 0.2, "seed": -1}, "gan_validation.seed is -1"),
+    ("gan_validation", [0.2, 1], "gan_validation is [0.2, 1]"),
+    ("rows_sha256", 7, "rows_sha256 is 7"),
+])
+def test_a_damaged_value_in_the_record_names_the_file_and_the_field(made, field, value, says):
+    data_dir, _, rows_dir, good = made
+    _record(rows_dir, **dict(good, **{field: value}))  # the older layout: checked alike
+    path = os.path.join(os.path.dirname(rows_dir), "augment.json")
+    with pytest.raises(DataFormatError, match=re.escape(f"{path}: damaged: {says}, not ")):
+        load_split_data("synthetic", str(data_dir), extra_train_dir=rows_dir, **WITH_SPLIT)
+
+
+@pytest.mark.parametrize("inside", [True, False], ids=["record_inside", "older_beside"])
+def test_a_split_written_with_its_originals_holds_out_no_validation_split(tmp_path, inside):
+    data_dir = tmp_path / "data"
+    load_split_data("synthetic", str(data_dir), synthetic_kwargs=SYNTHETIC)
+    rows, labels = load_pickle_folder(str(data_dir / "train"))
+    full = str(tmp_path / "full" / "train")  # the originals and a copy of each (the control)
+    write_pickle_folder(full, np.tile(rows, (2, 1)), np.tile(labels, 2))
+    write = _inside if inside else _record
+    write(full, control="copies_only", original_images=len(labels), copies_per_image=1)
+    test = str(data_dir / "test")
+    with pytest.raises(DataFormatError, match=f"{full}: holds original rows together with "
+                                              "their variants or copies") as e:
+        load_split_data("folder", train_dir=full, test_dir=test, validation_fraction=0.2)
+    for fix in ("--variants_only", "--extra_train_dir", "--validation_fraction 0"):
+        assert fix in str(e.value)
+    # without a validation split (states chosen on the test split): as before
+    unsplit = load_split_data("folder", train_dir=full, test_dir=test)
+    assert len(unsplit.train_labels) == 100
+    with pytest.raises(DataFormatError, match="holds original rows together"):
+        hold_out_validation(unsplit, 0.2)  # drawn later (./run.sh reproduce's in-process rows)
+    write(full, variants_only=True, source_images=len(labels))  # not the originals
+    assert len(load_split_data("folder", train_dir=full, test_dir=test,
+                               validation_fraction=0.2).validation_labels) == 20

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,7 +93,8 @@ def _split_rows(data_dir: str, fraction: float = VALIDATION_FRACTION,
 
 
 def _read_info(out) -> dict:
-    with open(os.path.join(str(out), "augment.json"), encoding="utf-8") as f:
+    """The record augment writes with the rows, inside OUT/train."""
+    with open(os.path.join(str(out), "train", ".augment.json"), encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -277,6 +279,47 @@ def test_resume_refuses_other_networks(gan_data, trained_run):
                   stream=io.StringIO())
 
 
+def test_resume_refuses_another_train_folder_or_changed_rows(data_dir, gan_data, trained_run,
+                                                            tmp_path):
+    import dataclasses
+
+    from common.data.extra_rows import rows_digest
+    from dfh_tf.gan.data import load_gan_data
+    from dfh_tf.gan.run_folder import GanRunError, read_run_config
+    from dfh_tf.gan.trainer import train_gan
+
+    source = os.path.join(data_dir, "train")
+    other = str(tmp_path / "other_train")  # as many rows (the same ones, even)
+    shutil.copytree(source, other)
+    moved = load_gan_data("synthetic", data_dir, train_dir=other)
+    config_file = os.path.join(trained_run[0], "config.json")
+    with open(config_file, "rb") as f:
+        config_before = f.read()
+    with pytest.raises(GanRunError, match=re.escape(f"train_dir: '{source}' -> '{other}'")):
+        train_gan(moved, _tiny_config(epochs=3), trained_run[0], stream=io.StringIO())
+    changed = dataclasses.replace(gan_data, description=dict(gan_data.description,
+                                                             train_sha256="0" * 64))
+    with pytest.raises(GanRunError, match=re.escape(f"the rows of {source} (train_sha256: ")):
+        train_gan(changed, _tiny_config(epochs=3), trained_run[0], stream=io.StringIO())
+    with open(config_file, "rb") as f:
+        assert f.read() == config_before  # config.json left as it was
+    recorded = read_run_config(trained_run[0])["data"]
+    assert recorded["train_sha256"] == rows_digest(*_split_rows(data_dir)[:2])
+    # a run made before the digest: resumes as before, with its own folder only
+    old = tmp_path / "old_run"
+    shutil.copytree(trained_run[0], old)
+    with open(old / "config.json", encoding="utf-8") as f:
+        config = json.load(f)
+    del config["data"]["train_sha256"]
+    (old / "config.json").write_text(json.dumps(config))
+    with pytest.raises(GanRunError, match=re.escape(f"train_dir: '{source}' -> '{other}'")):
+        train_gan(moved, _tiny_config(epochs=2), str(old), stream=io.StringIO())
+    out = io.StringIO()
+    train_gan(gan_data, _tiny_config(epochs=2), str(old), stream=out)
+    assert "nothing to train" in out.getvalue()
+    assert read_run_config(str(old))["data"]["train_sha256"] == recorded["train_sha256"]
+
+
 def test_non_finite_loss_stops_naming_epoch_and_step(gan_data, tmp_path):
     from dfh_tf.gan.data import GanData
     from dfh_tf.gan.run_folder import latest_checkpoint_prefix
@@ -332,13 +375,82 @@ def test_augment_writes_a_readable_enlarged_split(data_dir, trained_run, tmp_pat
     assert np.array_equal(back_y, np.tile(labels, 3))
     assert back_x.min() >= 0 and back_x.max() <= 255 and np.array_equal(back_x, np.round(back_x))
     assert not np.array_equal(back_x[n:2 * n], back_x[2 * n:])  # two different variants
-    with open(os.path.join(out, "augment.json"), encoding="utf-8") as f:
-        assert json.load(f)["variants_per_image"] == 2
+    assert _read_info(out)["variants_per_image"] == 2
     with pytest.raises(FileExistsError, match="--overwrite"):
         write_augmented(out, x, y, {})
     write_augmented(out, x[:n], y[:n], {}, overwrite=True)
     assert len(load_pickle_folder(os.path.join(out, "train"))[1]) == n
     assert [e for e in os.listdir(out) if e.startswith(".")] == []  # no temporary left
+
+
+def _tree(folder) -> dict:
+    found = {}
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as f:
+            found[name] = f.read()
+    return found
+
+
+def test_the_record_appears_with_its_rows_or_not_at_all(tmp_path, monkeypatch):
+    import errno
+
+    from common.data import load_pickle_folder
+    from common.data.extra_rows import rows_digest
+    from dfh_tf.gan import augmentation
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "augment.json").write_text('{"variants_only": true}')  # an older augment's record
+    x = np.random.default_rng(0).integers(0, 256, (6, 3072)).astype(np.float32)
+    y = np.arange(6) % 3
+    train = augmentation.write_augmented(str(out), x, y, {"first": True}, rows_per_file=4)
+    info = _read_info(out)
+    assert info["first"] and info["rows_sha256"] == rows_digest(*load_pickle_folder(train))
+    assert not (out / "augment.json").exists()  # it described the rows replaced
+    before = _tree(train)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    for name, fail, named in (("write_json_atomic", full_disk, f"{train}/.augment.json"),
+                              ("write_pickle_folder", full_disk, train),
+                              ("write_json_atomic", ctrl_c, None)):
+        with monkeypatch.context() as patch:
+            patch.setattr(augmentation, name, fail)
+            with pytest.raises((OSError, KeyboardInterrupt)) as e:
+                augmentation.write_augmented(str(out), x[::-1], y, {"second": True},
+                                             overwrite=True)
+        if named:
+            assert e.value.filename == named and e.value.errno == errno.ENOSPC
+        assert _tree(train) == before  # the old rows with their own record
+        assert sorted(os.listdir(out)) == ["train"]  # no temporary left
+    augmentation.write_augmented(str(out), x[::-1], y, {"second": True}, overwrite=True)
+    assert "first" not in _read_info(out) and sorted(os.listdir(train)) == [
+        ".augment.json", "part_000.pkl"]
+
+
+def test_augment_names_the_record_it_could_not_write(data_dir, tmp_path):
+    source = os.path.join(data_dir, "train")
+    out = tmp_path / "out"
+    result = _cli("dfh_tf.gan.augment", "--copies_only", "--variants_only", "--train_dir",
+                  source, "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    before = _tree(out / "train")
+    code = ("import errno, sys\n"
+            "import dfh_tf.gan.augmentation as a\n"
+            "def full(*args, **kwargs): raise OSError(errno.ENOSPC, 'No space left on device')\n"
+            "a.write_json_atomic = full\n"
+            "sys.argv = ['augment'] + sys.argv[1:]\n"
+            "from dfh_tf.gan import augment\n"
+            "augment.run()\n")
+    result = subprocess.run([sys.executable, "-c", code, "--copies_only", "--train_dir", source,
+                             "--out", str(out), "--overwrite"], cwd=ROOT, env=ENV,
+                            capture_output=True, text=True, timeout=120)
+    _one_error(result, 2, f"{out}/train/.augment.json: No space left on device")
+    assert _tree(out / "train") == before
 
 
 def test_copies_only_writes_the_control_split_without_a_gan(data_dir, tmp_path):
@@ -353,9 +465,9 @@ def test_copies_only_writes_the_control_split_without_a_gan(data_dir, tmp_path):
     back_x, back_y = load_pickle_folder(str(out / "train"))
     assert np.array_equal(back_x, np.concatenate([rows, rows, rows]))
     assert np.array_equal(back_y, np.concatenate([labels, labels, labels]))
-    assert len(os.listdir(out / "train")) == -(-3 * len(labels) // 7)
-    with open(out / "augment.json", encoding="utf-8") as f:
-        info = json.load(f)
+    assert sorted(os.listdir(out / "train"))[1:] == [  # the record first: hidden
+        f"part_{i:03d}.pkl" for i in range(-(-3 * len(labels) // 7))]
+    info = _read_info(out)
     assert (info["control"], info["copies_per_image"], info["generated_images"],
             info["total_images"]) == ("copies_only", 2, 0, 3 * len(labels))
     _one_error(_cli("dfh_tf.gan.augment", "--copies_only", "--out", str(tmp_path / "o")), 2,
@@ -430,6 +542,52 @@ def test_augment_skips_the_validation_rows_of_the_gan_run(data_dir, validation_r
         hashing_data(full)
     with pytest.raises(DataFormatError, match="include this run's validation split"):
         hashing_data(only, seed=VALIDATION_SEED + 1)
+    # the record names the folders and digests a run checks: its rows as the run reads
+    # them, the source folder's rows (all of them) and the folder the GAN trained on
+    from common.data.extra_rows import rows_digest
+
+    info = _read_info(only)
+    assert info["rows_sha256"] == hashing_data(only).description["extra_train_sha256"]
+    assert info["rows_sha256"] == rows_digest(only_x, only_y)
+    assert info["source_sha256"] == rows_digest(rows, labels)
+    assert info["gan_train_dir"] == os.path.realpath(os.path.join(data_dir, "train"))
+    assert not os.path.exists(only / "augment.json")
+    # the split with its originals is a train folder only without a validation split
+    train_dir = str(full / "train")
+    with pytest.raises(DataFormatError, match=f"{train_dir}: holds original rows together "
+                                              "with their variants") as e:
+        load_split_data("folder", train_dir=train_dir, test_dir=os.path.join(data_dir, "test"),
+                        validation_fraction=VALIDATION_FRACTION)
+    assert "augment --variants_only" in str(e.value) and "--validation_fraction 0" in str(e.value)
+    assert len(load_split_data("folder", train_dir=train_dir, test_dir=os.path.join(
+        data_dir, "test")).train_labels) == 3 * n
+
+
+def test_augment_makes_variants_only_of_the_folder_the_gan_trained_on(data_dir, validation_run,
+                                                                     tmp_path):
+    source = os.path.join(data_dir, "train")
+    other = tmp_path / "other_train"  # the same rows in another folder
+    shutil.copytree(source, other)
+    out = str(tmp_path / "out")
+    _one_error(_cli("dfh_tf.gan.augment", "--gan_dir", validation_run, "--train_dir", str(other),
+                    "--variants_only", "--out", out), 2,
+               f"{other}: the GAN run {validation_run} trained on {os.path.realpath(source)}, "
+               "not on this folder")
+    changed = tmp_path / "changed_run"  # its train folder's rows changed since it trained
+    shutil.copytree(validation_run, changed)
+    with open(changed / "config.json", encoding="utf-8") as f:
+        config = json.load(f)
+    assert len(config["data"]["train_sha256"]) == 64
+    config["data"]["train_sha256"] = "0" * 64
+    (changed / "config.json").write_text(json.dumps(config))
+    _one_error(_cli("dfh_tf.gan.augment", "--gan_dir", str(changed), "--variants_only",
+                    "--out", out), 2, f"{source}: its rows changed since the GAN run")
+    assert not os.path.exists(out)
+    # the control takes no GAN's variants: any folder
+    result = _cli("dfh_tf.gan.augment", "--copies_only", "--variants_only", "--gan_dir",
+                  validation_run, "--train_dir", str(other), "--out", out,
+                  "--validation_fraction", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_copies_only_skips_the_same_validation_rows(data_dir, validation_run, tmp_path):
