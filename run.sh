@@ -72,7 +72,22 @@ MAIN_FLAGS=(--dataset synthetic --data_dir data/synthetic --model_dir "$MAIN_RUN
             --epochs 20 --width_multiplier 0.25 --batch_size 64 --shuffle --eval_every 10
             --log_every_steps 0)
 
+# Flags the main job cannot take: its evaluation and export read $MAIN_RUN, and it trains on
+# the synthetic set (another folder or data set: ./run.sh train, eval, export).
+MAIN_FIXED=(model_dir dataset data_dir train_dir test_dir extra_train_dir)
+
 main_job() {
+  local arg name
+  for arg in "$@"; do
+    name="${arg#-}"; name="${name#-}"; name="${name%%=*}"
+    if [[ "$arg" == -* ]] && [[ " ${MAIN_FIXED[*]} " == *" $name "* ]]; then
+      echo "error: the main job does not take --$name: it trains DCBH on the synthetic set" \
+           "into MAIN_RUN ($MAIN_RUN), then evaluates and exports that run; set MAIN_RUN /" \
+           "MAIN_EXPORT to use other folders, or run ./run.sh train, eval and export on your" \
+           "own data (README, \"Training\")" >&2
+      exit 2
+    fi
+  done
   setup
   echo "== 1/3 train DCBH on the synthetic data set (resumes if $MAIN_RUN exists)"
   "$PY" -m dcbh_tf.train "${MAIN_FLAGS[@]}" "$@"

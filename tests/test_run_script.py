@@ -57,6 +57,29 @@ def test_no_arguments_runs_the_main_job_with_its_settings(fake_venv):
     assert train[train.index("--dataset") + 1] == "synthetic"
 
 
+@pytest.mark.parametrize("args, name", [
+    (["--model_dir", "runs/mine"], "model_dir"), (["--model_dir=runs/mine"], "model_dir"),
+    (["--epochs", "2", "-dataset=folder"], "dataset"), (["--train_dir", "a"], "train_dir")])
+def test_the_main_job_refuses_flags_that_would_train_another_run(fake_venv, args, name):
+    """Its evaluation and export read MAIN_RUN: a training sent elsewhere would leave them
+    scoring and exporting another run (once: the user's run trained, an older one exported)."""
+    venv, log = fake_venv
+    result = _run(venv, *args)
+    assert result.returncode == 2
+    assert f"error: the main job does not take --{name}" in result.stderr
+    assert "MAIN_RUN" in result.stderr and not log.exists()
+
+
+def test_the_main_jobs_folders_come_from_the_environment(fake_venv, tmp_path):
+    venv, log = fake_venv
+    env = dict(os.environ, VENV=str(venv), MAIN_RUN="runs/other", MAIN_EXPORT="exports/other")
+    assert subprocess.run([RUN_SH], env=env, capture_output=True, timeout=60).returncode == 0
+    train, evaluate, export = (call.split() for call in log.read_text().splitlines())
+    assert train[train.index("--model_dir") + 1] == "runs/other"
+    assert evaluate[evaluate.index("--model_dir") + 1] == "runs/other"
+    assert export[export.index("--export_dir") + 1] == "exports/other"
+
+
 def test_a_method_subcommand_runs_that_methods_module(fake_venv):
     venv, log = fake_venv
     assert _run(venv, "train", "ddch", "--epochs", "3").returncode == 0

@@ -172,11 +172,17 @@ def check_resumable(old: dict[str, Any], new: dict[str, Any], model_dir: str) ->
     """Raise RunConfigMismatchError when ``new`` cannot continue the run ``old`` describes."""
     a, b = identity(old), identity(new)
     differences = [f"{key}: {a[key]!r} -> {b[key]!r}" for key in a if a[key] != b[key]]
-    norm_a, norm_b = old.get("normalization", {}), new.get("normalization", {})
-    for key in ("mean", "std"):
-        x, y = norm_a.get(key), norm_b.get(key)
-        if x is not None and y is not None and not math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9):
-            differences.append(f"train normalization {key}: {x} -> {y} (different data)")
+    # Each split's pixel statistics: another folder of the same size. The test split's
+    # matters too: the run's cached figures, and the states chosen on them, are of its own.
+    test_a = old.get("dataset", {}).get("test_normalization") or {}
+    test_b = new.get("dataset", {}).get("test_normalization") or {}
+    for split, norm_a, norm_b in (("train", old.get("normalization", {}),
+                                   new.get("normalization", {})), ("test", test_a, test_b)):
+        for key in ("mean", "std"):
+            x, y = norm_a.get(key), norm_b.get(key)
+            if x is not None and y is not None and \
+                    not math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9):
+                differences.append(f"{split} normalization {key}: {x} -> {y} (different data)")
     if differences:
         raise RunConfigMismatchError(
             f"{model_dir} holds a run with different settings ({'; '.join(differences)}); "

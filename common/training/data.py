@@ -274,7 +274,7 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
             ``validation_fraction`` > 0 holds out no image, or is asked of a train folder
             that augment wrote with its originals (variants of the validation faces would
             be trained on: :func:`common.data.extra_rows.check_train_folder`).
-        ValueError: unknown dataset, or "folder" without both folders.
+        ValueError: unknown dataset, "folder" without both folders, or "synthetic" with one.
 
     Test labels that never occur in the train split only warn (``DataFormatWarning``).
     """
@@ -291,6 +291,9 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
         if not train_dir or not test_dir:
             raise ValueError("dataset 'folder' needs both --train_dir and --test_dir")
     else:  # synthetic
+        if train_dir or test_dir:  # would write the synthetic set, then train on a folder
+            raise ValueError("train and test folders are read with dataset 'folder' (or a "
+                             "named data set), not with 'synthetic': pass --dataset folder")
         base = data_dir if data_dir is not None else DEFAULT_SYNTHETIC_DIR
         meta = ensure_synthetic(base, synthetic_kwargs)
         extra["synthetic"] = {k: meta[k] for k in ("generator_version", *SYNTHETIC_KEYS)

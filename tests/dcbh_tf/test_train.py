@@ -50,6 +50,8 @@ BAD_INPUT = {
     "data_dir_with_folder": (["--dataset", "folder", "--train_dir", "{root}/good", "--test_dir",
                               "{root}/good", "--data_dir", "{root}"],
                              "--data_dir is not read with --dataset folder"),
+    "folders_with_synthetic": (["--train_dir", "{root}/good", "--test_dir", "{root}/good"],
+                               "not with 'synthetic': pass --dataset folder"),
     "validation_seed_without_split": (["--validation_seed", "3"],
                                       "--validation_seed needs --validation_fraction > 0"),
     "extra_rows_beyond_the_classes": (["--dataset", "folder", "--train_dir", "{root}/good",
@@ -72,6 +74,7 @@ def test_bad_input_stops_with_one_clear_message(case, bad_data, tmp_path):
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "run").exists()  # rejected before anything was written
+    assert not (tmp_path / "data").exists()  # nor the synthetic set (written in the cwd)
 
 
 @pytest.mark.slow

@@ -7,8 +7,10 @@ import pytest
 from common.runs.run_config import RunConfigMismatchError, check_resumable
 
 
-def _run_config(validation: dict | None) -> dict:
+def _run_config(validation: dict | None = None, test_mean: float | None = 90.0) -> dict:
     dataset: dict = {"dataset": "folder", "train_images": 36, "test_images": 10}
+    if test_mean is not None:
+        dataset["test_normalization"] = {"mean": test_mean, "std": 40.0}
     if validation is not None:
         dataset["validation"] = validation
     return {"method": "ddh", "num_classes": 5, "dataset": dataset,
@@ -26,3 +28,13 @@ def test_a_run_resumes_only_with_the_validation_split_it_started_with(tmp_path):
         with pytest.raises(RunConfigMismatchError, match="cannot be resumed") as info:
             check_resumable(_run_config(old), _run_config(new), str(tmp_path))
         assert "dataset" in str(info.value) and "validation" in str(info.value)
+
+
+def test_a_run_resumes_only_with_the_test_split_it_started_with(tmp_path):
+    """Another test folder of the same size: the run's cached figures, and the states
+    chosen on them, would be of the other split (test statistics: its own, as the original
+    normalised each split)."""
+    check_resumable(_run_config(), _run_config(test_mean=90.0 + 1e-5), str(tmp_path))
+    check_resumable(_run_config(test_mean=None), _run_config(), str(tmp_path))  # made before
+    with pytest.raises(RunConfigMismatchError, match="test normalization mean: 90.0 -> 91.0"):
+        check_resumable(_run_config(), _run_config(test_mean=91.0), str(tmp_path))
