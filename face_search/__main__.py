@@ -12,7 +12,10 @@
 
 Bad input stops with one ``error:`` line and exit code 2 (``common.cli.runner``); a bad photo
 among many is reported and skipped, and a flag of another command (``--host`` to ``query``)
-is refused rather than ignored. The work is in :mod:`face_search.api`.
+is refused rather than ignored. Inputs that give nothing to work on stop the same way: a
+query or gallery folder with nothing to read (``face_search.inputs.plan``), a build in
+which not one face is usable (no index of 0 faces is written), unknown gallery ids. The
+work is in :mod:`face_search.api`.
 
 ``--detector`` left out means the preparation the index records for its photos (``faces``
 in ``index.json``; "auto" for a new index or one without the record): ``add`` refuses

@@ -24,7 +24,7 @@ from common.io import interrupts
 from face_search import inputs
 from face_search.index import store
 from face_search.encoder import CodeEncoder, encoder_for_index
-from face_search.errors import PreparationError, UnknownIdError
+from face_search.errors import GalleryInputError, PreparationError, UnknownIdError
 from face_search.index import GalleryIndex
 from common.io.progress import Progress
 from face_search.inputs import PROGRESS_SECONDS, done_line
@@ -101,15 +101,21 @@ def _add_galleries(index: GalleryIndex, encoder: CodeEncoder, galleries: Sequenc
 
 def _add_and_save(index: GalleryIndex, encoder: CodeEncoder, galleries: Sequence[str],
                   path: str, progress_label: str | None, preparer: Any,
-                  start: float) -> GalleryReport:
+                  start: float, refuse_empty: bool = False) -> GalleryReport:
     """Add ``galleries`` to ``index`` (a progress line on stderr when ``progress_label``),
-    save it to ``path`` and report (build and add share this tail)."""
+    save it to ``path`` and report (build and add share this tail). ``refuse_empty``
+    (build): GalleryInputError instead of saving an index of no face, ``path`` untouched."""
     report = inputs.InputReport()
     meter = (Progress(progress_label, None, sys.stderr, every_seconds=PROGRESS_SECONDS)
              if progress_label else None)
     ids = _add_galleries(index, encoder, galleries, report, meter, preparer, path)
     if meter is not None:
         meter.finish(done_line(meter))
+    if refuse_empty and not len(index):
+        raise GalleryInputError(
+            f"{', '.join(galleries)}: no usable face to index"
+            f"{inputs.skipped_words(report.skipped) or ' (the pickle files hold no row)'}; "
+            f"nothing was written to {path}")
     index.save(path)
     return GalleryReport(path, len(ids), len(index), len(index.identity_counts()),
                          index.num_bits, index.kind, time.perf_counter() - start,
@@ -130,6 +136,11 @@ def build_index(model: str | CodeEncoder, galleries: Sequence[str], index_dir: s
         progress: print a progress line to stderr every few seconds.
         preparer: photos only: a ``common.faces.FacePreparer`` or a detector name
             (default ``"auto"``); the index records its preparation.
+
+    Raises:
+        GalleryInputError: a gallery cannot be read (``inputs.plan``), or not one face of
+            them is usable (every input skipped): no index of 0 faces is written, and an
+            index already in ``index_dir`` is left as it was.
     """
     start = time.perf_counter()
     index_dir = store.check_index_dir(index_dir)  # refuse before minutes of encoding
@@ -137,7 +148,7 @@ def build_index(model: str | CodeEncoder, galleries: Sequence[str], index_dir: s
     index = GalleryIndex.create(encoder.num_bits, kind)
     index.model = encoder.describe()
     return _add_and_save(index, encoder, galleries, index_dir, "build" if progress else None,
-                         preparer, start)
+                         preparer, start, refuse_empty=True)
 
 
 def add_to_index(index_dir: str, galleries: Sequence[str], model: str | CodeEncoder | None = None,
@@ -173,13 +184,13 @@ def remove_from_index(index_dir: str, ids: Iterable[int] = (),
     """
     with store.locked(index_dir) as path:
         index = GalleryIndex.load(path)
-        chosen = [np.asarray(list(ids), np.int64)]
+        chosen = list(ids)  # as given: an id beyond int64 is unknown (GalleryIndex.remove)
         for name in identities:
             found = index.ids_of_identities([name])
             if not len(found):
                 raise UnknownIdError(f"identity {name!r} has no item in the index")
-            chosen.append(found)
-        removed = index.remove(np.concatenate(chosen))
+            chosen += found.tolist()
+        removed = index.remove(chosen)
         if removed:
             index.save(path)
     return removed

@@ -12,6 +12,12 @@ Layouts, told apart by what a folder holds:
   the source of a row is ``FILE#ROW``;
 * a photo file (its parent folder's name is its identity in a gallery).
 
+Every file of a folder that is not read (a text file beside the identity folders, one that
+is not a photo in a photo folder) is listed as skipped, with the reason. A folder that
+holds both pickle files (``.pkl``, ``.pickle``) and sub-folders is neither layout and is
+refused, naming it, rather than read as a gallery whose pickles would go unread; so is a
+folder with nothing to read (empty, or only skipped files).
+
 Photos go through ``common.faces`` (detection and cropping to 32x32). A photo that cannot
 be read or holds no face, or a damaged pickle file, is counted, reported and skipped:
 one bad file never stops a build.
@@ -37,6 +43,8 @@ from face_search.errors import GalleryInputError, PreparationError
 
 PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm",
                               ".pgm", ".tif", ".tiff"})
+PICKLE_EXTENSIONS = frozenset({".pkl", ".pickle"})  # what marks a file as a pickle part
+GALLERY_LAYOUT = "a folder with sub-folders is a photo gallery DIR/<identity>/<photo>"
 META_JSON = "meta.json"
 BATCH = 256
 
@@ -117,10 +125,13 @@ def label_names(folder: str) -> dict[int, str] | None:
 
 
 def plan(paths: list[str], gallery: bool) -> tuple[list[_Unit], list[Skipped]]:
-    """The photos and pickle files to read, in order, and what is skipped up front.
+    """The photos and pickle files to read, in order, and what is skipped up front (every
+    file seen that will not be read is listed, with the reason).
 
     Raises:
-        GalleryInputError: a path is missing, or a file that is not a photo.
+        GalleryInputError: a path is missing, a file that is not a photo, a folder that
+            holds both pickle files and sub-folders (neither layout), or a folder with
+            nothing to read (empty, or only skipped files).
     """
     units: list[_Unit] = []
     skipped: list[Skipped] = []
@@ -134,41 +145,82 @@ def plan(paths: list[str], gallery: bool) -> tuple[list[_Unit], list[Skipped]]:
             identity = os.path.basename(os.path.dirname(os.path.abspath(path))) if gallery else None
             units.append(_Unit("photo", path, identity))
             continue
-        names = _visible(path)
-        subdirs = [n for n in names if os.path.isdir(os.path.join(path, n))]
-        files = [n for n in names if os.path.isfile(os.path.join(path, n))]
-        if subdirs:
-            for name in files:
-                if is_photo(name):
-                    if gallery:
-                        skipped.append(Skipped(os.path.join(path, name),
-                                               "not inside an identity folder"))
-                    else:
-                        units.append(_Unit("photo", os.path.join(path, name)))
-            for identity in subdirs:
-                folder = os.path.join(path, identity)
-                for name in _visible(folder):
-                    file = os.path.join(folder, name)
-                    if os.path.isfile(file) and is_photo(name):
-                        units.append(_Unit("photo", file, identity))
-                    else:
-                        skipped.append(Skipped(file, "not a photo"))
-        elif any(is_photo(n) for n in files):
-            identity = os.path.basename(os.path.abspath(path)) if gallery else None
-            for name in files:
-                file = os.path.join(path, name)
-                if is_photo(name):
-                    units.append(_Unit("photo", file, identity))
-                else:
-                    skipped.append(Skipped(file, "not a photo"))
-        elif files:
-            names_map = label_names(path)
-            units += [_Unit("pickle", os.path.join(path, n), names=names_map) for n in files]
-        else:
-            raise GalleryInputError(f"{path}: empty folder")
+        found, passed = _plan_folder(path, gallery)
+        units += found
+        skipped += passed
     if gallery:  # refused now, not after hours of encoding, when the index stores the name
         units, unstorable = _with_utf8_names(units)
         skipped += unstorable
+    return units, skipped
+
+
+def is_pickle(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in PICKLE_EXTENSIONS
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    """``names`` for a message: the first few, and how many more."""
+    more = f", ... ({len(names) - shown:,} more)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def skipped_words(skipped: list[Skipped]) -> str:
+    """`` (N input(s) skipped: the first, with its reason, ...)`` for a one-line message;
+    ``""`` when none was skipped."""
+    if not skipped:
+        return ""
+    more = "; ..." if len(skipped) > 1 else ""
+    return (f" ({len(skipped):,} input(s) skipped: {skipped[0].source}: "
+            f"{skipped[0].reason}{more})")
+
+
+def _plan_folder(path: str, gallery: bool) -> tuple[list[_Unit], list[Skipped]]:
+    """:func:`plan` of one folder, by its layout (module docstring)."""
+    units: list[_Unit] = []
+    skipped: list[Skipped] = []
+    names = _visible(path)
+    subdirs = [n for n in names if os.path.isdir(os.path.join(path, n))]
+    files = [n for n in names if os.path.isfile(os.path.join(path, n))]
+    if subdirs:
+        pickles = [n for n in files if is_pickle(n)]
+        if pickles:  # a pickle folder has no sub-folder, a photo gallery no pickle file
+            raise GalleryInputError(
+                f"{path}: holds both pickle files ({_some(pickles)}) and sub-folders "
+                f"({_some(subdirs)}), so it is neither a pickle folder (files only) nor a "
+                "photo gallery (DIR/<identity>/<photo>); move the pickle files into a folder "
+                "of their own, or the sub-folders out of it")
+        for name in files:
+            file = os.path.join(path, name)
+            if not is_photo(name):
+                skipped.append(Skipped(file, f"not a photo ({GALLERY_LAYOUT})"))
+            elif gallery:
+                skipped.append(Skipped(file, "not inside an identity folder"))
+            else:
+                units.append(_Unit("photo", file))
+        for identity in subdirs:
+            folder = os.path.join(path, identity)
+            for name in _visible(folder):
+                file = os.path.join(folder, name)
+                if os.path.isfile(file) and is_photo(name):
+                    units.append(_Unit("photo", file, identity))
+                else:
+                    skipped.append(Skipped(file, "not a photo"))
+    elif any(is_photo(n) for n in files):
+        owner = os.path.basename(os.path.abspath(path)) if gallery else None
+        for name in files:
+            file = os.path.join(path, name)
+            if is_photo(name):
+                units.append(_Unit("photo", file, owner))
+            else:
+                skipped.append(Skipped(file, "not a photo"))
+    elif files:
+        names_map = label_names(path)
+        units += [_Unit("pickle", os.path.join(path, n), names=names_map) for n in files]
+    else:
+        raise GalleryInputError(f"{path}: empty folder")
+    if not units:  # an input that gives nothing is a mistake, as an empty folder is
+        why = skipped_words(skipped) or f" ({GALLERY_LAYOUT}, and its sub-folders hold none)"
+        raise GalleryInputError(f"{path}: no photo or pickle file to read in it{why}")
     return units, skipped
 
 

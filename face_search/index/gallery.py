@@ -76,6 +76,47 @@ def _as_columns(metadata: Sequence[Any], count: int) -> tuple[list[str], np.ndar
     return identities, np.asarray(labels, np.int64).reshape(count), sources
 
 
+# The fields of a model record (``CodeEncoder.describe()``) and their JSON types; a record
+# may lack any of them (older or hand-made records), but one present has its type.
+MODEL_FIELDS: dict[str, tuple[type, ...]] = {
+    "path": (str,), "kind": (str,), "fingerprint": (str,), "num_bits": (int,),
+    "method": (str, type(None)), "checkpoint": (str, type(None)), "epoch": (int, type(None))}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_model_record(model: Any, num_bits: int) -> None:
+    """ValueError (naming ``index.json``) unless ``model`` is None or a model record for
+    ``num_bits``-bit codes: an object whose fields (:data:`MODEL_FIELDS`, and
+    ``probe_relaxed``: rows of numbers) have their types. A record of another shape would
+    break every command that reads it, and a save would seal it as valid."""
+    if model is None:
+        return
+    where = 'index.json: "model"'
+    if not isinstance(model, dict):
+        raise ValueError(f"{where} is not a model record (an object, or null): {_shown(model)}")
+    for key, types in MODEL_FIELDS.items():
+        if key in model and (isinstance(model[key], bool) or not isinstance(model[key], types)):
+            kinds = " or ".join("null" if t is type(None) else
+                                {str: "a string", int: "an integer"}[t] for t in types)
+            raise ValueError(f"{where}: {key} must be {kinds}, got {_shown(model[key])}")
+    if "num_bits" in model and model["num_bits"] != num_bits:
+        raise ValueError(f"{where}: num_bits is {model['num_bits']}, the index holds "
+                         f"{num_bits}-bit codes")
+    probes = model.get("probe_relaxed")
+    if "probe_relaxed" in model and not (isinstance(probes, list) and all(
+            isinstance(row, list) and all(_number(v) for v in row) for row in probes)):
+        raise ValueError(f"{where}: probe_relaxed must be rows of numbers, got "
+                         f"{_shown(probes)}")
+
+
 class GalleryIndex:
     """Packed codes + per-item metadata + an exact searcher. See the module docstring."""
 
@@ -166,12 +207,20 @@ class GalleryIndex:
         Raises:
             UnknownIdError: an id is not in the index (nothing is removed).
         """
-        ids = np.unique(np.asarray(list(ids), np.int64))
+        listed = list(ids)
+        try:
+            ids, outside = np.unique(np.asarray(listed, np.int64)), []
+        except OverflowError:  # an id no int64 holds is in no index: unknown like others
+            limits = np.iinfo(np.int64)
+            inside = [limits.min <= int(i) <= limits.max for i in listed]
+            outside = [int(i) for i, ok in zip(listed, inside) if not ok]
+            ids = np.unique(np.asarray([i for i, ok in zip(listed, inside) if ok], np.int64))
         present = np.isin(ids, self._ids)
-        if not np.all(present):
-            missing = ", ".join(str(i) for i in ids[~present][:10])
-            raise UnknownIdError(f"gallery ids not in the index: {missing}"
-                                 + (" ..." if np.count_nonzero(~present) > 10 else ""))
+        if outside or not np.all(present):
+            missing = sorted(set(outside) | set(ids[~present].tolist()))
+            raise UnknownIdError(f"gallery ids not in the index: "
+                                 f"{', '.join(str(i) for i in missing[:10])}"
+                                 + (" ..." if len(missing) > 10 else ""))
         if not len(ids):
             return 0
         keep = ~np.isin(self._ids, ids)
@@ -268,8 +317,10 @@ class GalleryIndex:
     def from_arrays(cls, num_bits: int, kind: str, next_id: int, model: dict | None,
                     arrays: Mapping[str, Any],
                     faces: dict[str, Any] | None = None) -> "GalleryIndex":
-        """The index :meth:`arrays` described (ValueError naming what does not fit);
+        """The index :meth:`arrays` described (ValueError naming what does not fit: the
+        arrays, a ``model`` that is no model record, :func:`check_model_record`);
         ``faces``: how its photos were prepared (the manifest's optional record)."""
+        check_model_record(model, num_bits)
         if faces is not None and (not isinstance(faces, dict)
                                   or not isinstance(faces.get("detector"), str)):
             raise ValueError(f"faces: not a face preparation record: {faces!r}")

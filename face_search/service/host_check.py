@@ -17,15 +17,19 @@ LOOPBACK_NAMES = ("localhost",)
 
 
 def is_loopback(host: str) -> bool:
-    """Whether a listening address (name or IP, IPv6 with or without brackets) is a
-    loopback address: ``localhost``, 127.0.0.0/8 or ::1."""
+    """Whether a listening address (IP, IPv6 with or without brackets, or ``localhost``) is
+    a loopback address: 127.0.0.0/8, ::1 or ::ffff:127.x.y.z. Give it the address a socket
+    is bound to (``getsockname()[0]``): any other name is False here, whatever it resolves
+    to."""
     name = host.strip().lower()
     if name in LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(name.strip("[]")).is_loopback
+        address = ipaddress.ip_address(name.strip("[]"))
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is IPv4's loopback
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def loopback_host(header: str) -> bool:

@@ -9,7 +9,9 @@ The port is bound before the model loads, so that a taken port fails at once; th
 its service afterwards. It binds to 127.0.0.1 by default: anyone who can reach the port can
 search the gallery. On a loopback address it answers only requests whose Host names
 loopback (a web page elsewhere cannot reach it by DNS rebinding); on any other address the
-Host is not checked.
+Host is not checked. Which it is comes from the address the socket is bound to, not from
+the ``host`` text: a name (``--host vm``, ``vm`` in /etc/hosts) or a short form (``127.1``)
+that lands on loopback is guarded too.
 """
 
 from __future__ import annotations
@@ -55,9 +57,15 @@ class SearchServer:
     def __init__(self, host: str, port: int, service: SearchService | None, quiet: bool,
                  max_concurrent_searches: int, upload_idle_seconds: float,
                  search_wait_seconds: float) -> None:
-        self.app, asgi = create_app(service, max_concurrent_searches, upload_idle_seconds,
-                                    search_wait_seconds, host)
         self.socket = _listen(host, port)
+        try:  # the address bound, not the name given: "vm" or "127.1" may be loopback too
+            self.loopback = is_loopback(self.socket.getsockname()[0])
+            self.app, asgi = create_app(service, max_concurrent_searches,
+                                        upload_idle_seconds, search_wait_seconds,
+                                        self.socket.getsockname()[0])
+        except BaseException:
+            self.socket.close()
+            raise
         config = uvicorn.Config(asgi, http=protocol_class(upload_idle_seconds), lifespan="off",
                                 loop="asyncio", log_config=None, log_level=logging.WARNING,
                                 access_log=not quiet,
@@ -177,8 +185,10 @@ def serve(index_dir: str, model: str | None = None, checkpoint: str | None = Non
     print(f"serving {info['count']:,} faces of {info['identities']:,} identities "
           f"({info['num_bits']}-bit codes, detector {info['detector']}) from "
           f"{searcher.index_dir} at {server.url} (Ctrl-C to stop)", flush=True)
-    if not is_loopback(host):
-        print(f"warning: listening on {host}: anyone who can reach this address can search "
+    if not server.loopback:
+        address = server.server_address[0]
+        shown = host if host == address else f"{host} ({address})"
+        print(f"warning: listening on {shown}: anyone who can reach this address can search "
               "the gallery and see its faces", file=sys.stderr, flush=True)
     _log_requests_to_stderr()
     try:

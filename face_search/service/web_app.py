@@ -157,8 +157,9 @@ def create_app(service: SearchService | None = None, max_concurrent_searches: in
 
     ``max_concurrent_searches`` run at once and as many more are admitted (uploading, or
     waiting up to ``search_wait_seconds`` for a turn); the rest are answered 503 at once,
-    before their bodies are read. ``host``: the address the server listens on (a loopback
-    address: requests must name a loopback Host, see ``request_guard``). Gallery faces
+    before their bodies are read. ``host``: the address the server's socket is bound to
+    (``getsockname()``, not a name it was given; a loopback address: requests must name a
+    loopback Host, see ``request_guard``). Gallery faces
     read from photos: ``gallery_faces_at_once`` at once, ``gallery_faces_waiting`` more
     waiting, then 503.
     """

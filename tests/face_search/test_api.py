@@ -203,6 +203,12 @@ def test_command_line_builds_queries_and_reports_errors(model, tmp_path):
     assert lines[0] == f"query data/test/part_000.pkl#0  (identity {first_label})"
     assert lines[1].split() == ["rank", "distance", "gallery_id", "identity", "label", "source"]
 
+    pkx = tmp_path / "pkx"  # a pickle folder with a sub-folder: neither layout
+    shutil.copytree(train_dir, pkx)
+    os.makedirs(pkx / "extra")
+    damaged = tmp_path / "damaged"  # nothing usable: no index of 0 faces replaces idx
+    damaged.mkdir()
+    (damaged / "part_000.pkl").write_bytes(b"not a pickle")
     shutil.copytree(model / "run", tmp_path / "not_an_index")
     refused = cli("build", "--model", str(model / "export"), "--gallery", train_dir,
                   "--index", str(tmp_path / "not_an_index"))
@@ -212,6 +218,14 @@ def test_command_line_builds_queries_and_reports_errors(model, tmp_path):
                            "no such index folder"),
                           (("remove", "--index", idx), "give --ids and/or --identities"),
                           (("remove", "--index", idx, "--ids", "999"), "not in the index"),
+                          (("remove", "--index", idx, "--ids", "99999999999999999999"),
+                           "gallery ids not in the index: 99999999999999999999"),
+                          (("build", "--model", str(model / "export"), "--gallery", str(pkx),
+                            "--index", idx), f"{pkx}: holds both pickle files (part_000.pkl"),
+                          (("query", "--index", idx, str(pkx)), "and sub-folders (extra)"),
+                          (("build", "--model", str(model / "export"), "--gallery",
+                            str(damaged), "--index", idx, "--progress=false"),
+                           f"{damaged}: no usable face to index (1 input(s) skipped: "),
                           (("frobnicate",), "give a command"),
                           # a setting of another command is refused, not silently ignored
                           (("query", "--index", idx, "--host", "0.0.0.0", test_dir),
@@ -222,6 +236,7 @@ def test_command_line_builds_queries_and_reports_errors(model, tmp_path):
         result = cli(*args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert len(GalleryIndex.load(idx)) == 48  # every refusal left the index as it was
 
 
 @pytest.mark.skipif(not HAS_FACES, reason="common.faces is not available")

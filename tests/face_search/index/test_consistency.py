@@ -261,3 +261,58 @@ def test_an_old_manifest_with_a_renamed_key_is_refused(tmp_path):
     with pytest.raises(IndexFolderError, match=r"index\.json: damaged \(keys differ from a "
                                                r"manifest's: model, modem\)"):
         GalleryIndex.load(path)
+
+
+@pytest.mark.parametrize("model, why", [
+    ("x", "is not a model record (an object, or null): 'x'"),
+    ([1, 2], "is not a model record (an object, or null): [1, 2]"),
+    ({"path": 7}, "path must be a string, got 7"),
+    ({"num_bits": "8"}, "num_bits must be an integer, got '8'"),
+    ({"num_bits": True}, "num_bits must be an integer, got True"),
+    ({"num_bits": 12}, "num_bits is 12, the index holds 8-bit codes"),
+    ({"epoch": 1.5}, "epoch must be an integer or null, got 1.5"),
+    ({"method": ["dcbh"]}, "method must be a string or null, got ['dcbh']"),
+    ({"probe_relaxed": "x"}, "probe_relaxed must be rows of numbers, got 'x'"),
+    ({"probe_relaxed": [[0.5, None]]}, "probe_relaxed must be rows of numbers")])
+def test_an_old_manifest_with_a_damaged_model_record_is_refused_and_never_resealed(
+        tmp_path, model, why):
+    """Without a checksum a damaged "model" loaded: ``info`` then failed with an internal
+    AttributeError, and ``remove`` saved it with a fresh checksum, making it valid for
+    good. Every reader and writer now refuses it as damaged, naming the file and field."""
+    from face_search import api
+    from face_search.errors import SearchInputError
+
+    path = str(tmp_path / "old")
+    shutil.copytree(OLD_INDEX, path)
+    file = os.path.join(path, "index.json")
+    with open(file, "rb") as f:
+        manifest = json.loads(f.read())
+    manifest["model"] = model
+    raw = json.dumps(manifest, indent=2).encode()
+    with open(file, "wb") as f:
+        f.write(raw)
+    expected = f'{os.path.abspath(path)}: damaged index (index.json: "model"'
+    for attempt in (lambda: GalleryIndex.load(path), lambda: api.index_summary(path),
+                    lambda: api.remove_from_index(path, ids=[0])):
+        with pytest.raises(IndexFolderError) as refused:
+            attempt()
+        assert str(refused.value).startswith(expected) and why in str(refused.value)
+        assert isinstance(refused.value, SearchInputError)  # exit 2, one error line
+    with open(file, "rb") as f:
+        assert f.read() == raw  # not re-sealed by the refused remove
+
+
+@pytest.mark.parametrize("model", [
+    None, {}, {"path": "/x", "num_bits": 8, "fingerprint": "ab"},
+    {"path": "/e", "kind": "run", "num_bits": 8, "fingerprint": "ab", "method": None,
+     "checkpoint": None, "epoch": None, "probe_relaxed": [[0.5, -1, 2e-3]]}])
+def test_model_records_of_every_known_shape_still_load(tmp_path, model):
+    path = str(tmp_path / "old")
+    shutil.copytree(OLD_INDEX, path)
+    file = os.path.join(path, "index.json")
+    with open(file, "rb") as f:
+        manifest = json.loads(f.read())
+    manifest["model"] = model
+    with open(file, "w") as f:
+        json.dump(manifest, f)
+    assert GalleryIndex.load(path).model == model

@@ -4,8 +4,11 @@ DNS rebinding page's among them, is refused with a 421 in the service's JSON sha
 
 from __future__ import annotations
 
+import http.client
+
 import pytest
 
+from face_search.service import server as server_module
 from face_search.service.host_check import is_loopback, loopback_host
 from face_search.service.request_guard import refusal
 
@@ -29,7 +32,8 @@ def test_other_hosts_are_refused(header):
 @pytest.mark.parametrize("address, loopback", [
     ("127.0.0.1", True), ("127.8.9.1", True), ("localhost", True), ("::1", True),
     ("[::1]", True), ("0.0.0.0", False), ("::", False), ("192.168.1.5", False),
-    ("example.org", False), ("127.example", False)])
+    ("example.org", False), ("127.example", False), ("::ffff:127.0.0.1", True),
+    ("::ffff:10.0.0.1", False)])
 def test_listening_addresses(address, loopback):
     assert is_loopback(address) is loopback
 
@@ -52,3 +56,95 @@ def test_the_guard_refuses_another_host_only_when_told_to():
     twice = scope(b"localhost")
     twice["headers"].append((b"Host", b"evil.example"))
     assert refusal(twice, loopback_hosts_only=True).status == 421
+
+
+# ------------------------------------------------------------------ the bound address decides
+# Names that resolve to an address, as /etc/hosts would ("vm" -> 127.0.0.1 on some machines;
+# "localhost" is on every one, but is also known by its text): the server binds the address.
+NAMES = {"vm.test": "127.0.0.1", "public.test": "0.0.0.0"}
+
+
+@pytest.fixture
+def resolving(monkeypatch):
+    """``_listen`` binds the address a test name resolves to (any other host as given)."""
+    listen = server_module._listen
+    monkeypatch.setattr(server_module, "_listen",
+                        lambda host, port: listen(NAMES.get(host, host), port))
+
+
+def get_status(server, host: str) -> int:
+    connection = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+    try:
+        connection.putrequest("GET", "/", skip_host=True)
+        connection.putheader("Host", host)
+        connection.endheaders()
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("host", ["vm.test", "127.1", "localhost"])
+def test_a_server_bound_to_loopback_by_any_name_refuses_other_hosts(resolving, host):
+    """DNS rebinding: ``serve --host vm`` (vm -> 127.0.0.1) or ``--host 127.1`` was bound to
+    loopback but decided "not loopback" from the text, and answered ``Host: evil.example``."""
+    server = server_module.make_server(None, host, 0, quiet=True)
+    try:
+        assert server.server_address[0] == "127.0.0.1" and server.loopback
+        server.serve_in_thread()
+        assert get_status(server, "evil.example") == 421
+        assert get_status(server, f"127.0.0.1:{server.server_address[1]}") == 200
+        assert get_status(server, "localhost") == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_on_all_addresses_by_name_checks_no_host(resolving):
+    server = server_module.make_server(None, "public.test", 0, quiet=True)
+    try:
+        assert server.server_address[0] == "0.0.0.0" and not server.loopback
+        server.serve_in_thread()
+        assert get_status(server, "evil.example") == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class FakeSearcher:
+    index_dir = "/indexes/faces"
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+
+class FakeService:
+    def __init__(self, *args) -> None:
+        pass
+
+    def info(self) -> dict:
+        return {"count": 3, "identities": 2, "num_bits": 12, "detector": "center"}
+
+
+def test_serve_warns_only_when_the_bound_address_is_not_loopback(resolving, monkeypatch,
+                                                                 capsys):
+    """The warning "anyone who can reach this address" went by the --host text too: shown
+    for vm (loopback), and it names the address bound when a name was given."""
+    import face_search.searcher
+
+    monkeypatch.setattr(face_search.searcher, "FaceSearcher", FakeSearcher)
+    monkeypatch.setattr(server_module, "SearchService", FakeService)
+    monkeypatch.setattr(server_module.SearchServer, "serve_forever", lambda self: None)
+    monkeypatch.setattr(server_module, "_log_requests_to_stderr", lambda: None)
+    for host, warning in [
+            ("vm.test", ""), ("127.1", ""), ("localhost", ""),
+            ("public.test", "warning: listening on public.test (0.0.0.0): anyone who can "
+                            "reach this address can search the gallery and see its faces\n"),
+            ("0.0.0.0", "warning: listening on 0.0.0.0: anyone who can reach this address "
+                        "can search the gallery and see its faces\n")]:
+        server_module.serve("/indexes/faces", host=host, port=0)
+        out, err = capsys.readouterr()
+        assert out.startswith("serving 3 faces of 2 identities (12-bit codes, detector "
+                              "center) from /indexes/faces at http://"), out
+        assert out.endswith("(Ctrl-C to stop)\nstopped\n") and err == warning, (host, err)
