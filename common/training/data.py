@@ -274,7 +274,8 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
             ``validation_fraction`` > 0 holds out no image, or is asked of a train folder
             that augment wrote with its originals (variants of the validation faces would
             be trained on: :func:`common.data.extra_rows.check_train_folder`).
-        ValueError: unknown dataset, "folder" without both folders, or "synthetic" with one.
+        ValueError: unknown dataset, "folder" without both folders, or "synthetic" with
+            other folders than its own.
 
     Test labels that never occur in the train split only warn (``DataFormatWarning``).
     """
@@ -291,10 +292,13 @@ def load_split_data(dataset: str, data_dir: str | None = None, train_dir: str | 
         if not train_dir or not test_dir:
             raise ValueError("dataset 'folder' needs both --train_dir and --test_dir")
     else:  # synthetic
-        if train_dir or test_dir:  # would write the synthetic set, then train on a folder
-            raise ValueError("train and test folders are read with dataset 'folder' (or a "
-                             "named data set), not with 'synthetic': pass --dataset folder")
         base = data_dir if data_dir is not None else DEFAULT_SYNTHETIC_DIR
+        for given, own in ((train_dir, "train"), (test_dir, "test")):
+            # another folder would have the synthetic set written, then trained on the folder
+            if given and os.path.realpath(given) != os.path.realpath(os.path.join(base, own)):
+                raise ValueError(f"{given}: train and test folders are read with dataset "
+                                 "'folder' (or a named data set); the synthetic set is its "
+                                 f"own ({os.path.join(base, own)}): pass --dataset folder")
         meta = ensure_synthetic(base, synthetic_kwargs)
         extra["synthetic"] = {k: meta[k] for k in ("generator_version", *SYNTHETIC_KEYS)
                               if k in meta}

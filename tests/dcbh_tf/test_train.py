@@ -51,7 +51,7 @@ BAD_INPUT = {
                               "{root}/good", "--data_dir", "{root}"],
                              "--data_dir is not read with --dataset folder"),
     "folders_with_synthetic": (["--train_dir", "{root}/good", "--test_dir", "{root}/good"],
-                               "not with 'synthetic': pass --dataset folder"),
+                               "the synthetic set is its own"),
     "validation_seed_without_split": (["--validation_seed", "3"],
                                       "--validation_seed needs --validation_fraction > 0"),
     "extra_rows_beyond_the_classes": (["--dataset", "folder", "--train_dir", "{root}/good",
