@@ -32,7 +32,8 @@ METHODS = flags.DEFINE_list("methods", ["dcbh", "ddch", "ddh", "itq", "lsh"],
                             "Methods (rows of the table): every registered method and its "
                             "extra rows (ablations), itq and lsh; "
                             "method@width is a row at its own width (e.g. ddah@1: DDAH at "
-                            "its published size beside rows at --width_multiplier).")
+                            "its published size beside rows at --width_multiplier; at most "
+                            "8, spelled method@{width:g}: ddah@1.0 is ddah@1).")
 BITS = flags.DEFINE_list("bits", ["12", "24", "36", "48"], "Code lengths (columns).")
 EPOCHS = flags.DEFINE_integer("epochs", 100, "Epochs per deep cell (the original: 2000).",
                               lower_bound=1)
@@ -69,7 +70,8 @@ SPARSE_ADAM = flags.DEFINE_enum(
 OUT = flags.DEFINE_string("out", None, "Output folder (results.md, results.csv, PNGs, cells/).")
 FINISHED_ONLY = flags.DEFINE_bool(
     "finished_only", False, "Run no cell: write the tables from the cells that have finished "
-    "with these settings (the rest shown as - and listed), e.g. while a long table runs.")
+    "with these settings (the rest shown as - and listed), e.g. while a long table runs (it "
+    "takes no lock: it only reads cells and replaces the tables whole).")
 checks.bound_flag("epochs", checks.MAX_EPOCHS, "a run that long never ends")
 checks.bound_flag("batch_size", checks.MAX_BATCH_SIZE, "a larger batch exhausts memory")
 flags.register_validator("width_multiplier", lambda v: v > 0,

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from common.reproduce.curves import ranking
+from common.reproduce.layout import replaced_whole
 from common.reproduce.methods import display_name
 
 PR_FIGURE = "precision_recall_radius.png"
@@ -23,6 +24,14 @@ def matplotlib_pyplot():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     return plt
+
+
+def _save(plt, fig, path: str) -> None:
+    """The PNG written whole (a reader never sees a part: --finished_only may write the
+    figures while a harness does), and the figure closed."""
+    with replaced_whole(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
 
 
 def _panels(plt, count: int):
@@ -46,8 +55,7 @@ def _curve_figure(plt, cells, methods, bits, path: str, curve: str, x: str, y: s
     axes[-1].legend(loc="best", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def precision_recall_figure(plt, cells, methods, bits, path: str) -> None:
@@ -104,8 +112,7 @@ def retrieval_grid_figure(plt, codes: dict, data, title: str, path: str, num_que
         ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def write_figures(out: str, cells, methods, bits, data) -> list[str]:

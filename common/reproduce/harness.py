@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -12,8 +13,9 @@ from absl import logging
 
 from common.reproduce import isolation
 from common.reproduce import methods as registry
-from common.reproduce.cells import finished_cell, run_cell
+from common.reproduce.cells import check_started_cell, finished_cell, run_cell
 from common.reproduce.figures import write_figures
+from common.reproduce.layout import replaced_whole
 from common.reproduce.report import results_csv, results_markdown
 from common.io.locks import run_lock
 from common.training.data import hold_out_validation
@@ -34,12 +36,18 @@ class ReproduceConfig:
     is the deep cells' Adam on the centers' repeated rows (common.training.sparse_gradients).
 
     ``methods`` are the table's rows: a method name, or ``method@width`` for a row at its
-    own width (common.reproduce.methods.parse_row). Every row x bit length runs once per
+    own width (common.reproduce.methods.parse_row; spelled ``method@{width:g}``, see
+    common.reproduce.methods.check_methods). Every row x bit length runs once per
     seed of ``seeds`` (``seed`` alone when ``seeds`` is empty). ``validation_fraction``
     holds out that share of each identity's train images (seeded by ``validation_seed``,
-    the same rows for every seed); the tabulated state is then chosen on them, and the
-    test split is scored once, on that state. 0: the state is chosen on the test split
-    (the original code's way), which the table then says.
+    the same rows for every seed); the tabulated ``best_map`` state is then chosen on
+    them, and the test split is scored once, on that state. 0: ``best_map`` is chosen on
+    the test split (the original code's way), which the table then says. ``best_loss``
+    and ``last`` choose no state on a split (the lowest training loss, the last epoch).
+
+    ``finished_only``: run no cell, write the tables from the finished ones; it takes no
+    lock on ``out`` (it only reads cells and replaces the tables whole), so it works while
+    another harness fills the folder.
     """
 
     out: str
@@ -63,7 +71,7 @@ class ReproduceConfig:
     finished_only: bool = False
 
     def validate(self) -> None:
-        self.methods = registry.check_methods(self.methods)
+        self.methods = registry.check_methods(self.methods, self.width_multiplier)
         if not self.bits or any(b < 1 for b in self.bits):
             raise ValueError(f"bits must be positive, got {self.bits}")
         self.bits = sorted(set(int(b) for b in self.bits))
@@ -185,10 +193,36 @@ def table_data(data, config: ReproduceConfig):
     return data
 
 
+def check_cells(config: ReproduceConfig, data, work) -> None:
+    """Before any cell runs: every finished cell, and every interrupted deep cell, of
+    ``work`` ((row, bits, seed) triples) must have this table's settings (a refusal
+    names the cell and the settings), and every row's method must accept them.
+
+    Raises:
+        CellSettingsError: a cell was made or started with other settings.
+        ValueError: a row's method refuses its settings.
+    """
+    for method, bits, seed in work:
+        settings = cell_settings(config, data, method, seed)
+        if finished_cell(config.out, method, bits, settings) is None and \
+                registry.is_deep(method):
+            check_started_cell(config.out, method, bits, settings)
+
+
+def write_text_whole(path: str, text: str) -> None:
+    """Write ``path`` so that a reader sees the old file or the new one, never a part."""
+    with replaced_whole(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
 def reproduce(config: ReproduceConfig, data) -> dict[tuple[str, int, int], dict]:
     """Run (or reuse) every cell, then write results.md, results.csv and the figures.
 
-    Each deep cell runs in a process of its own (see :func:`run_isolated_cell`).
+    Each deep cell runs in a process of its own (see :func:`run_isolated_cell`). The
+    folder is locked against a second harness, except with ``finished_only``, which runs
+    nothing and so may write the tables while a harness runs (every file it writes is
+    replaced whole).
 
     Args:
         config: methods, bit lengths, training settings, output folder.
@@ -198,15 +232,23 @@ def reproduce(config: ReproduceConfig, data) -> dict[tuple[str, int, int], dict]
         {(row, bits, seed): cell record (see common.reproduce.cells)}.
     """
     config.validate()
+    if config.validation_fraction and config.checkpoint != "best_map" and \
+            any(registry.is_deep(m) for m in config.methods):
+        logging.warning("--validation_fraction %g holds that share of the train split out of "
+                        "training and of the database, but --checkpoint %s does not choose its "
+                        "state on it: use --validation_fraction 0 to train on all of it",
+                        config.validation_fraction, config.checkpoint)
     data = table_data(data, config)
     if any(registry.is_deep(m) for m in config.methods):
         isolation.data_flags(data.description)  # a child must be able to load the data
     os.makedirs(config.out, exist_ok=True)
     cells = {}
-    with run_lock(config.out):
+    with contextlib.nullcontext() if config.finished_only else run_lock(config.out):
         work = [(m, b, s) for b in config.bits for m in config.methods for s in config.seeds]
         # seeds last within a bit length: a table fills column by column, seed 0 first
         work.sort(key=lambda c: (config.seeds.index(c[2]), config.bits.index(c[1])))
+        if not config.finished_only:
+            check_cells(config, data, work)
         missing = []
         for i, (method, bits, seed) in enumerate(work, start=1):
             settings = cell_settings(config, data, method, seed)
@@ -231,9 +273,9 @@ def reproduce(config: ReproduceConfig, data) -> dict[tuple[str, int, int], dict]
                 logging.warning("matplotlib is not installed: no figures "
                                 "(pip install -e '.[plots]')")
         settings = cell_settings(config, data)
-        with open(os.path.join(config.out, RESULTS_MD), "w", encoding="utf-8") as f:
-            f.write(results_markdown(cells, config.methods, config.bits, config.seeds, settings,
-                                     environment(), figures, missing))
-        with open(os.path.join(config.out, RESULTS_CSV), "w", encoding="utf-8") as f:
-            f.write(results_csv(cells, config.methods, config.bits, config.seeds))
+        write_text_whole(os.path.join(config.out, RESULTS_MD),
+                         results_markdown(cells, config.methods, config.bits, config.seeds,
+                                          settings, environment(), figures, missing))
+        write_text_whole(os.path.join(config.out, RESULTS_CSV),
+                         results_csv(cells, config.methods, config.bits, config.seeds))
     return cells

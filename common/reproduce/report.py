@@ -181,17 +181,39 @@ def reproducibility(cells, settings: dict[str, Any], environment: dict[str, Any]
     return text + "\n\n" + RERUN_MEASURED
 
 
+CHECKPOINT_STATES = {"best_loss": "the epoch of the lowest mean training loss",
+                     "last": "the last epoch"}
+
+
+def state_phrase(checkpoint: str, split: str) -> str:
+    """How one deep run's tabulated state was chosen, in a few words (``split``: the one
+    ``best_map`` was chosen on, "validation" or "test")."""
+    if checkpoint == "best_map":
+        return f"state best_map chosen on the {split} split"
+    return f"state {checkpoint}: {CHECKPOINT_STATES.get(checkpoint, checkpoint)}"
+
+
 def selection_text(settings: dict[str, Any]) -> str:
-    """How the tabulated state of each deep run was chosen, in one sentence."""
+    """How the tabulated state of each deep run was chosen, in one sentence, by checkpoint:
+    ``best_map`` on the validation split (or the test split, labelled as such),
+    ``best_loss`` on the training loss, ``last`` the last epoch."""
+    checkpoint = settings["checkpoint"]
     fraction = settings.get("validation_fraction", 0.0)
+    split = (f"a **validation split** ({fraction:g} of each identity's train images, drawn "
+             f"with seed {settings.get('validation_seed', 0)}, the same for every row and seed; "
+             "the database is the train split without them)")
+    if checkpoint == "best_map":
+        if fraction:
+            return (f"state `best_map` (the highest mAP of the evaluated states) chosen on "
+                    f"{split}, then scored once on the test split")
+        return ("state `best_map` (the highest mAP of the evaluated states) chosen **on the "
+                "test split itself** (no validation split, the original code's way: this "
+                "flatters every deep method, unstable ones most)")
+    text = (f"state `{checkpoint}`: {CHECKPOINT_STATES.get(checkpoint, checkpoint)} (chosen "
+            "on no retrieval figure), scored once on the test split")
     if fraction:
-        return (f"state `{settings['checkpoint']}` chosen on a **validation split** "
-                f"({fraction:g} of each identity's train images, drawn with seed "
-                f"{settings.get('validation_seed', 0)}, the same for every row and seed; the "
-                "database is the train split without them), then scored once on the test split")
-    return (f"state `{settings['checkpoint']}` chosen **on the test split itself** (no "
-            "validation split, the original code's way: this flatters every deep method, "
-            "unstable ones most)")
+        text += f"; {split} was held out of training, though it chooses nothing"
+    return text
 
 
 def results_markdown(cells, methods, bits, seeds, settings: dict[str, Any],
@@ -241,7 +263,13 @@ def results_markdown(cells, methods, bits, seeds, settings: dict[str, Any],
             title = METRIC_TITLES[metric].format(**settings)
             out.write(f"### {title}\n\n{table(cells, methods, bits, seeds, metric, hamming)}"
                       "\n\n")
-    if held:
+    if held and settings.get("checkpoint", "best_map") != "best_map":
+        out.write("## The tabulated states: validation mAP (exact distance, ties by index) "
+                  "and epoch\n\n"
+                  f"{chosen_states(cells, methods, bits, seeds)}\n\n(Each deep row's "
+                  f"`{settings['checkpoint']}` state, not chosen on this figure, over the same "
+                  "seeds as the tables above, and its epoch per seed.)\n\n")
+    elif held:
         out.write("## The chosen states: validation mAP (exact distance, ties by index) and "
                   "epoch\n\n"
                   f"{chosen_states(cells, methods, bits, seeds)}\n\n(The figure each deep "

@@ -108,6 +108,8 @@ def main(argv: list[str]) -> None:
     from common.reproduce.layout import cell_dir
     from common.reproduce.harness import ReproduceConfig, cell_settings
     from common.reproduce.isolation import cell_argv, command_record
+    from common.reproduce.methods import is_deep
+    from common.reproduce.report import state_phrase
     from common.io.locks import run_lock
 
     row, bits, seed, out = METHOD.value, BITS.value, SEED.value, OUT.value
@@ -118,13 +120,16 @@ def main(argv: list[str]) -> None:
         config.validate()
     except ValueError as exc:
         runner.fail(str(exc))
+    row = config.methods[0]  # its one spelling ("ddah@1.0" -> "ddah@1"): the cell's folder
     command = command_record(cell_argv(config, row, bits, data.description, seed=seed))
     with run_lock(cell_dir(config.out, row, bits, seed)):
         cell = run_cell(config.out, row, bits, data, cell_settings(config, data, row, seed),
                         command)
+    state = (state_phrase(cell.get("checkpoint", config.checkpoint),
+                          cell.get("selected_on", "test")) if is_deep(row)
+             else "fitted: no state to choose")
     print(f"{row} {bits} bits, seed {seed}: mAP {cell['figures']['exact']['map']:.4f} "
-          f"(exact Hamming, state chosen on the {cell.get('selected_on', 'test')} split); "
-          f"{cell_dir(config.out, row, bits, seed)}")
+          f"(exact Hamming, {state}); {cell_dir(config.out, row, bits, seed)}")
 
 
 def run() -> None:

@@ -58,3 +58,32 @@ def test_csv_gives_the_validation_map_on_the_exact_rows_only():
                    ("dcbh", "1", "exact"): "0.44", ("dcbh", "1", "legacy"): "",
                    ("itq", "0", "exact"): "", ("itq", "0", "legacy"): "",
                    ("itq", "1", "exact"): "", ("itq", "1", "legacy"): ""}
+
+
+def test_the_selection_is_worded_by_checkpoint():
+    """best_map: chosen on the validation split (or the test split, said so); best_loss: the
+    training loss; last: the last epoch; neither of those two "chosen on a validation split"."""
+    from common.reproduce.report import selection_text
+
+    text = {(c, f): selection_text({**SETTINGS, "checkpoint": c, "validation_fraction": f})
+            for c in ("best_map", "best_loss", "last") for f in (0.1, 0.0)}
+    assert text["best_map", 0.1].startswith(
+        "state `best_map` (the highest mAP of the evaluated states) chosen on a **validation "
+        "split** (0.1 of each identity's train images")
+    assert "chosen **on the test split itself**" in text["best_map", 0.0]
+    assert text["best_loss", 0.0] == ("state `best_loss`: the epoch of the lowest mean training "
+                                      "loss (chosen on no retrieval figure), scored once on the "
+                                      "test split")
+    assert text["last", 0.0] == ("state `last`: the last epoch (chosen on no retrieval figure), "
+                                 "scored once on the test split")
+    assert text["last", 0.1].endswith("was held out of training, though it chooses nothing")
+    for key in (("best_loss", 0.1), ("last", 0.1), ("best_loss", 0.0), ("last", 0.0)):
+        assert "chosen on a" not in text[key] and "test split itself" not in text[key]
+
+
+def test_states_not_chosen_on_validation_are_not_called_chosen():
+    text = results_markdown(CELLS, ["dcbh", "itq"], [48], [0, 1],
+                            {**SETTINGS, "checkpoint": "last"}, {}, [])
+    assert "## The chosen states" not in text
+    assert "## The tabulated states: validation mAP" in text
+    assert "Each deep row's `last` state, not chosen on this figure" in text
