@@ -16,9 +16,9 @@ from typing import Callable
 from absl import flags
 
 from common.cli import checks, runner
-from common.cli.run_flags import CHECKPOINT, MODEL_DIR, key_flags_for
+from common.cli.run_flags import CHECKPOINT, check_model_dir, key_flags_for
 from common.cli.checks import check_no_arguments
-from common.cli.runner import EXIT_USAGE, fail
+from common.cli.runner import EXIT_USAGE
 from common.cli.tf_startup import import_tensorflow
 
 HAMMING = flags.DEFINE_enum("hamming", "exact", ["exact", "legacy"],
@@ -46,13 +46,10 @@ checks.bound_flag("radius", checks.MAX_BITS, "codes are at most 1024 bits")
 
 def evaluate(method: str | None) -> dict:
     """Print (and optionally save) the figures of ``--model_dir``'s state."""
-    if not MODEL_DIR.value:
-        fail("--model_dir is required (the folder a train command wrote)")
-    checks.check_utf8_name("model_dir", MODEL_DIR.value)  # before TensorFlow loads
+    model_dir = check_model_dir()  # before TensorFlow loads: a mistake is told at once
     import_tensorflow()  # once, its start-up notices filtered
     from common.training.saved_run import evaluate_run
 
-    model_dir = MODEL_DIR.value  # checked above
     result = runner.guarded_call(lambda: evaluate_run(
         method, model_dir, CHECKPOINT.value, hamming=HAMMING.value, ties=TIES.value,
         top_k=TOP_K.value, radius=RADIUS.value, train_dir=TRAIN_DIR.value,
@@ -63,7 +60,9 @@ def evaluate(method: str | None) -> dict:
           + (f", without the {result['validation_held_out']} validation rows"
              if result["validation_held_out"] else "")
           + f"), {result['hamming']} Hamming, {result['ties']} ties"
-          + (", batch statistics" if result["eval_batch_norm"] == "batch" else "") + ":")
+          + (", batch statistics" if result["eval_batch_norm"] == "batch" else "")
+          + (f", {result['precision_policy']} as trained"
+             if result["precision_policy"] != "float32" else "") + ":")
     print(f"  mAP {result['map']:.4f} | precision@{result['top_k']} "
           f"{result['precision_at_k']:.4f} | within radius {result['radius']}: precision "
           f"{result['precision_within_radius']:.4f}, recall {result['recall_within_radius']:.4f}")

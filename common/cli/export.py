@@ -18,7 +18,7 @@ from typing import Callable
 from absl import flags, logging
 
 from common.cli import checks, runner
-from common.cli.run_flags import CHECKPOINT, MODEL_DIR, key_flags_for
+from common.cli.run_flags import CHECKPOINT, check_model_dir, key_flags_for
 from common.cli.checks import check_no_arguments
 from common.cli.runner import EXIT_USAGE, fail
 from common.cli.tf_startup import import_tensorflow
@@ -30,27 +30,38 @@ EXPORT_DIR = flags.DEFINE_string("export_dir", None,
 
 def export(method: str | None) -> dict:
     """Export ``--model_dir``'s state to ``--export_dir``; print where and what."""
-    if not MODEL_DIR.value:
-        fail("--model_dir is required (the folder a train command wrote)")
-    checks.check_utf8_name("model_dir", MODEL_DIR.value)  # before TensorFlow loads
+    model_dir = check_model_dir()  # before TensorFlow loads: a mistake is told at once
     if not EXPORT_DIR.value:
         fail("--export_dir is required")
     import_tensorflow()  # once, its start-up notices filtered
     from common.training.saved_run import export_run
 
     logging.set_verbosity(logging.WARNING)  # SavedModel writing logs a page of INFO lines
-    model_dir, export_dir = MODEL_DIR.value, EXPORT_DIR.value  # both checked above
+    export_dir = EXPORT_DIR.value  # checked above
     info = runner.guarded_call(lambda: export_run(method, model_dir, export_dir,
                                                   CHECKPOINT.value), EXIT_USAGE)
     checkpoint = info["checkpoint"]
-    metrics = checkpoint.get("metrics") or {}
-    figures = f", mAP {metrics['map']:.4f}" if "map" in metrics else ""
-    print(f"exported {CHECKPOINT.value} (epoch {checkpoint['epoch']}{figures}), "
+    print(f"exported {CHECKPOINT.value} (epoch {checkpoint['epoch']}{figures(checkpoint)}), "
           f"{info['num_bits']} bits, to {os.path.abspath(EXPORT_DIR.value)}")
     print("  SavedModel: tf.saved_model.load(dir).signatures['serving_default'](images=uint8 "
           "(N,32,32,3)) -> codes, packed, relaxed")
     print(f"  Keras model: {os.path.join(os.path.abspath(EXPORT_DIR.value), 'model.keras')}")
     return info
+
+
+def figures(checkpoint: dict) -> str:
+    """The exported state's recorded mAP, each figure named by its query split as training
+    names it: a run without a validation split scores (and chose) on the test split and
+    says just "mAP"; with one, "validation mAP" (what chose the state) and "test mAP"."""
+    metrics = checkpoint.get("metrics") or {}
+    test = checkpoint.get("test_metrics") or {}
+    split = metrics.get("queries", "test")
+    if split == "test":
+        return f", mAP {metrics['map']:.4f}" if "map" in metrics else ""
+    shown = [f"{split} mAP {metrics['map']:.4f}"] if "map" in metrics else []
+    shown.append(f"test mAP {test['map']:.4f}" if "map" in test else
+                 "test mAP not recorded yet (evaluate gives it)")
+    return ", " + ", ".join(shown)
 
 
 def command(method: str | None = None, module: str = __name__) -> tuple[

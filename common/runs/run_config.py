@@ -232,7 +232,11 @@ def start(model_dir: str, method_config: dict[str, Any], complete, data, train_c
     """The run config of a training that starts or resumes in ``model_dir``: checked
     against the run there (RunConfigMismatchError when it cannot continue it), its
     settings history carried on, then written (unless ``write`` is False: a worker that is
-    not the chief). ``complete`` fills a recorded method config's later settings."""
+    not the chief, or a training that writes it with :func:`write_run_config` once nothing
+    can refuse the run any more: a resume is refused by a damaged ``last`` state only when
+    it is restored, and a refused resume must leave the file as it was, without settings
+    changes that never applied). ``complete`` fills a recorded method config's later
+    settings."""
     import keras
     import tensorflow as tf
 
@@ -253,5 +257,10 @@ def start(model_dir: str, method_config: dict[str, Any], complete, data, train_c
     new.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     new["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if write:
-        write_config_file(os.path.join(model_dir, RUN_CONFIG), new)
+        write_run_config(model_dir, new)
     return new
+
+
+def write_run_config(model_dir: str, config: dict[str, Any]) -> None:
+    """Write ``config`` (what :func:`start` returned) as ``model_dir``'s run config."""
+    write_config_file(os.path.join(model_dir, RUN_CONFIG), config)

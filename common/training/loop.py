@@ -199,10 +199,15 @@ class _Trainer:
             reporting.restore_history_line(self.config.model_dir, record)
         return start_epoch
 
-    def run(self) -> dict[str, Any]:
+    def run(self, run_config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train (resuming if a run is there), evaluate, report. ``run_config``: the run
+        config to write (the chief's; None: a worker, or a caller that wrote it) once
+        the resume can no longer be refused, before the first epoch of this session."""
         cfg, wall_start = self.config, time.perf_counter()
         start_epoch = self.resume()
         check_workers_agree(self.distribution, self.tf_config, start_epoch, cfg.model_dir)
+        if run_config is not None and self.chief:  # a refused resume leaves the file as it was
+            run_config_file.write_run_config(cfg.model_dir, run_config)
         if self.chief and start_epoch and self.selection.due(start_epoch):
             self.evaluate(start_epoch)  # a kill may have cut this evaluation short
         best_loss = self.store.info("best_loss")
@@ -274,8 +279,9 @@ def train(method: HashingMethod, data: SplitData, config: TrainConfig) -> dict[s
     Each epoch saves the ``last`` checkpoint (and ``best_loss`` when its mean train loss
     is the lowest so far); every ``eval_every`` epochs and at the end the ``best_loss``
     state is evaluated (without rolling training back to it) and ``best_map`` names the
-    best-mAP state evaluated. Writes ``run_config.json`` at the start and
-    ``metrics.json`` at the end; a run whose epochs are all done is only (re-)evaluated.
+    best-mAP state evaluated. Writes ``run_config.json`` at the start (after a resume has
+    restored the last state: a refused resume leaves it as it was) and ``metrics.json``
+    at the end; a run whose epochs are all done is only (re-)evaluated.
 
     Returns:
         The content of ``metrics.json``: per slot (last, best_loss, best_map) the
@@ -297,10 +303,12 @@ def train(method: HashingMethod, data: SplitData, config: TrainConfig) -> dict[s
     with run_lock(config.model_dir) if chief else contextlib.nullcontext():
         if chief:
             remove_stale_json_temps(config.model_dir)
-        run_config_file.start(config.model_dir, method.config(), type(method).complete_config,
-                              data, config, precision_policy(config.mixed_precision),
-                              strategy.num_replicas_in_sync if strategy is not None else 1,
-                              write=chief)
+        # Checked now (a mismatch stops before any model is built); written by the chief
+        # only once the resume has restored ``last`` (_Trainer.run).
+        new_run_config = run_config_file.start(
+            config.model_dir, method.config(), type(method).complete_config, data, config,
+            precision_policy(config.mixed_precision),
+            strategy.num_replicas_in_sync if strategy is not None else 1, write=False)
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
@@ -308,6 +316,7 @@ def train(method: HashingMethod, data: SplitData, config: TrainConfig) -> dict[s
         keras.mixed_precision.set_global_policy(precision_policy(config.mixed_precision))
         try:
             with interrupts.deferred():  # SIGINT/SIGTERM stop between steps, never inside TF
-                return _Trainer(method, data, config, strategy).run()
+                return _Trainer(method, data, config, strategy).run(
+                    new_run_config if chief else None)
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)

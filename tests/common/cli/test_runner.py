@@ -184,6 +184,10 @@ def test_evaluate_on_a_file_as_model_dir_gives_one_error_line(tmp_path):
 
 
 def test_export_dir_tensorflow_cannot_load_is_refused(tmp_path):
+    # --model_dir must look like a run folder: it is checked before TensorFlow loads
+    (tmp_path / "run_config.json").write_text(json.dumps(
+        {"method": {"method": "dcbh"}, "num_classes": 2,
+         "normalization": {"mean": 100.0, "std": 50.0}}), encoding="utf-8")
     result = _cli("dcbh_tf.export", ["--model_dir", str(tmp_path), "--export_dir",
                                      str(tmp_path / "model[v2]")], tmp_path, timeout=120)
     _assert_one_error(result, 2, "model[v2]", "file pattern")  # refused before loading the run

@@ -81,6 +81,9 @@ def test_export_info_records_the_checkpoint_and_normalisation(trained, exported)
     assert info["checkpoint"]["slot"] == "best_map"
     assert info["checkpoint"]["epoch"] == metrics["best_map"]["epoch"]
     assert info["checkpoint"]["metrics"]["map"] == metrics["best_map"]["map"]
+    # no validation split: the figures that chose the state are the test split's
+    assert info["checkpoint"]["metrics"]["queries"] == "test"
+    assert info["checkpoint"]["test_metrics"] == info["checkpoint"]["metrics"]
     assert info["normalization"]["mean"] == data.normalization.mean
     assert info["normalization"]["std"] == data.normalization.std
     assert info["method"]["method"] == "dcbh" and info["method"]["code_length"] == 3
@@ -213,6 +216,11 @@ def test_export_and_evaluate_command_lines(trained, tmp_path):
                                      "--checkpoint", "best_loss"])
     assert result.returncode == 0, result.stderr
     assert f"to {out}" in result.stdout
+    with open(os.path.join(model_dir, METRICS)) as f:
+        best_loss = json.load(f)["best_loss"]
+    # no validation split: the test split's mAP, unlabelled as in training's own lines
+    assert f"exported best_loss (epoch {best_loss['epoch']}, mAP {best_loss['map']:.4f}), " \
+        in result.stdout
     with open(out / EXPORT_INFO) as f:
         assert json.load(f)["checkpoint"]["slot"] == "best_loss"
 

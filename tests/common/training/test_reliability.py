@@ -246,6 +246,36 @@ def test_resuming_from_a_non_finite_last_state_is_refused(data, tmp_path):
     assert _slots(model_dir)["last"] == (state, 1)
 
 
+@pytest.mark.parametrize("damage", ["unreadable", "non_finite"])
+def test_a_refused_resume_leaves_run_config_json_as_it_was(data, tmp_path, damage):
+    """The new settings (a learning rate, more epochs) are recorded only once the last state
+    has been restored: a resume refused by its damaged state (unreadable files, found when
+    restored; non-finite values, found after) records no setting change that never applied."""
+    model_dir = tmp_path / "run"
+    train(_dcbh(), data, _config(model_dir, 1, learning_rate=1e-3))
+    state = _slots(model_dir)["last"][0]
+    if damage == "unreadable":  # the checksum of the data file no longer matches
+        data_file = glob.glob(str(model_dir / "checkpoints" / state / "ckpt.data-*"))[0]
+        content = bytearray(open(data_file, "rb").read())
+        content[len(content) // 2:len(content) // 2 + 16] = bytes(
+            b ^ 0xFF for b in content[len(content) // 2:len(content) // 2 + 16])
+        open(data_file, "wb").write(bytes(content))
+        refusal = "damaged checkpoint"
+    else:
+        trainer = _Trainer(_dcbh(), data, _config(model_dir, 2))
+        trainer.store.restore("last")
+        kernel = trainer.model.trainable_variables[0]
+        kernel.assign(tf.fill(tf.shape(kernel), np.inf))
+        trainer.store._checkpoint.write(str(model_dir / "checkpoints" / state / "ckpt"))
+        refusal = "holds non-finite values .*cannot be resumed"
+    before = (model_dir / RUN_CONFIG).read_bytes()
+    with pytest.raises(CheckpointError, match=refusal):
+        train(_dcbh(), data, _config(model_dir, 3, learning_rate=2e-3))
+    assert (model_dir / RUN_CONFIG).read_bytes() == before
+    assert "setting_changes" not in json.loads(before)
+    assert _slots(model_dir)["last"] == (state, 1)
+
+
 # --------------------------------------------------------------------------- settings
 def test_a_resumed_run_applies_a_changed_learning_rate(data, tmp_path):
     model_dir = tmp_path / "run"
