@@ -263,6 +263,21 @@ def test_an_old_manifest_with_a_renamed_key_is_refused(tmp_path):
         GalleryIndex.load(path)
 
 
+def _old_index_with_model(tmp_path, model) -> tuple[str, str, bytes]:
+    """A copy of the old-format index (no checksum) whose manifest holds ``model``:
+    (folder, its index.json, that file's bytes)."""
+    path = str(tmp_path / "old")
+    shutil.copytree(OLD_INDEX, path)
+    file = os.path.join(path, "index.json")
+    with open(file, "rb") as f:
+        manifest = json.loads(f.read())
+    manifest["model"] = model
+    raw = json.dumps(manifest, indent=2).encode()
+    with open(file, "wb") as f:
+        f.write(raw)
+    return path, file, raw
+
+
 @pytest.mark.parametrize("model, why", [
     ("x", "is not a model record (an object, or null): 'x'"),
     ([1, 2], "is not a model record (an object, or null): [1, 2]"),
@@ -282,15 +297,7 @@ def test_an_old_manifest_with_a_damaged_model_record_is_refused_and_never_reseal
     from face_search import api
     from face_search.errors import SearchInputError
 
-    path = str(tmp_path / "old")
-    shutil.copytree(OLD_INDEX, path)
-    file = os.path.join(path, "index.json")
-    with open(file, "rb") as f:
-        manifest = json.loads(f.read())
-    manifest["model"] = model
-    raw = json.dumps(manifest, indent=2).encode()
-    with open(file, "wb") as f:
-        f.write(raw)
+    path, file, raw = _old_index_with_model(tmp_path, model)
     expected = f'{os.path.abspath(path)}: damaged index (index.json: "model"'
     for attempt in (lambda: GalleryIndex.load(path), lambda: api.index_summary(path),
                     lambda: api.remove_from_index(path, ids=[0])):
@@ -307,12 +314,5 @@ def test_an_old_manifest_with_a_damaged_model_record_is_refused_and_never_reseal
     {"path": "/e", "kind": "run", "num_bits": 8, "fingerprint": "ab", "method": None,
      "checkpoint": None, "epoch": None, "probe_relaxed": [[0.5, -1, 2e-3]]}])
 def test_model_records_of_every_known_shape_still_load(tmp_path, model):
-    path = str(tmp_path / "old")
-    shutil.copytree(OLD_INDEX, path)
-    file = os.path.join(path, "index.json")
-    with open(file, "rb") as f:
-        manifest = json.loads(f.read())
-    manifest["model"] = model
-    with open(file, "w") as f:
-        json.dump(manifest, f)
+    path, _, _ = _old_index_with_model(tmp_path, model)
     assert GalleryIndex.load(path).model == model
